@@ -1,0 +1,1 @@
+"""The HTTP API and the `zlh` command line: thin layers over services and projections."""

@@ -1,0 +1,31 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import metrics, problems
+from api.routers import admin, instances, probes, users
+from services.container import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+
+    app = FastAPI(
+        title="ZLH control plane",
+        version="0.1.0",
+        description="Game servers and dev containers, provisioned asynchronously from an event log.",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    problems.install(app)
+    metrics.install(app)
+    for router in (probes.router, users.router, instances.router, admin.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,211 @@
+"""The `zlh` command line, as CONTRACT.md lists it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID
+
+import typer
+
+from projections.db import DatabaseURL
+
+cli = typer.Typer(help="ZLH control plane.", no_args_is_help=True, add_completion=False)
+users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
+projections_cli = typer.Typer(help="Inspect and rebuild read models.", no_args_is_help=True)
+audit_cli = typer.Typer(help="Read the log as an auditor.", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+cli.add_typer(projections_cli, name="projections")
+cli.add_typer(audit_cli, name="audit")
+
+log = logging.getLogger("zlh")
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from services.settings import Settings
+
+    try:
+        return Settings()
+    except Exception as exc:
+        typer.echo(f"zlh: bad configuration: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _container(settings=None):  # type: ignore[no-untyped-def]
+    from services.container import Container
+
+    return Container.build(settings or _settings())
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade every table (idempotent; safe to run concurrently)."""
+    from services.migrate import migrate as run_migrate
+
+    run_migrate(DatabaseURL.parse(_settings().database_url))
+    typer.echo("migrated")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    no_workers: Annotated[bool, typer.Option("--no-workers", help="Serve the API only.")] = False,
+) -> None:
+    """Serve the API; by default also every worker in-process (the embedded mode)."""
+    import uvicorn
+
+    from api.app import create_app
+    from services.migrate import migrate as run_migrate
+    from services.users import ensure_bootstrap_admin
+
+    _setup_logging()
+    settings = _settings()
+    if not no_workers:
+        run_migrate(DatabaseURL.parse(settings.database_url))
+    container = _container(settings)
+    first_token = _bootstrap(container, settings, ensure_bootstrap_admin)
+    if not no_workers:
+        container.start()
+    base = f"http://{host}:{port}"
+    typer.echo(
+        f"\nZLH control plane on {base}  (database: {container.url.dialect}, "
+        f"workers: {'none' if no_workers else 'all in-process'})\n"
+        f"  API docs:  {base}/docs   OpenAPI: {base}/openapi.json\n"
+        f"  {first_token}\n"
+        f"  Try:       curl -H 'Authorization: Bearer TOKEN' {base}/api/me\n"
+    )
+    try:
+        uvicorn.run(create_app(container), host=host, port=port, log_level="info")
+    finally:
+        container.close()
+
+
+def _bootstrap(container, settings, ensure_bootstrap_admin) -> str:  # type: ignore[no-untyped-def]
+    """Make sure an admin can sign in; return a line telling the operator how."""
+    if settings.bootstrap_admin_token:
+        ensure_bootstrap_admin(container.app, settings.bootstrap_admin_token)
+        return "Admin token: the value of ZLH_BOOTSTRAP_ADMIN_TOKEN"
+    token_file = Path(settings.data_dir) / "initial-admin-token"
+    if not token_file.exists():
+        from services.users import new_token
+
+        token = new_token()
+        ensure_bootstrap_admin(container.app, token)
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+    return (f"Admin token: {token_file.read_text().strip()}  (kept in {token_file}; "
+            "more users: zlh users create EMAIL [--admin])")
+
+
+@cli.command()
+def worker(name: Annotated[str, typer.Argument(help="provisioning | projections")]) -> None:
+    """Run one process manager until SIGTERM."""
+    from services.container import WORKERS
+
+    if name not in WORKERS:
+        typer.echo(f"zlh: no worker named {name!r}; available: {', '.join(WORKERS)}", err=True)
+        raise typer.Exit(2)
+    _setup_logging()
+    container = _container()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    container.start((name,))
+    log.info("worker %s running", name)
+    stop.wait()
+    container.close()
+
+
+@users_cli.command("create")
+def users_create(
+    email: str, admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False
+) -> None:
+    """Create a user and print {"id", "email", "admin", "token"} as JSON."""
+    from domain.errors import DomainError
+    from services.users import create_user
+
+    container = _container()
+    try:
+        principal, token = create_user(container.app, email, admin)
+    except DomainError as exc:
+        typer.echo(f"zlh: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        container.close()
+    typer.echo(json.dumps({"id": str(principal.id), "email": principal.email, "admin": principal.admin,
+                           "token": token}))
+
+
+@projections_cli.command("status")
+def projections_status() -> None:
+    """Each projection with its position and lag."""
+    container = _container()
+    try:
+        for item in container.projection_status():
+            typer.echo(json.dumps({k: item[k] for k in ("name", "position", "head", "lag")}))
+    finally:
+        container.close()
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str | None, typer.Argument(help="Projection name")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Rebuild every projection.")] = False,
+) -> None:
+    """Rebuild from position 0 into shadow tables and swap, while the API keeps serving."""
+    container = _container()
+    try:
+        if all_ == (name is not None):
+            typer.echo("zlh: give a projection NAME or --all", err=True)
+            raise typer.Exit(2)
+        names = list(container.runners) if all_ else [name]
+        for n in names:
+            runner = container.runners.get(n)
+            if runner is None:
+                typer.echo(f"zlh: no projection named {n!r}; known: {', '.join(container.runners)}", err=True)
+                raise typer.Exit(2)
+            progress = runner.rebuild()
+            typer.echo(json.dumps({"name": n, **progress.as_dict()}))
+    finally:
+        container.close()
+
+
+@audit_cli.command("stream")
+def audit_stream(stream_id: str) -> None:
+    """Print a stream's events as JSON lines, oldest first."""
+    from services.audit import stream_events
+
+    try:
+        sid = UUID(stream_id)
+    except ValueError as exc:
+        typer.echo(f"zlh: {stream_id!r} is not a stream id (a UUID)", err=True)
+        raise typer.Exit(2) from exc
+    container = _container()
+    try:
+        events = stream_events(container.app, sid)
+    finally:
+        container.close()
+    if not events:
+        typer.echo(f"zlh: no stream {sid}", err=True)
+        raise typer.Exit(1)
+    for event in events:
+        typer.echo(json.dumps(event, sort_keys=True))
+
+
+def main() -> None:
+    cli(prog_name="zlh")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

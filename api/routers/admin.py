@@ -1,0 +1,47 @@
+"""Operators and auditors: streams, projections."""
+
+from __future__ import annotations
+
+import threading
+from uuid import UUID
+
+from fastapi import APIRouter
+
+from api.deps import AdminDep, ContainerDep
+from api.problems import Problem
+from api.schemas import ProjectionList, ProjectionOut, Stream, StreamEvent
+from services.audit import stream_events
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+
+@router.get("/streams/{stream_id}/events", response_model=Stream)
+def stream(stream_id: UUID, _: AdminDep, container: ContainerDep) -> Stream:
+    events = stream_events(container.app, stream_id)
+    if not events:
+        raise Problem(404, "not_found", "no such stream")
+    return Stream(id=str(stream_id), events=[StreamEvent(**e) for e in events])
+
+
+@router.get("/projections", response_model=ProjectionList)
+def projections(_: AdminDep, container: ContainerDep) -> ProjectionList:
+    return ProjectionList(items=[ProjectionOut(**p) for p in container.projection_status()])
+
+
+@router.post("/projections/{name}/rebuild", status_code=202)
+def rebuild(name: str, _: AdminDep, container: ContainerDep) -> dict[str, str]:
+    runner = container.runners.get(name)
+    if runner is None:
+        raise Problem(404, "not_found", f"no projection named {name!r}; see GET /api/admin/projections")
+    if runner.progress.state in ("running", "swapping"):
+        raise Problem(409, "rebuild_in_progress", f"{name} is already being rebuilt")
+    runner.progress.state = "running"
+    threading.Thread(target=_rebuild, args=(runner,), name=f"zlh-rebuild-{name}", daemon=True).start()
+    return {"name": name, "status": "rebuilding", "status_url": "/api/admin/projections"}
+
+
+def _rebuild(runner) -> None:  # type: ignore[no-untyped-def]
+    try:
+        runner.rebuild()
+    except Exception:
+        pass  # recorded in runner.progress and logged by the runner

@@ -1,0 +1,73 @@
+"""Instances and operations: the idempotent asynchronous create, and the read side."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ContainerDep, UserDep
+from api.problems import Problem
+from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
+from domain.templates import check_template
+from projections import instances as instances_view
+from projections import operations as operations_view
+from services.instances import request_instance
+from services.users import Principal
+
+router = APIRouter(prefix="/api", tags=["instances"])
+
+
+def _check_key(key: str | None) -> str:
+    if key is None or key == "":
+        raise Problem(400, "idempotency_key_missing", "send an Idempotency-Key header (1-255 printable characters)")
+    if len(key) > 255 or not all(32 <= ord(c) < 127 for c in key):
+        raise Problem(400, "idempotency_key_invalid", "the Idempotency-Key must be 1-255 printable ASCII characters")
+    return key
+
+
+def _visible(row: dict | None, user: Principal, what: str) -> dict:
+    if row is None or (row["owner_id"] != str(user.id) and not user.admin):
+        raise Problem(404, "not_found", f"no such {what}")
+    return row
+
+
+@router.post("/instances", status_code=202, response_model=Accepted)
+async def create_instance(
+    body: CreateInstance,
+    response: Response,
+    user: UserDep,
+    container: ContainerDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Accepted:
+    key = _check_key(idempotency_key)
+    check_template(body.kind, body.template)
+    accepted = await run_in_threadpool(
+        request_instance, container.app, user.id, key, body.kind, body.name, body.template
+    )
+    if accepted.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        await run_in_threadpool(container.wait_for_projections, accepted.position)
+    status_url = f"/api/operations/{accepted.operation_id}"
+    response.headers["Location"] = status_url
+    return Accepted(operation_id=str(accepted.operation_id), instance_id=str(accepted.instance_id),
+                    status_url=status_url)
+
+
+@router.get("/instances", response_model=InstanceList)
+def list_instances(user: UserDep, container: ContainerDep) -> InstanceList:
+    rows = instances_view.list_for_owner(container.db, str(user.id))
+    return InstanceList(items=[InstanceOut(**r) for r in rows])
+
+
+@router.get("/instances/{instance_id}", response_model=InstanceOut)
+def get_instance(instance_id: UUID, user: UserDep, container: ContainerDep) -> InstanceOut:
+    return InstanceOut(**_visible(instances_view.get(container.db, str(instance_id)), user, "instance"))
+
+
+@router.get("/operations/{operation_id}", response_model=OperationOut)
+def get_operation(operation_id: UUID, user: UserDep, container: ContainerDep) -> OperationOut:
+    return OperationOut(**_visible(operations_view.get(container.db, str(operation_id)), user, "operation"))

@@ -1,0 +1,34 @@
+"""Liveness, readiness and metrics: the only routes outside `/api`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import ContainerDep
+
+router = APIRouter(tags=["probes"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(container: ContainerDep) -> JSONResponse:
+    try:
+        container.app.head()
+        container.db.query("SELECT 1 AS ok")
+    except Exception as exc:
+        return JSONResponse({"status": "unavailable", "event_store": f"{type(exc).__name__}"}, status_code=503)
+    return JSONResponse({"status": "ready", "event_store": "ok"})
+
+
+@router.get("/metrics")
+def metrics(container: ContainerDep) -> Response:
+    from api.metrics import refresh_gauges
+
+    refresh_gauges(container)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,36 @@
+"""What a projection declares: its tables, the event topics it reads, and how it applies them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from projections.db import _PortableCursor
+
+
+@dataclass(frozen=True)
+class Table:
+    """A read-model table. `name` is the live name; a rebuild builds `name__shadow` and swaps it in."""
+
+    name: str
+    columns: str
+    indexes: tuple[tuple[str, str], ...] = ()  # (suffix, "col1, col2")
+
+
+class Projection(ABC):
+    """A read model built from the log. Subclasses set `name`, `tables`, `topics` and `apply`."""
+
+    name: str
+    tables: tuple[Table, ...]
+    topics: frozenset[str]
+
+    @abstractmethod
+    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+        """Apply one decoded event; `t` maps each table's live name to the physical one to write."""
+
+
+def iso(ts: datetime) -> str:
+    """RFC 3339 UTC with a `Z`, the form every read model stores and the API returns."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

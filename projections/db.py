@@ -1,0 +1,167 @@
+"""The read-model database: one small interface over SQLite and PostgreSQL.
+
+SQL is written once with `%s` placeholders and portable types (TEXT, BIGINT,
+INTEGER); on SQLite the placeholders become `?`. Write transactions are
+serialized per database (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: row locks taken
+by the callers with `FOR UPDATE`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs, unquote, urlparse
+
+Dialect = Literal["sqlite", "postgres"]
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    """A parsed `ZLH_DATABASE_URL`."""
+
+    dialect: Dialect
+    path: str = ""  # sqlite
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = ""
+    password: str = ""
+    dbname: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseURL:
+        if url.startswith("sqlite:///"):
+            path = url[len("sqlite:///") :]
+            if not path:
+                raise ValueError("sqlite URL needs a path: sqlite:///var/zlh.sqlite3")
+            return cls(dialect="sqlite", path=path)
+        parsed = urlparse(url)
+        if parsed.scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+            query = parse_qs(parsed.query)
+            return cls(
+                dialect="postgres",
+                host=parsed.hostname or query.get("host", ["127.0.0.1"])[0],
+                port=parsed.port or 5432,
+                user=unquote(parsed.username or ""),
+                password=unquote(parsed.password or ""),
+                dbname=(parsed.path or "/").lstrip("/"),
+            )
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+    def conninfo(self) -> str:
+        """A libpq connection string (PostgreSQL only)."""
+        parts = {"host": self.host, "port": str(self.port), "dbname": self.dbname}
+        if self.user:
+            parts["user"] = self.user
+        if self.password:
+            parts["password"] = self.password
+        return " ".join(f"{k}='{v}'" for k, v in parts.items())
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class ReadModelDB:
+    """Connections for read models and process-manager positions."""
+
+    def __init__(self, url: DatabaseURL, pool_size: int = 4) -> None:
+        self.url = url
+        self.dialect: Dialect = url.dialect
+        self._local = threading.local()
+        self._pool: Any = None
+        if url.dialect == "postgres":
+            from psycopg.rows import dict_row
+            from psycopg_pool import ConnectionPool
+
+            self._pool = ConnectionPool(
+                url.conninfo(),
+                min_size=1,
+                max_size=pool_size,
+                kwargs={"row_factory": dict_row, "autocommit": False},
+                open=True,
+                name="zlh-read-models",
+            )
+        else:
+            Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+
+    # SQLite: one connection per thread, autocommit mode with explicit transactions.
+    def _sqlite(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.url.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PortableCursor]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        if self.dialect == "sqlite":
+            conn = self._sqlite()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _PortableCursor(conn.cursor(), "sqlite")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        else:
+            with self._pool.connection() as conn, conn.transaction():
+                yield _PortableCursor(conn.cursor(), "postgres")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run a read-only query and return its rows as dicts."""
+        if self.dialect == "sqlite":
+            cur = self._sqlite().execute(_to_sqlite(sql), tuple(params))
+            return [dict(r) for r in cur.fetchall()]
+        with self._pool.connection() as conn:
+            rows = conn.execute(sql, tuple(params)).fetchall()
+            conn.rollback()
+            return list(rows)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _PortableCursor:
+    """A cursor that takes `%s` placeholders on both dialects and returns dict rows."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self.dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _PortableCursor:
+        if self.dialect == "sqlite":
+            self._cursor.execute(_to_sqlite(sql), tuple(params))
+        else:
+            self._cursor.execute(sql, tuple(params))
+        return self
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = self._cursor.fetchone()
+        return None if row is None else dict(row)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._cursor.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._cursor.rowcount)
+
+
+def _to_sqlite(sql: str) -> str:
+    return sql.replace("%s", "?").replace(" FOR UPDATE", "")

@@ -1,0 +1,107 @@
+"""`InstancesProjection`: the portal's list of instances per owner, with the pending operation.
+
+Reads instance events for the row and operation events for the pending
+operation's phase and current step, so a card can show `queued`, `running
+(start_process)` and so on without a second query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.instance import Instance
+from domain.operation import Operation
+from projections.base import Projection, Table, iso
+from projections.db import ReadModelDB, _PortableCursor
+
+TABLE = "rm_instances"
+
+
+class InstancesProjection(Projection):
+    name = "instances"
+    tables = (
+        Table(
+            TABLE,
+            "id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, "
+            "template TEXT NOT NULL, edge_name TEXT NOT NULL, status TEXT NOT NULL, address TEXT, "
+            "port INTEGER, pending_operation_id TEXT, pending_kind TEXT, pending_phase TEXT, "
+            "pending_step TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL",
+            indexes=(("owner_created", "owner_id, created_at"), ("pending_op", "pending_operation_id")),
+        ),
+    )
+    topics = frozenset(
+        {
+            Instance.Requested.TOPIC,
+            Instance.OperationBegun.TOPIC,
+            Instance.Provisioned.TOPIC,
+            Instance.OperationFailed.TOPIC,
+            Operation.Claimed.TOPIC,
+            Operation.StepStarted.TOPIC,
+        }
+    )
+
+    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+        table = t[TABLE]
+        at = iso(event.timestamp)
+        if isinstance(event, Instance.Requested):
+            cur.execute(
+                f"INSERT INTO {table} (id, owner_id, kind, name, template, edge_name, status, "
+                "pending_operation_id, pending_kind, pending_phase, created_at, updated_at, version) "
+                "VALUES (%s, %s, %s, %s, %s, %s, 'provisioning', %s, 'create', 'queued', %s, %s, %s)",
+                (
+                    str(event.originator_id), str(event.owner_id), event.kind, event.name, event.template,
+                    event.edge_name, str(event.operation_id), at, at, event.originator_version,
+                ),
+            )
+        elif isinstance(event, Instance.OperationBegun):
+            self._update(cur, table, event, "pending_operation_id = %s, pending_kind = %s, "
+                         "pending_phase = 'queued', pending_step = NULL", (str(event.operation_id), event.kind))
+        elif isinstance(event, Instance.Provisioned):
+            self._update(cur, table, event, "status = 'running', address = %s, port = %s, "
+                         "pending_operation_id = NULL, pending_kind = NULL, pending_phase = NULL, "
+                         "pending_step = NULL", (event.address, event.port))
+        elif isinstance(event, Instance.OperationFailed):
+            status = "status = 'failed', " if event.kind == "create" else ""
+            self._update(cur, table, event, f"{status}pending_operation_id = NULL, pending_kind = NULL, "
+                         "pending_phase = NULL, pending_step = NULL", ())
+        elif isinstance(event, Operation.Claimed):
+            cur.execute(f"UPDATE {table} SET pending_phase = 'running' WHERE pending_operation_id = %s",
+                        (str(event.originator_id),))
+        elif isinstance(event, Operation.StepStarted):
+            cur.execute(f"UPDATE {table} SET pending_step = %s WHERE pending_operation_id = %s",
+                        (event.step, str(event.originator_id)))
+
+    @staticmethod
+    def _update(cur: _PortableCursor, table: str, event: Any, assignments: str, params: tuple) -> None:
+        cur.execute(
+            f"UPDATE {table} SET {assignments}, updated_at = %s, version = %s WHERE id = %s",
+            (*params, iso(event.timestamp), event.originator_version, str(event.originator_id)),
+        )
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    pending = None
+    if r["pending_operation_id"]:
+        pending = {"id": r["pending_operation_id"], "kind": r["pending_kind"], "phase": r["pending_phase"],
+                   "step": r["pending_step"]}
+    return {
+        "id": r["id"], "owner_id": r["owner_id"], "kind": r["kind"], "name": r["name"],
+        "template": r["template"], "edge_name": r["edge_name"], "status": r["status"],
+        "address": r["address"], "port": r["port"], "pending_operation_id": r["pending_operation_id"],
+        "pending_operation": pending, "created_at": r["created_at"], "updated_at": r["updated_at"],
+    }
+
+
+def list_for_owner(db: ReadModelDB, owner_id: str) -> list[dict[str, Any]]:
+    """The owner's instances, newest first, pending ones included."""
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s ORDER BY created_at DESC, id", (owner_id,))
+    return [_row(r) for r in rows]
+
+
+def get(db: ReadModelDB, instance_id: str) -> dict[str, Any] | None:
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE id = %s", (instance_id,))
+    return _row(rows[0]) if rows else None
+
+
+def list_all(db: ReadModelDB) -> list[dict[str, Any]]:
+    return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY id")]

@@ -1,0 +1,1 @@
+"""Use cases, process managers, adapters and the wiring that turns settings into a container."""

@@ -1,0 +1,129 @@
+"""The one place that turns settings into wired components, and runs the workers.
+
+`Container.start(workers=...)` runs the chosen process managers as threads of this
+process: that is the embedded mode of `zlh serve` and also what each
+`zlh worker NAME` process does with a single worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from projections.db import DatabaseURL, ReadModelDB
+from projections.registry import all_projections
+from projections.runner import ProjectionRunner, read_positions
+from services.ports import InstanceDriver
+from services.provisioning import ProvisioningManager
+from services.settings import Settings
+from services.store import ZLH, LogSignal, PostgresListener, store_env
+
+log = logging.getLogger(__name__)
+
+WORKERS = ("projections", "provisioning")
+
+
+def build_driver(settings: Settings) -> InstanceDriver:
+    if settings.driver == "local":
+        from services.adapters.local.driver import LocalDriver
+
+        return LocalDriver(Path(settings.data_dir), settings.dns_zone)
+    raise NotImplementedError("the proxmox driver is not available yet; use ZLH_DRIVER=local")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    url: DatabaseURL
+    app: ZLH
+    db: ReadModelDB
+    driver: InstanceDriver
+    runners: dict[str, ProjectionRunner]
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    provisioning: ProvisioningManager | None = None
+    threads: list[threading.Thread] = field(default_factory=list)
+    started: set[str] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, settings: Settings, driver: InstanceDriver | None = None, pool_size: int = 8) -> Container:
+        url = DatabaseURL.parse(settings.database_url)
+        signal = LogSignal()
+        app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)
+        db = ReadModelDB(url, pool_size=pool_size)
+        runners = {p.name: ProjectionRunner(app, db, p) for p in all_projections()}
+        return cls(settings, url, app, db, driver or build_driver(settings), runners)
+
+    # Workers.
+
+    def start(self, workers: tuple[str, ...] = WORKERS) -> None:
+        unknown = set(workers) - set(WORKERS)
+        if unknown:
+            raise ValueError(f"unknown workers: {sorted(unknown)}; available: {list(WORKERS)}")
+        if self.url.dialect == "postgres":
+            self._thread(PostgresListener(self.url, self.app.signal, self.stop_event))
+        if "projections" in workers:
+            for runner in self.runners.values():
+                self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal.wait)
+        if "provisioning" in workers:
+            self.provisioning = ProvisioningManager(
+                self.app, self.db, self.driver,
+                worker_id=f"{socket.gethostname()}:{os.getpid()}:{id(self):x}",
+                step_delay=self.settings.local_step_delay,
+                connect_timeout=self.settings.connect_timeout,
+                concurrency=self.settings.provisioning_concurrency,
+            )
+            self._spawn("provisioning", self.provisioning.run, self.app.signal.wait)
+        self.started |= set(workers)
+
+    def _spawn(self, name: str, target: Any, *args: Any) -> None:
+        self._thread(threading.Thread(target=target, args=args, name=f"zlh-{name}", daemon=True))
+
+    def _thread(self, thread: threading.Thread) -> None:
+        thread.start()
+        self.threads.append(thread)
+
+    def close(self) -> None:
+        self.stop_event.set()
+        if self.provisioning is not None:
+            self.provisioning.stop(wait=True)
+        self.app.signal.notify()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.app.close()
+        self.db.close()
+
+    # Read-your-writes.
+
+    def wait_for_projections(self, position: int, names: tuple[str, ...] | None = None,
+                             timeout: float = 5.0) -> bool:
+        """Block until the named projections have applied `position`; False on timeout."""
+        if position <= 0:
+            return True
+        names = names or tuple(self.runners)
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            positions = read_positions(self.db)
+            if all(positions.get(n, 0) >= position for n in names):
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("projections %s did not reach %d within %.1fs", names, position, timeout)
+                return False
+            time.sleep(delay)  # polling a database position with a deadline, not synchronising on time
+            delay = min(delay * 2, 0.02)
+
+    def projection_status(self) -> list[dict[str, Any]]:
+        head = self.app.head()
+        positions = read_positions(self.db)
+        items = []
+        for name, runner in self.runners.items():
+            position = positions.get(name, 0)
+            items.append({"name": name, "position": position, "head": head, "lag": max(head - position, 0),
+                          "rebuild": runner.progress.as_dict()})
+        return items

@@ -1,0 +1,93 @@
+"""Use cases for instances: the idempotent, asynchronous create.
+
+`request_instance` does no provisioning work. It writes, in one atomic save, the
+`Operation` (id derived from the caller and the Idempotency-Key), the `Instance`
+(id derived from the operation) and the `NameClaim` (id derived from the owner and
+name). Concurrent duplicates collide in the store on those ids: exactly one save
+succeeds; every other request then reads what won and answers from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import IdempotencyKeyReusedError
+from domain.ids import instance_id_for_operation, operation_id_for_key, short_id
+from domain.instance import Instance
+from domain.name_claim import NameClaim
+from domain.operation import Operation, OperationKind
+from services.store import ZLH
+
+
+def fingerprint(route: str, body: dict[str, Any]) -> str:
+    """SHA-256 of the route and the canonical JSON body: what "the same request" means."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{route}\n{canonical}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to an accepted create: what was written, and whether this is a replay."""
+
+    operation_id: UUID
+    instance_id: UUID
+    replayed: bool
+    position: int  # the log position to wait for, for read-your-writes
+
+
+def request_instance(
+    app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str
+) -> Accepted:
+    """Queue a create operation, or replay the one this key already made."""
+    body = {"kind": kind, "name": name, "template": template}
+    print_ = fingerprint("POST /api/instances", body)
+    operation_id = operation_id_for_key(owner_id, idempotency_key)
+    for _ in range(10):
+        replay = _replay(app, operation_id, print_)
+        if replay is not None:
+            return replay
+        instance_id = instance_id_for_operation(operation_id)
+        claim = _claim_name(app, owner_id, name, instance_id)  # NameTakenError propagates
+        instance = Instance(
+            owner_id=owner_id, kind=kind, name=name, template=template,
+            edge_name=f"{name}-{short_id(instance_id)}", operation_id=operation_id,
+        )
+        operation = Operation(
+            request_key=idempotency_key, kind=OperationKind.CREATE.value, instance_id=instance_id,
+            owner_id=owner_id, fingerprint=print_, params=body,
+        )
+        try:
+            recordings = app.save(operation, instance, claim)
+        except IntegrityError:
+            continue  # a concurrent duplicate or a concurrent name claim won: look again
+        return Accepted(operation_id, instance_id, False, recordings[-1].notification.id)
+    raise RuntimeError("request_instance: too much contention")
+
+
+def _replay(app: ZLH, operation_id: UUID, print_: str) -> Accepted | None:
+    try:
+        operation: Operation = app.repository.get(operation_id)
+    except AggregateNotFoundError:
+        return None
+    if operation.fingerprint != print_:
+        raise IdempotencyKeyReusedError(
+            "this Idempotency-Key was already used with a different request body"
+        )
+    return Accepted(operation.id, operation.instance_id, True, 0)
+
+
+def _claim_name(app: ZLH, owner_id: UUID, name: str, instance_id: UUID) -> NameClaim:
+    try:
+        claim: NameClaim = app.repository.get(NameClaim.create_id(owner_id, name))
+    except AggregateNotFoundError:
+        return NameClaim(owner_id=owner_id, name=name, instance_id=instance_id)
+    claim.claim(instance_id)
+    return claim
+

@@ -1,0 +1,53 @@
+"""Settings from the environment (`ZLH_*`), as CONTRACT.md lists them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from `90s`, `15m`, `3d`, `250ms` or a plain number of seconds."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 3d or seconds)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZLH_", extra="ignore")
+
+    database_url: str = "sqlite:///var/zlh.sqlite3"
+    redis_url: str | None = None
+    data_dir: str = "var"
+    driver: Literal["local", "proxmox"] = "local"
+    bootstrap_admin_token: str | None = Field(default=None, repr=False)
+    stripe_webhook_secret: str | None = Field(default=None, repr=False)
+    billing_final_warning_after: Duration = 3 * 86400.0
+    billing_suspend_after: Duration = 7 * 86400.0
+    controller_mode: Literal["dry-run", "live"] = "dry-run"
+    controller_interval: Duration = 30.0
+    operation_stale_after: Duration = 15 * 60.0
+    local_step_delay: Duration = 0.0
+    dns_zone: str = "play.zlh.localhost"
+    discord_webhook_url: str | None = Field(default=None, repr=False)
+    smtp_url: str | None = Field(default=None, repr=False)
+    #: Not in the contract: how long a provisioning step may wait for a server to accept connections.
+    connect_timeout: Duration = 30.0
+    #: Not in the contract: worker threads of one provisioning process manager.
+    provisioning_concurrency: int = Field(default=4, ge=1, le=64)

@@ -1,0 +1,116 @@
+"""The durable log: one `eventsourcing` application holding every aggregate.
+
+One application means one notification log, so process managers and projections
+follow a single ordered sequence, and a save that touches several aggregates
+(an operation, its instance and a name claim) is one transaction.
+
+`CREATE_TABLE` is always off here: tables are made by `zlh migrate` only, so many
+processes starting at once never race on DDL. `POSTGRES_ENABLE_DB_FUNCTIONS` is
+never set: the default insert path locks the table, which hands out notification
+ids in commit order so a reader never skips an event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import Recording
+
+from projections.db import DatabaseURL
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "zlh"
+EVENTS_TABLE = "zlh_events"  # eventsourcing names the PostgreSQL table `<app name>_events`
+
+
+def store_env(url: DatabaseURL, create_table: bool = False, pool_size: int = 5) -> dict[str, str]:
+    """The `eventsourcing` environment for a database URL."""
+    env = {"CREATE_TABLE": "y" if create_table else "n", "POSTGRES_ENABLE_DB_FUNCTIONS": "n"}
+    if url.dialect == "sqlite":
+        env |= {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": url.path,
+                "SQLITE_LOCK_TIMEOUT": "30"}
+    else:
+        env |= {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.dbname,
+            "POSTGRES_HOST": url.host,
+            "POSTGRES_PORT": str(url.port),
+            "POSTGRES_USER": url.user,
+            "POSTGRES_PASSWORD": url.password,
+            "POSTGRES_POOL_SIZE": str(pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(pool_size * 2),
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_PRE_PING": "y",
+        }
+    return env
+
+
+class LogSignal:
+    """Wakes local followers when this process appends events (and, on PostgreSQL, any process)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until a notification arrives or `timeout` passes; True if notified."""
+        with self._cond:
+            seen = self._generation
+            return self._cond.wait_for(lambda: self._generation != seen, timeout=timeout)
+
+
+class ZLH(Application[UUID]):
+    """The control plane's event store."""
+
+    name = APP_NAME
+    log_section_size = 1000
+
+    def __init__(self, env: dict[str, str], signal: LogSignal | None = None) -> None:
+        # Our env wins over os.environ: isolate from stray PERSISTENCE_MODULE etc.
+        super().__init__(env=env)
+        self.signal = signal or LogSignal()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:  # type: ignore[override]
+        recordings = super().save(*objs, **kwargs)
+        self.signal.notify()
+        return recordings
+
+    def head(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def stream(self, originator_id: UUID) -> Sequence[Any]:
+        """Every event of one stream, oldest first, decoded."""
+        return [self.mapper.to_domain_event(s) for s in self.recorder.select_events(originator_id)]
+
+
+class PostgresListener(threading.Thread):
+    """LISTENs on the events table's channel (the library NOTIFYs on every insert) and relays."""
+
+    def __init__(self, url: DatabaseURL, signal: LogSignal, stop: threading.Event) -> None:
+        super().__init__(name="zlh-pg-listen", daemon=True)
+        self.url, self.signal, self.stop_event = url, signal, stop
+
+    def run(self) -> None:
+        import psycopg
+
+        while not self.stop_event.is_set():
+            try:
+                with psycopg.connect(self.url.conninfo(), autocommit=True) as conn:
+                    conn.execute(f"LISTEN {EVENTS_TABLE}")
+                    while not self.stop_event.is_set():
+                        for _ in conn.notifies(timeout=1.0, stop_after=1):
+                            self.signal.notify()
+            except Exception:
+                log.warning("LISTEN connection lost; reconnecting", exc_info=True)
+                self.stop_event.wait(1.0)

@@ -1,0 +1,83 @@
+"""Use cases for users and API tokens: register, bootstrap the admin, authenticate."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import DomainError
+from domain.ids import credential_id, derive
+from domain.user import Credential, User
+from services.store import ZLH
+
+
+class EmailTakenError(DomainError):
+    code = "email_taken"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    id: UUID
+    email: str
+    admin: bool
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "zlh_" + secrets.token_urlsafe(32)
+
+
+def create_user(app: ZLH, email: str, admin: bool) -> tuple[Principal, str]:
+    """Register a user with a fresh token; return the user and the token (shown once)."""
+    token = new_token()
+    user = User(email=email.strip().lower(), admin=admin)
+    credential = user.issue_token(hash_token(token))
+    try:
+        app.save(user, credential)
+    except IntegrityError:
+        raise EmailTakenError(f"a user with email {email!r} already exists") from None
+    return Principal(user.id, user.email, user.admin), token
+
+
+BOOTSTRAP_ADMIN_EMAIL = "admin@zlh.localhost"
+
+
+def ensure_bootstrap_admin(app: ZLH, token: str) -> Principal:
+    """Make `token` an admin token, idempotently (safe to run at every start, concurrently)."""
+    token_hash = hash_token(token)
+    user_id = derive("user", BOOTSTRAP_ADMIN_EMAIL)
+    for _ in range(5):
+        try:
+            user = app.repository.get(user_id)
+        except AggregateNotFoundError:
+            user = User(email=BOOTSTRAP_ADMIN_EMAIL, admin=True)
+        if token_hash in user.token_hashes:
+            return Principal(user.id, user.email, user.admin)
+        try:
+            app.save(user, user.issue_token(token_hash))
+            return Principal(user.id, user.email, user.admin)
+        except IntegrityError:
+            continue  # another process bootstrapped at the same time: look again
+    raise RuntimeError("could not bootstrap the admin user")
+
+
+def authenticate(app: ZLH, token: str) -> Principal | None:
+    """The user a bearer token belongs to, or None."""
+    if not token:
+        return None
+    try:
+        credential: Credential = app.repository.get(credential_id(hash_token(token)))
+        user: User = app.repository.get(credential.user_id)
+    except AggregateNotFoundError:
+        return None
+    return Principal(user.id, user.email, user.admin)

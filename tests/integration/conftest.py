@@ -1,0 +1,88 @@
+"""A running control plane in-process: real store (SQLite or PostgreSQL), fake driver, HTTP client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from projections.db import DatabaseURL
+from services.adapters.fake_driver import FakeDriver
+from services.container import Container
+from services.migrate import migrate
+from services.settings import Settings
+from services.users import ensure_bootstrap_admin
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+    """Call `fetch` until `done(result)`, or fail with the last result after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        result = fetch()
+        if done(result):
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last: {result!r}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+@pytest.fixture
+def driver() -> FakeDriver:
+    return FakeDriver()
+
+
+@pytest.fixture
+def make_container(database_url: str, tmp_path: Path, driver: FakeDriver) -> Iterator[Callable[..., Container]]:
+    built: list[Container] = []
+
+    def make(workers: tuple[str, ...] = ("projections", "provisioning"), **overrides: Any) -> Container:
+        settings = Settings(database_url=database_url, data_dir=str(tmp_path / "data"), **overrides)
+        migrate(DatabaseURL.parse(settings.database_url))
+        container = Container.build(settings, driver=driver, pool_size=4)
+        ensure_bootstrap_admin(container.app, ADMIN_TOKEN)
+        container.start(workers)
+        built.append(container)
+        return container
+
+    yield make
+    for container in built:
+        container.close()
+
+
+@pytest.fixture
+def container(make_container: Callable[..., Container]) -> Container:
+    return make_container()
+
+
+@pytest.fixture
+def client(container: Container) -> Iterator[TestClient]:
+    with TestClient(create_app(container)) as c:
+        yield c
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return auth(ADMIN_TOKEN)
+
+
+@pytest.fixture
+def new_user(client: TestClient, admin: dict[str, str]) -> Callable[[str], dict[str, str]]:
+    def make(email: str) -> dict[str, str]:
+        r = client.post("/api/admin/users", json={"email": email}, headers=admin)
+        assert r.status_code == 201, r.text
+        return auth(r.json()["token"])
+
+    return make
