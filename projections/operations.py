@@ -46,9 +46,7 @@ class OperationsProjection(Projection):
             return
         if isinstance(event, Operation.Claimed):
             assignments, params = "phase = 'running', worker_id = %s", (event.worker_id,)
-        elif isinstance(event, Operation.StepStarted):
-            assignments, params = "step = %s", (event.step,)
-        elif isinstance(event, Operation.StepSucceeded):
+        elif isinstance(event, (Operation.StepStarted, Operation.StepSucceeded)):
             assignments, params = "step = %s", (event.step,)
         elif isinstance(event, Operation.Succeeded):
             assignments, params = "phase = 'succeeded'", ()

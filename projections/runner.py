@@ -21,12 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from eventsourcing.persistence import Notification
+
 from projections.base import Projection, Table
 from projections.db import ReadModelDB, _PortableCursor
 
 log = logging.getLogger(__name__)
 
 POSITIONS = "zlh_positions"
+SQLITE_EVENTS = "stored_events"  # the library's events table on SQLite (it ignores the app name there)
 SHADOW = "__shadow"
 
 
@@ -59,6 +62,29 @@ def advance_position(cur: _PortableCursor, name: str, position: int) -> None:
         f"SET position = excluded.position WHERE {POSITIONS}.position < excluded.position",
         (name, position),
     )
+
+
+def read_log_page(log_: EventLog, cur: _PortableCursor, after: int, limit: int) -> list[Notification]:
+    """The notifications after position `after`, oldest first.
+
+    On SQLite the page is read through `cur`, inside the caller's transaction: the
+    library's own SQLite pool makes readers wait for its writer, and its writer may
+    be waiting for our write lock, so reading through the pool here would deadlock.
+    It also gives the page and the position update one consistent snapshot.
+    """
+    if cur.dialect == "postgres":
+        return list(log_.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False))
+    rows = cur.execute(
+        f"SELECT rowid AS id, originator_id, originator_version, topic, state FROM {SQLITE_EVENTS} "
+        "WHERE rowid > %s ORDER BY rowid LIMIT %s",
+        (after, limit),
+    ).fetchall()
+    convert = log_.recorder.convert_originator_id
+    return [
+        Notification(id=r["id"], originator_id=convert(r["originator_id"]),
+                     originator_version=r["originator_version"], topic=r["topic"], state=r["state"])
+        for r in rows
+    ]
 
 
 def read_positions(db: ReadModelDB) -> dict[str, int]:
@@ -141,9 +167,7 @@ class ProjectionRunner:
 
     def _apply_page(self, cur: _PortableCursor, position_name: str, names: dict[str, str]) -> int:
         start = lock_position(cur, position_name)
-        page = self.log.recorder.select_notifications(
-            start=start, limit=self.page_size, inclusive_of_start=False
-        )
+        page = read_log_page(self.log, cur, start, self.page_size)
         for notification in page:
             if notification.topic in self.projection.topics:
                 event = self.log.mapper.to_domain_event(notification)

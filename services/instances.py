@@ -18,7 +18,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import IdempotencyKeyReusedError
+from domain.errors import IdempotencyKeyReusedError, NameTakenError
 from domain.ids import instance_id_for_operation, operation_id_for_key, short_id
 from domain.instance import Instance
 from domain.name_claim import NameClaim
@@ -54,7 +54,14 @@ def request_instance(
         if replay is not None:
             return replay
         instance_id = instance_id_for_operation(operation_id)
-        claim = _claim_name(app, owner_id, name, instance_id)  # NameTakenError propagates
+        try:
+            claim = _claim_name(app, owner_id, name, instance_id)
+        except NameTakenError:
+            # A concurrent duplicate of this very request may have committed since we looked.
+            replay = _replay(app, operation_id, print_)
+            if replay is not None:
+                return replay
+            raise
         instance = Instance(
             owner_id=owner_id, kind=kind, name=name, template=template,
             edge_name=f"{name}-{short_id(instance_id)}", operation_id=operation_id,
@@ -80,7 +87,8 @@ def _replay(app: ZLH, operation_id: UUID, print_: str) -> Accepted | None:
         raise IdempotencyKeyReusedError(
             "this Idempotency-Key was already used with a different request body"
         )
-    return Accepted(operation.id, operation.instance_id, True, 0)
+    # A replay may race the first request: make its reads wait for everything written so far.
+    return Accepted(operation.id, operation.instance_id, True, app.head())
 
 
 def _claim_name(app: ZLH, owner_id: UUID, name: str, instance_id: UUID) -> NameClaim:

@@ -21,6 +21,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 from eventsourcing.persistence import Recording
 
+from domain.catalog import AGGREGATES
 from projections.db import DatabaseURL
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ class LogSignal:
 
 
 class ZLH(Application[UUID]):
-    """The control plane's event store."""
+    """The control plane's event store. Knows every aggregate, so it can decode every topic."""
+
+    aggregates = AGGREGATES
 
     name = APP_NAME
     log_section_size = 1000

@@ -49,8 +49,7 @@ async def create_instance(
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    else:
-        await run_in_threadpool(container.wait_for_projections, accepted.position)
+    await run_in_threadpool(container.wait_for_projections, accepted.position)
     status_url = f"/api/operations/{accepted.operation_id}"
     response.headers["Location"] = status_url
     return Accepted(operation_id=str(accepted.operation_id), instance_id=str(accepted.instance_id),

@@ -79,10 +79,7 @@ def admin() -> dict[str, str]:
 
 
 @pytest.fixture
-def new_user(client: TestClient, admin: dict[str, str]) -> Callable[[str], dict[str, str]]:
-    def make(email: str) -> dict[str, str]:
-        r = client.post("/api/admin/users", json={"email": email}, headers=admin)
-        assert r.status_code == 201, r.text
-        return auth(r.json()["token"])
+def new_user(client: TestClient) -> Callable[[str], dict[str, str]]:
+    from tests.integration.test_api import make_customer
 
-    return make
+    return lambda email: make_customer(client, email)

@@ -6,16 +6,23 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from services.adapters.fake_driver import FakeDriver
 from services.container import Container
 from services.ports import DriverError
-from tests.integration.conftest import poll
+from tests.integration.conftest import ADMIN_TOKEN, auth, poll
 
 GAME = {"kind": "game", "name": "alpha", "template": "minecraft"}
 
 
 def create(client: TestClient, headers: dict[str, str], key: str, body: dict | None = None):  # type: ignore[no-untyped-def]
     return client.post("/api/instances", json=body or GAME, headers={**headers, "Idempotency-Key": key})
+
+
+def make_customer(client: TestClient, email: str) -> dict[str, str]:
+    r = client.post("/api/admin/users", json={"email": email}, headers=auth(ADMIN_TOKEN))
+    assert r.status_code == 201, r.text
+    return auth(r.json()["token"])
 
 
 def wait_operation(client: TestClient, headers: dict[str, str], operation_id: str) -> dict:
@@ -54,8 +61,11 @@ def test_authentication_and_admin_checks(client: TestClient, admin: dict, new_us
                    422, "validation_error")
 
 
-def test_create_is_async_and_reaches_running(client: TestClient, new_user: Callable) -> None:
-    alice = new_user("alice@example.com")
+def test_create_is_async_and_reaches_running(make_container: Callable[..., Container]) -> None:
+    # Provisioning starts only after the pending state has been observed: no race with the worker.
+    container = make_container(workers=("projections",))
+    client = TestClient(create_app(container))
+    alice = make_customer(client, "alice@example.com")
     r = create(client, alice, "k-1")
     assert r.status_code == 202, r.text
     body = r.json()
@@ -64,7 +74,11 @@ def test_create_is_async_and_reaches_running(client: TestClient, new_user: Calla
     items = client.get("/api/instances", headers=alice).json()["items"]
     assert [i["id"] for i in items] == [body["instance_id"]]
     assert items[0]["pending_operation_id"] == body["operation_id"]
-    assert items[0]["status"] in ("provisioning", "running")
+    assert items[0]["status"] == "provisioning"
+    assert items[0]["pending_operation"] == {"id": body["operation_id"], "kind": "create", "phase": "queued",
+                                             "step": None}
+    assert client.get(body["status_url"], headers=alice).json()["phase"] == "queued"
+    container.start(("provisioning",))
     operation = wait_operation(client, alice, body["operation_id"])
     assert operation["phase"] == "succeeded" and operation["error"] is None
     assert operation["kind"] == "create" and operation["instance_id"] == body["instance_id"]

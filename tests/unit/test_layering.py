@@ -39,3 +39,21 @@ def test_domain_reads_no_clock_or_environment() -> None:
         text = path.read_text()
         for needle in ("datetime.now", "time.time(", "os.environ", "uuid4("):
             assert needle not in text, f"{path.name} uses {needle}"
+
+
+def test_every_aggregate_topic_resolves_in_a_fresh_process() -> None:
+    """A process that only imports the store can decode every event type (explicit topics registered)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import services.store\n"
+        "from eventsourcing.utils import resolve_topic\n"
+        "from domain.catalog import AGGREGATES\n"
+        "topics = [c.TOPIC for a in AGGREGATES for c in vars(a).values()\n"
+        "          if isinstance(c, type) and hasattr(c, 'TOPIC')]\n"
+        "assert len(topics) > 10\n"
+        "[resolve_topic(t) for t in topics]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

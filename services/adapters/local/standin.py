@@ -36,7 +36,7 @@ CONSOLE_IN = "console.in"
 GREETING = b"ZLH stand-in game server: welcome\n"
 IDE_TITLE = "ZLH IDE (stand-in)"
 IDE_PAGE = (
-    f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{IDE_TITLE}</title></head>\n"
+    f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{IDE_TITLE}</title></head>\n'
     f"<body><h1>{IDE_TITLE}</h1><p>This stands in for a dev container's IDE.</p></body></html>\n"
 ).encode()
 MAX_CLIENTS = 256

@@ -1,0 +1,15 @@
+"""Every aggregate class, imported in one place.
+
+Explicit topics (`zlh.Instance.Requested`, …) are registered when their class is
+defined, so any process that decodes events must import them all first; the
+event store imports this module for that reason.
+"""
+
+from __future__ import annotations
+
+from domain.instance import Instance
+from domain.name_claim import NameClaim
+from domain.operation import Operation
+from domain.user import Credential, User
+
+AGGREGATES = (User, Credential, Instance, Operation, NameClaim)

@@ -1,0 +1,433 @@
+"""`LocalDriver`: the `InstanceDriver` that runs instances as stand-in processes on this machine.
+
+Layout under `data_dir`:
+- `instances/<id>/`: the instance's files, plus the runtime files `port` (the
+  allocated port), `server.pid`, `console.log`, `console.in` (command FIFO) and
+  `standin.log` (the stand-in's stdout/stderr);
+- `edge/dns.json`, `edge/proxy.json`: see `services.adapters.local.edge`.
+
+Stand-ins run in their own session (`start_new_session`), so they outlive a
+restart or crash of the control plane; the driver finds them again through
+`server.pid`, trusting a pid only if `/proc/PID/cmdline` names the stand-in and
+the instance's directory. Per-instance process steps are serialized with an
+`flock` on the instance directory; port allocation with one on `instances/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from services.adapters.local import standin
+from services.adapters.local.edge import EdgeFiles, atomic_write_text, file_lock, srv_name
+from services.ports import DriverError, InstanceSpec
+
+STANDIN_MODULE = "services.adapters.local.standin"
+PORT_FILE = "port"
+STANDIN_LOG = "standin.log"
+POLL_INTERVAL = 0.05
+#: The directory holding the `services` package: the stand-in's working directory.
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+class LocalDriver:
+    """Instances as local stand-in processes; the edge as JSON files. See the module docstring."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        dns_zone: str,
+        python_executable: str = sys.executable,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.dns_zone = dns_zone
+        self.python_executable = python_executable
+        self.host = host
+        self.instances_dir = self.data_dir / "instances"
+        self.edge = EdgeFiles(self.data_dir / "edge")
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children_lock = threading.Lock()
+
+    # -- paths and helpers ----------------------------------------------------------------------
+
+    def instance_dir(self, spec: InstanceSpec | UUID) -> Path:
+        """`DATA_DIR/instances/<id>`."""
+        instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
+        return self.instances_dir / str(instance_id)
+
+    def dns_name(self, spec: InstanceSpec) -> str:
+        """The SRV record name of a game instance."""
+        return srv_name(spec.edge_name, self.dns_zone)
+
+    @contextlib.contextmanager
+    def _instance_lock(self, spec: InstanceSpec) -> Iterator[Path]:
+        d = self.instance_dir(spec)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            with file_lock(d):
+                yield d
+        except OSError as exc:
+            raise DriverError("io_error", f"instance directory {d}: {exc}") from exc
+
+    # -- InstanceDriver -------------------------------------------------------------------------
+
+    def allocate_port(self, spec: InstanceSpec) -> int:
+        """Pick a free port (bind to port 0), record it in `instances/<id>/port`; idempotent."""
+        try:
+            self.instances_dir.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.instances_dir):
+                port_file = self.instance_dir(spec) / PORT_FILE
+                existing = _read_int(port_file)
+                if existing is not None:
+                    return existing
+                taken = {p for f in self.instances_dir.glob(f"*/{PORT_FILE}") if (p := _read_int(f)) is not None}
+                for _ in range(100):
+                    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                        s.bind((self.host, 0))
+                        port = int(s.getsockname()[1])
+                    if port not in taken:
+                        break
+                else:
+                    raise DriverError("no_free_port", f"no free port on {self.host}")
+                port_file.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(port_file, f"{port}\n")
+                return port
+        except OSError as exc:
+            raise DriverError("io_error", f"allocating a port: {exc}") from exc
+
+    def create_directory(self, spec: InstanceSpec) -> str:
+        """Create `instances/<id>/` (idempotent); return its absolute path."""
+        d = self.instance_dir(spec)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DriverError("io_error", f"creating {d}: {exc}") from exc
+        return str(d)
+
+    def start_process(self, spec: InstanceSpec, port: int) -> int:
+        """Spawn the stand-in on `port`, or return the pid already running there.
+
+        A stand-in of this instance running on another port is stopped and replaced.
+        """
+        with self._instance_lock(spec) as d:
+            pid = self._standin_pid(spec)
+            if pid is not None:
+                if _cmdline_port(pid) == port:
+                    return pid
+                self._stop_unlocked(spec, pid, timeout=10.0)
+            return self._spawn(spec, d, port)
+
+    def _spawn(self, spec: InstanceSpec, d: Path, port: int) -> int:
+        argv = [
+            self.python_executable, "-m", STANDIN_MODULE, spec.kind, "--port", str(port), "--dir", str(d),
+        ]  # fmt: skip
+        try:
+            with (d / STANDIN_LOG).open("ab") as log:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=PROJECT_ROOT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise DriverError("spawn_failed", f"cannot start {spec.kind} stand-in: {exc}") from exc
+        with self._children_lock:
+            self._children[proc.pid] = proc
+        # Reap the child whenever it exits, so no zombies accumulate.
+        threading.Thread(target=self._reap, args=(proc,), name=f"zlh-reap-{proc.pid}", daemon=True).start()
+        try:
+            atomic_write_text(d / standin.PID_FILE, f"{proc.pid}\n")
+        except OSError as exc:
+            proc.kill()
+            raise DriverError("spawn_failed", f"cannot write pid file: {exc}") from exc
+        return proc.pid
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        with self._children_lock:
+            self._children.pop(proc.pid, None)
+
+    def wait_connectable(self, spec: InstanceSpec, port: int, timeout: float) -> None:
+        """Poll every 50 ms until the stand-in answers (game: greeting; dev: `GET /` → 200)."""
+        deadline = time.monotonic() + timeout
+        last_error = "no attempt"
+        while True:
+            if self._standin_pid(spec) is None:
+                raise DriverError(
+                    "process_exited",
+                    f"{spec.kind} stand-in of {spec.instance_id} is not running; log tail: {self._log_tail(spec)!r}",
+                )
+            remaining = deadline - time.monotonic()
+            try:
+                self._probe(spec.kind, port, max(0.05, min(1.0, remaining)))
+                return
+            except OSError as exc:
+                last_error = str(exc) or type(exc).__name__
+            if time.monotonic() + POLL_INTERVAL >= deadline:
+                raise DriverError(
+                    "not_connectable",
+                    f"{spec.kind} stand-in on {self.host}:{port} not connectable after {timeout}s: {last_error}",
+                )
+            time.sleep(POLL_INTERVAL)  # polling interval, bounded by the deadline
+
+    def _probe(self, kind: str, port: int, timeout: float) -> None:
+        """One connection attempt; raises `OSError` unless it is our stand-in answering."""
+        if kind == "dev":
+            conn = http.client.HTTPConnection(self.host, port, timeout=timeout)
+            try:
+                conn.request("GET", "/")
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise OSError(f"GET / answered {response.status}")
+            except http.client.HTTPException as exc:
+                raise OSError(f"GET /: {exc!r}") from exc
+            finally:
+                conn.close()
+            return
+        with socket.create_connection((self.host, port), timeout=timeout) as s:
+            greeting = b""
+            while len(greeting) < len(standin.GREETING):
+                chunk = s.recv(len(standin.GREETING) - len(greeting))
+                if not chunk:
+                    break
+                greeting += chunk
+        if greeting != standin.GREETING:
+            raise OSError(f"unexpected greeting {greeting!r}")
+
+    def publish_dns(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
+        """Upsert the SRV record `_minecraft._tcp.EDGE_NAME.ZONE` (game); `{}` for dev."""
+        if spec.kind != "game":
+            return {}
+        return self.edge.upsert_srv(
+            self.dns_name(spec), port, target=self.host, comment=f"zlh instance {spec.instance_id}"
+        )
+
+    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
+        """Upsert `EDGE_NAME -> host:port` in proxy.json (game); `""` for dev."""
+        if spec.kind != "game":
+            return ""
+        return self.edge.upsert_proxy(spec.edge_name, f"{self.host}:{port}")
+
+    def address(self, spec: InstanceSpec, port: int) -> str:
+        """`host:port` for game, `http://host:port/` for dev."""
+        if spec.kind == "dev":
+            return f"http://{self.host}:{port}/"
+        return f"{self.host}:{port}"
+
+    def is_running(self, spec: InstanceSpec, port: int) -> bool:
+        """The stand-in's pid is alive and `port` accepts TCP connections."""
+        if self._standin_pid(spec) is None:
+            return False
+        try:
+            with socket.create_connection((self.host, port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    # -- beyond the protocol ----------------------------------------------------------------------
+
+    def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:
+        """Stop the stand-in: `stop` on its console, then SIGTERM, then SIGKILL. Idempotent."""
+        with self._instance_lock(spec):
+            pid = self._standin_pid(spec)
+            if pid is not None:
+                self._stop_unlocked(spec, pid, timeout)
+            with contextlib.suppress(OSError):
+                (self.instance_dir(spec) / standin.PID_FILE).unlink()
+
+    def _stop_unlocked(self, spec: InstanceSpec, pid: int, timeout: float) -> None:
+        with contextlib.suppress(DriverError):
+            self._write_fifo(spec, "stop")
+        if _wait_dead(pid, timeout):
+            return
+        for sig, grace in ((signal.SIGTERM, min(timeout, 5.0)), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            if _wait_dead(pid, grace):
+                return
+        raise DriverError("stop_failed", f"stand-in {pid} of {spec.instance_id} survived SIGKILL")
+
+    def send_console(self, spec: InstanceSpec, line: str) -> None:
+        """Send one command line to the stand-in's console FIFO."""
+        if "\n" in line or "\r" in line:
+            raise DriverError("bad_command", "a console command is a single line")
+        if self._standin_pid(spec) is None:
+            raise DriverError("not_running", f"instance {spec.instance_id} is not running")
+        self._write_fifo(spec, line)
+
+    def _write_fifo(self, spec: InstanceSpec, line: str) -> None:
+        data = (line + "\n").encode()
+        if len(data) > 4096:  # PIPE_BUF: longer writes are not atomic
+            raise DriverError("bad_command", "console command too long")
+        path = self.instance_dir(spec) / standin.CONSOLE_IN
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
+                raise DriverError("not_running", f"instance {spec.instance_id} is not running") from exc
+            raise DriverError("io_error", f"console of {spec.instance_id}: {exc}") from exc
+        try:
+            os.write(fd, data)
+        except BlockingIOError as exc:
+            raise DriverError("console_busy", f"console of {spec.instance_id} is not reading") from exc
+        except OSError as exc:
+            raise DriverError("io_error", f"console of {spec.instance_id}: {exc}") from exc
+        finally:
+            os.close(fd)
+
+    def remove_dns(self, spec: InstanceSpec) -> None:
+        """Remove the instance's SRV record (game); idempotent."""
+        if spec.kind == "game":
+            self.edge.remove_record(self.dns_name(spec))
+
+    def remove_proxy(self, spec: InstanceSpec) -> None:
+        """Remove the instance's proxy entry (game); idempotent."""
+        if spec.kind == "game":
+            self.edge.remove_proxy(spec.edge_name)
+
+    def remove_directory(self, spec: InstanceSpec) -> None:
+        """Delete `instances/<id>/` and its port reservation; `still_running` while the stand-in runs."""
+        d = self.instance_dir(spec)
+        if not d.exists():
+            return
+        with self._instance_lock(spec):
+            if self._standin_pid(spec) is not None:
+                raise DriverError("still_running", f"instance {spec.instance_id} is still running")
+            try:
+                shutil.rmtree(d)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise DriverError("io_error", f"removing {d}: {exc}") from exc
+
+    def list_dns(self) -> list[dict[str, Any]]:
+        """Every record in dns.json (observed state)."""
+        return self.edge.read_dns()
+
+    def list_proxy(self) -> dict[str, str]:
+        """The proxy.json mapping (observed state)."""
+        return self.edge.read_proxy()
+
+    def console_log(self, spec: InstanceSpec) -> str:
+        """The stand-in's console output so far ('' if none)."""
+        try:
+            return (self.instance_dir(spec) / standin.CONSOLE_LOG).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill_all(self) -> None:
+        """SIGKILL every stand-in with a pid file under `data_dir` (and every child we spawned); for tests."""
+        pids: set[int] = set()
+        for pid_file in self.instances_dir.glob(f"*/{standin.PID_FILE}"):
+            pid = _read_int(pid_file)
+            if pid is not None and _is_standin(pid, pid_file.parent):
+                pids.add(pid)
+        with self._children_lock:
+            pids.update(pid for pid, proc in self._children.items() if proc.returncode is None)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            if not _wait_dead(pid, 10.0):
+                raise DriverError("stop_failed", f"stand-in {pid} survived SIGKILL")
+        for pid_file in self.instances_dir.glob(f"*/{standin.PID_FILE}"):
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
+
+    # -- process identity -------------------------------------------------------------------------
+
+    def _standin_pid(self, spec: InstanceSpec) -> int | None:
+        """The live stand-in pid from `server.pid`, or None (missing, stale, or not ours)."""
+        d = self.instance_dir(spec)
+        pid = _read_int(d / standin.PID_FILE)
+        if pid is None or not _is_standin(pid, d):
+            return None
+        return pid
+
+    def _log_tail(self, spec: InstanceSpec, limit: int = 500) -> str:
+        try:
+            data = (self.instance_dir(spec) / STANDIN_LOG).read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace").strip()
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode("utf-8", "replace").split("\0")
+
+
+def _alive(pid: int) -> bool:
+    """The pid exists and is not a zombie."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[:1]
+    return state != ["Z"] and state != ["X"]
+
+
+def _is_standin(pid: int, instance_dir: Path) -> bool:
+    """`pid` is alive and is the stand-in of `instance_dir` (pid files may be stale or lie)."""
+    if not _alive(pid):
+        return False
+    args = _cmdline(pid)
+    return STANDIN_MODULE in args and _arg_after(args, "--dir") == str(instance_dir)
+
+
+def _cmdline_port(pid: int) -> int | None:
+    value = _arg_after(_cmdline(pid), "--port")
+    return int(value) if value and value.isdigit() else None
+
+
+def _arg_after(args: list[str], flag: str) -> str | None:
+    try:
+        return args[args.index(flag) + 1]
+    except (ValueError, IndexError):
+        return None
+
+
+def _wait_dead(pid: int, timeout: float) -> bool:
+    """Poll until `pid` is gone (or a zombie); return whether it is."""
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL / 5)
+    return True

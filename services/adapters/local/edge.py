@@ -1,0 +1,235 @@
+"""The local edge: `DATA_DIR/edge/dns.json` (stands for Cloudflare) and `proxy.json` (for Velocity).
+
+`dns.json` is a JSON list of records shaped like Cloudflare DNS records; a game
+instance gets one SRV record named `_minecraft._tcp.EDGE_NAME.ZONE`. Its target
+is `127.0.0.1`, not a name under the zone: the zone (`play.zlh.localhost` by
+default) has no A records on this machine, so the only target a client on
+localhost can actually reach is the loopback address.
+
+`proxy.json` is a JSON object from server name (`EDGE_NAME`) to `host:port`, as
+in Velocity's `[servers]`.
+
+Operators may edit both by hand. Missing or empty files read as empty; a file
+that is not valid JSON of the right shape raises `DriverError("edge_file_corrupt")`
+rather than being silently overwritten. Every write is a read-modify-write under
+an `fcntl.flock` on `edge/.lock` (serialized across threads and processes) and
+lands atomically (temp file in the same directory, fsync, `os.replace`).
+
+Also home of the two filesystem helpers the local driver shares: `file_lock`
+and `atomic_write_text`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from services.ports import DriverError
+
+SRV_SERVICE = "_minecraft._tcp"
+SRV_TARGET = "127.0.0.1"
+SRV_TTL = 60
+SRV_PRIORITY = 0
+SRV_WEIGHT = 5
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (a directory, or a lock file created if missing)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY if path.is_dir() else os.O_RDWR | os.O_CREAT
+    fd = os.open(path, flags, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def normalize_name(name: str) -> str:
+    """DNS names compare case-insensitively and without the trailing dot."""
+    return name.strip().rstrip(".").lower()
+
+
+def srv_name(edge_name: str, zone: str) -> str:
+    """The SRV record name of a game instance: `_minecraft._tcp.EDGE_NAME.ZONE`."""
+    return f"{SRV_SERVICE}.{edge_name}.{zone}"
+
+
+def record_id(name: str) -> str:
+    """A deterministic Cloudflare-style id (32 hex characters) for a record name."""
+    return hashlib.sha256(normalize_name(name).encode()).hexdigest()[:32]
+
+
+def srv_record(
+    name: str, port: int, *, target: str = SRV_TARGET, comment: str = "", keep_id: str | None = None
+) -> dict[str, Any]:
+    """An SRV record shaped like Cloudflare's (`data` holds priority, weight, port, target)."""
+    return {
+        "id": keep_id or record_id(name),
+        "type": "SRV",
+        "name": name,
+        "content": f"{SRV_WEIGHT} {port} {target}",
+        "priority": SRV_PRIORITY,
+        "data": {"priority": SRV_PRIORITY, "weight": SRV_WEIGHT, "port": port, "target": target},
+        "ttl": SRV_TTL,
+        "proxied": False,
+        "comment": comment,
+    }
+
+
+class EdgeFiles:
+    """Reads and writes the edge files under one directory (`DATA_DIR/edge`)."""
+
+    def __init__(self, edge_dir: Path) -> None:
+        self.dir = Path(edge_dir)
+        self.dns_path = self.dir / "dns.json"
+        self.proxy_path = self.dir / "proxy.json"
+        self.lock_path = self.dir / ".lock"
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _load(self, path: Path) -> Any:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DriverError("edge_file_corrupt", f"cannot read {path}: {exc}") from exc
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DriverError("edge_file_corrupt", f"{path} is not valid JSON: {exc}") from exc
+
+    def read_dns(self) -> list[dict[str, Any]]:
+        """Every record in dns.json, as stored."""
+        data = self._load(self.dns_path)
+        if data is None:
+            return []
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise DriverError("edge_file_corrupt", f"{self.dns_path} must be a JSON list of objects")
+        return data
+
+    def read_proxy(self) -> dict[str, str]:
+        """The proxy.json mapping from server name to `host:port`."""
+        data = self._load(self.proxy_path)
+        if data is None:
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise DriverError("edge_file_corrupt", f"{self.proxy_path} must be a JSON object of strings")
+        return data
+
+    def find_record(self, name: str) -> dict[str, Any] | None:
+        """The first record named `name` (case-insensitive), if any."""
+        wanted = normalize_name(name)
+        return next((r for r in self.read_dns() if _name_of(r) == wanted), None)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.lock_path):
+                yield
+        except OSError as exc:
+            raise DriverError("edge_io_error", f"edge files under {self.dir}: {exc}") from exc
+
+    def _write(self, path: Path, data: Any) -> None:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+    def upsert_srv(self, name: str, port: int, *, target: str = SRV_TARGET, comment: str = "") -> dict[str, Any]:
+        """Create or replace the SRV record named `name`; keep an existing record's id.
+
+        Duplicates of the name (hand edits) collapse into one record. A no-op upsert does not write.
+        """
+        wanted = normalize_name(name)
+        with self._locked():
+            records = self.read_dns()
+            same = [r for r in records if _name_of(r) == wanted]
+            existing_id = same[0].get("id") if same else None
+            record = srv_record(
+                name,
+                port,
+                target=target,
+                comment=comment,
+                keep_id=existing_id if isinstance(existing_id, str) and existing_id else None,
+            )
+            if same == [record]:
+                return record
+            out: list[dict[str, Any]] = []
+            placed = False
+            for r in records:
+                if _name_of(r) != wanted:
+                    out.append(r)
+                elif not placed:
+                    out.append(record)
+                    placed = True
+            if not placed:
+                out.append(record)
+            self._write(self.dns_path, out)
+            return record
+
+    def remove_record(self, name: str) -> bool:
+        """Remove every record named `name`; return whether any was there."""
+        wanted = normalize_name(name)
+        with self._locked():
+            records = self.read_dns()
+            kept = [r for r in records if _name_of(r) != wanted]
+            if len(kept) == len(records):
+                return False
+            self._write(self.dns_path, kept)
+            return True
+
+    def upsert_proxy(self, server: str, address: str) -> str:
+        """Set `server -> address`; return `address`."""
+        with self._locked():
+            entries = self.read_proxy()
+            if entries.get(server) != address:
+                entries[server] = address
+                self._write(self.proxy_path, entries)
+            return address
+
+    def remove_proxy(self, server: str) -> bool:
+        """Remove the entry for `server`; return whether it was there."""
+        with self._locked():
+            entries = self.read_proxy()
+            if server not in entries:
+                return False
+            del entries[server]
+            self._write(self.proxy_path, entries)
+            return True
+
+
+def _name_of(record: dict[str, Any]) -> str | None:
+    name = record.get("name")
+    return normalize_name(name) if isinstance(name, str) else None

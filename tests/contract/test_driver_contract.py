@@ -1,0 +1,470 @@
+"""The `InstanceDriver` contract, run against `FakeDriver` and `LocalDriver` alike.
+
+The local-only tests at the end exercise the real stand-in processes and edge files.
+Every spawned process is killed in teardown, and teardown checks none survived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from services.adapters.fake_driver import FakeDriver
+from services.adapters.local.driver import LocalDriver
+from services.adapters.local.edge import EdgeFiles
+from services.ports import DriverError, InstanceSpec
+
+ZONE = "play.zlh.localhost"
+Driver = FakeDriver | LocalDriver
+
+
+def make_spec(kind: str = "game", name: str = "alpha") -> InstanceSpec:
+    instance_id = uuid4()
+    template = "minecraft" if kind == "game" else "python"
+    return InstanceSpec(
+        instance_id=instance_id, kind=kind, template=template, edge_name=f"{name}-{instance_id.hex[:8]}"
+    )
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def standins_under(root: Path) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line mentions `root`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if str(root).encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _local(tmp_path: Path) -> Iterator[LocalDriver]:
+    data_dir = tmp_path / "data"
+    driver = LocalDriver(data_dir, ZONE)
+    try:
+        yield driver
+    finally:
+        driver.kill_all()
+        eventually(lambda: not standins_under(data_dir.resolve()), what="stand-ins to be gone")
+
+
+@pytest.fixture(params=["fake", "local"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
+    if request.param == "fake":
+        yield FakeDriver(ZONE)
+    else:
+        yield from _local(tmp_path)
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[LocalDriver]:
+    yield from _local(tmp_path)
+
+
+def provision(driver: Driver, spec: InstanceSpec) -> tuple[int, int]:
+    """The provisioning steps up to a connectable process; returns (port, pid)."""
+    port = driver.allocate_port(spec)
+    driver.create_directory(spec)
+    pid = driver.start_process(spec, port)
+    driver.wait_connectable(spec, port, timeout=15.0)
+    return port, pid
+
+
+# -- the contract, both drivers -----------------------------------------------------------------
+
+
+def test_allocate_port_is_idempotent_and_distinct(driver: Driver) -> None:
+    a, b = make_spec(), make_spec()
+    port = driver.allocate_port(a)
+    assert 0 < port < 65536
+    assert driver.allocate_port(a) == port
+    assert driver.allocate_port(b) != port
+
+
+def test_create_directory_is_idempotent(driver: Driver) -> None:
+    spec = make_spec()
+    path = driver.create_directory(spec)
+    assert driver.create_directory(spec) == path
+
+
+@pytest.mark.parametrize("kind", ["game", "dev"])
+def test_start_then_connectable_then_running(driver: Driver, kind: str) -> None:
+    spec = make_spec(kind)
+    port = driver.allocate_port(spec)
+    driver.create_directory(spec)
+    assert not driver.is_running(spec, port)
+    pid = driver.start_process(spec, port)
+    assert pid > 0
+    driver.wait_connectable(spec, port, timeout=15.0)
+    assert driver.is_running(spec, port)
+    expected = f"http://127.0.0.1:{port}/" if kind == "dev" else f"127.0.0.1:{port}"
+    assert driver.address(spec, port) == expected
+
+
+def test_start_twice_returns_the_same_pid(driver: Driver) -> None:
+    spec = make_spec()
+    port, pid = provision(driver, spec)
+    assert driver.start_process(spec, port) == pid
+    driver.wait_connectable(spec, port, timeout=15.0)
+    assert driver.is_running(spec, port)
+
+
+def test_wait_connectable_fails_when_nothing_was_started(driver: Driver) -> None:
+    spec = make_spec()
+    port = driver.allocate_port(spec)
+    driver.create_directory(spec)
+    with pytest.raises(DriverError) as info:
+        driver.wait_connectable(spec, port, timeout=2.0)
+    assert info.value.code == "process_exited"
+
+
+def test_publish_twice_leaves_one_record_and_one_entry(driver: Driver) -> None:
+    spec = make_spec()
+    port = driver.allocate_port(spec)
+    name = f"_minecraft._tcp.{spec.edge_name}.{ZONE}"
+    record = driver.publish_dns(spec, port)
+    assert driver.publish_dns(spec, port) == record
+    assert record["type"] == "SRV"
+    assert record["name"] == name
+    assert record["data"]["port"] == port
+    assert record["data"]["target"] == "127.0.0.1"
+    assert str(spec.instance_id) in record["comment"]
+    assert [r for r in driver.list_dns() if r["name"] == name] == [record]
+
+    assert driver.publish_proxy(spec, port) == f"127.0.0.1:{port}"
+    assert driver.publish_proxy(spec, port) == f"127.0.0.1:{port}"
+    assert driver.list_proxy() == {spec.edge_name: f"127.0.0.1:{port}"}
+
+
+def test_republish_on_a_new_port_replaces_the_record_and_keeps_its_id(driver: Driver) -> None:
+    spec = make_spec()
+    first = driver.publish_dns(spec, 31000)
+    second = driver.publish_dns(spec, 31001)
+    assert second["id"] == first["id"]
+    assert second["data"]["port"] == 31001
+    assert driver.list_dns() == [second]
+
+
+def test_dev_publishes_nothing(driver: Driver) -> None:
+    spec = make_spec("dev")
+    port = driver.allocate_port(spec)
+    assert driver.publish_dns(spec, port) == {}
+    assert driver.publish_proxy(spec, port) == ""
+    assert driver.list_dns() == []
+    assert driver.list_proxy() == {}
+
+
+def test_two_customers_same_name_do_not_collide(driver: Driver) -> None:
+    a, b = make_spec(name="lobby"), make_spec(name="lobby")
+    driver.publish_dns(a, 31000)
+    driver.publish_dns(b, 31001)
+    driver.publish_proxy(a, 31000)
+    driver.publish_proxy(b, 31001)
+    assert len(driver.list_dns()) == 2
+    assert len(driver.list_proxy()) == 2
+
+
+@pytest.mark.parametrize("kind", ["game", "dev"])
+def test_stop_makes_is_running_false_and_is_idempotent(driver: Driver, kind: str) -> None:
+    spec = make_spec(kind)
+    port, _pid = provision(driver, spec)
+    driver.stop_process(spec)
+    assert not driver.is_running(spec, port)
+    driver.stop_process(spec)
+    assert not driver.is_running(spec, port)
+    with pytest.raises(DriverError) as info:
+        driver.wait_connectable(spec, port, timeout=2.0)
+    assert info.value.code == "process_exited"
+
+
+def test_start_after_stop_runs_again(driver: Driver) -> None:
+    spec = make_spec()
+    port, _pid = provision(driver, spec)
+    driver.stop_process(spec)
+    driver.start_process(spec, port)
+    driver.wait_connectable(spec, port, timeout=15.0)
+    assert driver.is_running(spec, port)
+
+
+def test_remove_directory_refuses_while_running(driver: Driver) -> None:
+    spec = make_spec()
+    provision(driver, spec)
+    with pytest.raises(DriverError) as info:
+        driver.remove_directory(spec)
+    assert info.value.code == "still_running"
+
+
+def test_removing_twice_is_fine(driver: Driver) -> None:
+    spec = make_spec()
+    port, _pid = provision(driver, spec)
+    driver.publish_dns(spec, port)
+    driver.publish_proxy(spec, port)
+    for _ in range(2):
+        driver.stop_process(spec)
+        driver.remove_dns(spec)
+        driver.remove_proxy(spec)
+        driver.remove_directory(spec)
+    assert driver.list_dns() == []
+    assert driver.list_proxy() == {}
+    assert not driver.is_running(spec, port)
+
+
+def test_send_console_to_a_stopped_instance_is_not_running(driver: Driver) -> None:
+    spec = make_spec()
+    driver.create_directory(spec)
+    with pytest.raises(DriverError) as info:
+        driver.send_console(spec, "say hi")
+    assert info.value.code == "not_running"
+
+
+def test_console_stop_stops_the_instance(driver: Driver) -> None:
+    spec = make_spec()
+    port, _pid = provision(driver, spec)
+    driver.send_console(spec, "stop")
+    eventually(lambda: not driver.is_running(spec, port), what="the instance to stop")
+
+
+# -- FakeDriver specifics ------------------------------------------------------------------------
+
+
+def test_fake_records_calls_and_injects_failures() -> None:
+    fake = FakeDriver(ZONE)
+    spec = make_spec()
+    fake.fail_on["start_process"] = DriverError("spawn_failed", "injected")
+    port = fake.allocate_port(spec)
+    assert port == 30000
+    with pytest.raises(DriverError) as info:
+        fake.start_process(spec, port)
+    assert info.value.code == "spawn_failed"
+    del fake.fail_on["start_process"]
+    fake.start_process(spec, port)
+    assert fake.calls == [
+        ("allocate_port", spec.instance_id),
+        ("start_process", spec.instance_id),
+        ("start_process", spec.instance_id),
+    ]
+    fake.crash(spec.instance_id)
+    assert not fake.is_running(spec, port)
+
+
+# -- LocalDriver: real processes and files -------------------------------------------------------
+
+
+def test_game_standin_greets_and_logs_connections(local: LocalDriver) -> None:
+    spec = make_spec()
+    port, _pid = provision(local, spec)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.settimeout(5)
+        assert s.recv(100).startswith(b"ZLH")
+        local_port = s.getsockname()[1]
+    eventually(
+        lambda: f"connection from 127.0.0.1:{local_port}" in local.console_log(spec),
+        what="the connection in console.log",
+    )
+
+
+def test_say_appears_in_console_log(local: LocalDriver) -> None:
+    spec = make_spec()
+    provision(local, spec)
+    local.send_console(spec, "say hello")
+    local.send_console(spec, "frobnicate")
+    eventually(lambda: "[server] hello\n" in local.console_log(spec), what="the say line")
+    eventually(lambda: "[server] unknown command: frobnicate" in local.console_log(spec), what="unknown")
+
+
+def test_console_rejects_multi_line_commands(local: LocalDriver) -> None:
+    spec = make_spec()
+    provision(local, spec)
+    with pytest.raises(DriverError) as info:
+        local.send_console(spec, "say a\nstop")
+    assert info.value.code == "bad_command"
+
+
+def test_dev_answers_http_200(local: LocalDriver) -> None:
+    spec = make_spec("dev")
+    port, _pid = provision(local, spec)
+    with urllib.request.urlopen(local.address(spec, port), timeout=5) as response:
+        assert response.status == 200
+        assert "ZLH IDE (stand-in)" in response.read().decode()
+
+
+def test_standin_runs_in_its_own_session_with_files_in_the_instance_dir(local: LocalDriver) -> None:
+    spec = make_spec()
+    _port, pid = provision(local, spec)
+    assert os.getsid(pid) == pid
+    d = Path(local.create_directory(spec))
+    assert d == local.data_dir / "instances" / str(spec.instance_id)
+    assert (d / "server.pid").read_text().strip() == str(pid)
+    assert (d / "console.in").exists()
+
+
+def test_stop_removes_the_pid_file(local: LocalDriver) -> None:
+    spec = make_spec()
+    provision(local, spec)
+    pid_file = local.instance_dir(spec) / "server.pid"
+    local.stop_process(spec)
+    assert not pid_file.exists()
+    assert "[server] stopping" in local.console_log(spec)
+
+
+def test_sigterm_exits_cleanly(local: LocalDriver) -> None:
+    spec = make_spec("dev")
+    port, pid = provision(local, spec)
+    os.kill(pid, signal.SIGTERM)
+    pid_file = local.instance_dir(spec) / "server.pid"
+    eventually(lambda: not pid_file.exists(), what="the pid file to be removed")
+    eventually(lambda: not local.is_running(spec, port), what="the process to exit")
+
+
+def test_a_new_driver_finds_a_running_standin(local: LocalDriver) -> None:
+    spec = make_spec()
+    port, pid = provision(local, spec)
+    again = LocalDriver(local.data_dir, ZONE)
+    assert again.allocate_port(spec) == port
+    assert again.start_process(spec, port) == pid
+    assert again.is_running(spec, port)
+
+
+def test_start_on_another_port_replaces_the_process(local: LocalDriver) -> None:
+    spec = make_spec()
+    port, pid = provision(local, spec)
+    other = local.allocate_port(make_spec())
+    new_pid = local.start_process(spec, other)
+    assert new_pid != pid
+    local.wait_connectable(spec, other, timeout=15.0)
+    assert local.is_running(spec, other)
+    assert not local.is_running(spec, port)
+
+
+def test_wait_connectable_fails_fast_when_the_port_is_taken(local: LocalDriver) -> None:
+    spec = make_spec()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        port = squatter.getsockname()[1]
+        local.create_directory(spec)
+        local.start_process(spec, port)
+        started = time.monotonic()
+        with pytest.raises(DriverError) as info:
+            local.wait_connectable(spec, port, timeout=30.0)
+    assert info.value.code == "process_exited"
+    assert time.monotonic() - started < 15.0
+    assert "cannot listen" in info.value.message
+
+
+def test_a_stale_pid_file_is_ignored(local: LocalDriver) -> None:
+    spec = make_spec()
+    port = local.allocate_port(spec)
+    d = Path(local.create_directory(spec))
+    (d / "server.pid").write_text(f"{os.getpid()}\n")  # alive, but not a stand-in
+    assert not local.is_running(spec, port)
+    pid = local.start_process(spec, port)
+    assert pid != os.getpid()
+    local.wait_connectable(spec, port, timeout=15.0)
+
+
+def test_not_connectable_after_timeout(local: LocalDriver) -> None:
+    spec = make_spec()
+    port = local.allocate_port(spec)
+    local.create_directory(spec)
+    local.start_process(spec, port)
+    with socket.socket() as closed:  # bound, not listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        with pytest.raises(DriverError) as info:
+            local.wait_connectable(spec, closed.getsockname()[1], timeout=0.3)
+    assert info.value.code == "not_connectable"
+
+
+def test_corrupt_dns_json_raises_edge_file_corrupt(local: LocalDriver) -> None:
+    spec = make_spec()
+    edge_dir = local.data_dir / "edge"
+    edge_dir.mkdir(parents=True)
+    (edge_dir / "dns.json").write_text("[{ not json")
+    for call in (lambda: local.publish_dns(spec, 31000), local.list_dns, lambda: local.remove_dns(spec)):
+        with pytest.raises(DriverError) as info:
+            call()
+        assert info.value.code == "edge_file_corrupt"
+    assert (edge_dir / "dns.json").read_text() == "[{ not json"
+
+
+def test_corrupt_proxy_json_raises_edge_file_corrupt(local: LocalDriver) -> None:
+    spec = make_spec()
+    edge_dir = local.data_dir / "edge"
+    edge_dir.mkdir(parents=True)
+    (edge_dir / "proxy.json").write_text('["a list, not an object"]')
+    with pytest.raises(DriverError) as info:
+        local.publish_proxy(spec, 31000)
+    assert info.value.code == "edge_file_corrupt"
+
+
+def test_edge_files_empty_files_read_as_empty_and_hand_edits_survive(tmp_path: Path) -> None:
+    edge = EdgeFiles(tmp_path / "edge")
+    assert edge.read_dns() == []
+    assert edge.read_proxy() == {}
+    edge.dir.mkdir()
+    edge.dns_path.write_text("")
+    edge.proxy_path.write_text("  \n")
+    assert edge.read_dns() == []
+    assert edge.read_proxy() == {}
+    hand = {"id": "handmade", "type": "A", "name": "other.example", "content": "10.0.0.1"}
+    dup = {"id": "custom", "type": "SRV", "name": "_minecraft._tcp.X.zone.", "data": {}}
+    edge.dns_path.write_text(json.dumps([hand, dup]))
+    record = edge.upsert_srv("_minecraft._tcp.x.zone", 31000)
+    assert record["id"] == "custom"
+    assert edge.read_dns() == [hand, record]
+    assert edge.remove_record("_MINECRAFT._tcp.x.zone") is True
+    assert edge.remove_record("_minecraft._tcp.x.zone") is False
+    assert edge.read_dns() == [hand]
+    assert not list(edge.dir.glob("*.tmp"))
+
+
+def test_concurrent_edge_writes_lose_nothing(tmp_path: Path) -> None:
+    edges = [EdgeFiles(tmp_path / "edge") for _ in range(8)]  # flock serializes separate descriptors
+
+    def write(worker: int) -> None:
+        for i in range(10):
+            edges[worker].upsert_srv(f"_minecraft._tcp.s{worker}-{i}.zone", 30000 + i)
+            edges[worker].upsert_proxy(f"s{worker}-{i}", f"127.0.0.1:{30000 + i}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))
+    assert len(edges[0].read_dns()) == 80
+    assert len(edges[0].read_proxy()) == 80
+
+
+def test_concurrent_starts_spawn_one_process(local: LocalDriver) -> None:
+    spec = make_spec()
+    port = local.allocate_port(spec)
+    local.create_directory(spec)
+    with ThreadPoolExecutor(4) as pool:
+        pids = set(pool.map(lambda _: local.start_process(spec, port), range(4)))
+    assert len(pids) == 1
+    local.wait_connectable(spec, port, timeout=15.0)
+    assert len(standins_under(local.instance_dir(spec))) == 1

@@ -1,0 +1,103 @@
+"""A real `zlh serve` process on a free port, over SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_TOKEN = "e2e-admin-token"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """One `zlh serve` process; `restart()` stops it and starts it again on the same state."""
+
+    workdir: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.workdir / "serve.log", "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+                cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"zlh serve exited: {self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"zlh serve did not become ready: {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        path = self.workdir / "serve.log"
+        return path.read_text()[-4000:] if path.exists() else ""
+
+    def client(self, token: str = ADMIN_TOKEN) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+@pytest.fixture
+def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(**extra_env: str) -> Server:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")},
+            "PYTHONPATH": str(ROOT),
+            "ZLH_DATABASE_URL": database_url,
+            "ZLH_DATA_DIR": str(tmp_path / "data"),
+            "ZLH_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
+            **extra_env,
+        }
+        server = Server(tmp_path, env)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(signal.SIGKILL)
+    from services.adapters.local.driver import LocalDriver
+
+    LocalDriver(tmp_path / "data", "play.zlh.localhost").kill_all()
