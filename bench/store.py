@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -35,6 +36,19 @@ def _warmup_count(n: int) -> int:
     return max(10, min(200, n // 10))
 
 
+def _time_calls(name: str, n: int, call: Callable[[str], None]) -> Result:
+    """Warm up, then time `n` calls of `call(tag)`; each tag is unique across the whole run."""
+    for i in range(_warmup_count(n)):
+        call(f"w{i}")
+    latencies: list[float] = []
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        call(f"u{i}")
+        latencies.append(time.perf_counter() - t0)
+    return Result(name, n, time.perf_counter() - start, latencies)
+
+
 def store_appends(url: str, n: int, name: str) -> tuple[Result, SampleRow]:
     """Migrate `url`, then time `n` saves of one new aggregate each through `ZLH.save`."""
     parsed = DatabaseURL.parse(url)
@@ -43,18 +57,10 @@ def store_appends(url: str, n: int, name: str) -> tuple[Result, SampleRow]:
     try:
         first = app.mapper.to_stored_event(User(email="sample@x.example", admin=False).collect_events()[0])
         sample = SampleRow(topic=first.topic, state=bytes(first.state))
-        for i in range(_warmup_count(n)):
-            app.save(User(email=f"w{i}@x.example", admin=False))
-        latencies: list[float] = []
-        start = time.perf_counter()
-        for i in range(n):
-            t0 = time.perf_counter()
-            app.save(User(email=f"u{i}@x.example", admin=False))
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - start
+        result = _time_calls(name, n, lambda tag: app.save(User(email=f"{tag}@x.example", admin=False)))
     finally:
         app.close()
-    return Result(name, n, elapsed, latencies), sample
+    return result, sample
 
 
 def raw_postgres_inserts(conninfo: str, n: int, sample: SampleRow, name: str) -> Result:
@@ -73,21 +79,12 @@ def raw_postgres_inserts(conninfo: str, n: int, sample: SampleRow, name: str) ->
         )
         cur = conn.cursor()
 
-        def insert_one() -> None:
+        def insert_one(_: str) -> None:
             cur.execute(sql, (uuid.uuid4(), 1, sample.topic, sample.state))
             cur.fetchone()
             conn.commit()
 
-        for _ in range(_warmup_count(n)):
-            insert_one()
-        latencies: list[float] = []
-        start = time.perf_counter()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            insert_one()
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - start
-    return Result(name, n, elapsed, latencies)
+        return _time_calls(name, n, insert_one)
 
 
 def raw_sqlite_inserts(path: str, n: int, sample: SampleRow, name: str) -> Result:
@@ -101,20 +98,11 @@ def raw_sqlite_inserts(path: str, n: int, sample: SampleRow, name: str) -> Resul
         )
         sql = f"INSERT INTO {RAW_TABLE} VALUES (?, ?, ?, ?) RETURNING rowid"
 
-        def insert_one() -> None:
+        def insert_one(_: str) -> None:
             conn.execute("BEGIN")
             conn.execute(sql, (str(uuid.uuid4()), 1, sample.topic, sample.state)).fetchone()
             conn.execute("COMMIT")
 
-        for _ in range(_warmup_count(n)):
-            insert_one()
-        latencies: list[float] = []
-        start = time.perf_counter()
-        for _ in range(n):
-            t0 = time.perf_counter()
-            insert_one()
-            latencies.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - start
+        return _time_calls(name, n, insert_one)
     finally:
         conn.close()
-    return Result(name, n, elapsed, latencies)

@@ -131,8 +131,10 @@ class RebuildProgress:
 class ProjectionRunner:
     """Applies one projection's events from the log to its tables."""
 
-    def __init__(self, log_: EventLog, db: ReadModelDB, projection: Projection, page_size: int = 500) -> None:
+    def __init__(self, log_: EventLog, db: ReadModelDB, projection: Projection, page_size: int = 500,
+                 on_commit: Callable[[], None] | None = None) -> None:
         self.log = log_
+        self.on_commit = on_commit
         self.db = db
         self.projection = projection
         self.page_size = page_size
@@ -157,7 +159,10 @@ class ProjectionRunner:
     def process_page(self) -> int:
         """Apply the next page of events to the live tables; return how many events were read."""
         with self.db.transaction() as cur:
-            return self._apply_page(cur, self.name, self._live_names)
+            read = self._apply_page(cur, self.name, self._live_names)
+        if read and self.on_commit is not None:
+            self.on_commit()
+        return read
 
     def catch_up(self) -> int:
         """Apply pages until the log is exhausted; return the position reached."""
@@ -220,6 +225,8 @@ class ProjectionRunner:
                 self._swap(cur)
                 cur.execute(f"UPDATE {POSITIONS} SET position = %s WHERE name = %s", (position, self.name))
                 cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (shadow_position,))
+            if self.on_commit is not None:
+                self.on_commit()
             self._report(position)
             progress.state = "done"
         except Exception as exc:

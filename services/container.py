@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from services.ports import InstanceDriver
 from services.provisioning import ProvisioningManager
 from services.settings import Settings
 from services.store import ZLH, LogSignal, PostgresListener, store_env
+from services.watcher import PositionWatcher
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,8 @@ class Container:
     db: ReadModelDB
     driver: InstanceDriver
     runners: dict[str, ProjectionRunner]
-    stop_event: threading.Event = field(default_factory=threading.Event)
+    watcher: PositionWatcher
+    stop_event: threading.Event
     provisioning: ProvisioningManager | None = None
     threads: list[threading.Thread] = field(default_factory=list)
     started: set[str] = field(default_factory=set)
@@ -56,8 +57,10 @@ class Container:
         signal = LogSignal()
         app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)
         db = ReadModelDB(url, pool_size=pool_size)
-        runners = {p.name: ProjectionRunner(app, db, p) for p in all_projections()}
-        return cls(settings, url, app, db, driver or build_driver(settings), runners)
+        stop = threading.Event()
+        watcher = PositionWatcher(db, stop)
+        runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in all_projections()}
+        return cls(settings, url, app, db, driver or build_driver(settings), runners, watcher, stop)
 
     # Workers.
 
@@ -95,6 +98,7 @@ class Container:
         self.app.signal.notify()
         for thread in self.threads:
             thread.join(timeout=5)
+        self.watcher.close()
         self.app.close()
         self.db.close()
 
@@ -106,17 +110,10 @@ class Container:
         if position <= 0:
             return True
         names = names or tuple(self.runners)
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            positions = read_positions(self.db)
-            if all(positions.get(n, 0) >= position for n in names):
-                return True
-            if time.monotonic() >= deadline:
-                log.warning("projections %s did not reach %d within %.1fs", names, position, timeout)
-                return False
-            time.sleep(delay)  # polling a database position with a deadline, not synchronising on time
-            delay = min(delay * 2, 0.02)
+        if self.watcher.wait(position, names, timeout):
+            return True
+        log.warning("projections %s did not reach %d within %.1fs", names, position, timeout)
+        return False
 
     def projection_status(self) -> list[dict[str, Any]]:
         head = self.app.head()

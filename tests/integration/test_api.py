@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from uuid import UUID
 
 from fastapi.testclient import TestClient
 
@@ -163,7 +164,9 @@ def test_projection_rebuild_keeps_rows(client: TestClient, admin: dict, new_user
     for n in range(3):
         body = create(client, alice, f"k{n}", {**GAME, "name": f"s{n}"}).json()
         wait_operation(client, alice, body["operation_id"])
-    before = client.get("/api/instances", headers=alice).json()
+    # Projections advance independently: wait until the instances view has applied everything too.
+    before = poll(lambda: client.get("/api/instances", headers=alice).json(),
+                  lambda b: all(i["status"] == "running" for i in b["items"]))
     assert client.post("/api/admin/projections/instances/rebuild", headers=admin).status_code == 202
     poll(lambda: {p["name"]: p for p in client.get("/api/admin/projections", headers=admin).json()["items"]},
          lambda ps: ps["instances"]["rebuild"]["state"] == "done")
@@ -172,3 +175,16 @@ def test_projection_rebuild_keeps_rows(client: TestClient, admin: dict, new_user
     assert {i["name"] for i in items} == {"instances", "operations"}
     assert all(i["lag"] >= 0 and i["position"] > 0 for i in items)
     assert_problem(client.post("/api/admin/projections/nope/rebuild", headers=admin), 404, "not_found")
+
+
+def test_step_delay_pauses_before_every_step(make_container: Callable[..., Container]) -> None:
+    container = make_container(local_step_delay=0.05)
+    client = TestClient(create_app(container))
+    alice = make_customer(client, "alice@example.com")
+    body = create(client, alice, "k").json()
+    assert wait_operation(client, alice, body["operation_id"])["phase"] == "succeeded"
+    events = container.app.stream(UUID(body["operation_id"]))
+    claimed = next(e for e in events if type(e).__name__ == "Claimed").timestamp
+    succeeded = events[-1].timestamp
+    # Six steps, each preceded by a 50 ms pause: a lower bound only, so never flaky on a slow machine.
+    assert (succeeded - claimed).total_seconds() >= 6 * 0.05
