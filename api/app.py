@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routers import admin, instances, probes, users
+from api.routers import admin, console, files, instances, lifecycle, probes, users
 from services.container import Container
 
 
@@ -26,6 +26,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     problems.install(app)
     metrics.install(app)
-    for router in (probes.router, users.router, instances.router, admin.router):
-        app.include_router(router)
+    routers = (probes, users, instances, lifecycle, files, console, admin)
+    for module in routers:
+        app.include_router(module.router)
     return app

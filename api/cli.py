@@ -127,6 +127,24 @@ def worker(name: Annotated[str, typer.Argument(help="provisioning | projections"
     container.close()
 
 
+@cli.command()
+def agent(
+    host: Annotated[str, typer.Option(help="Address to bind (keep it private).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
+) -> None:
+    """The node agent: instance processes, files, backups and console for the control plane."""
+    from services.adapters.agent.server import run_agent
+    from services.adapters.local.driver import LocalDriver
+
+    _setup_logging()
+    settings = _settings()
+    if not settings.agent_secret:
+        typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
+                   err=True)
+        raise typer.Exit(2)
+    run_agent(LocalDriver(Path(settings.data_dir), settings.dns_zone), settings.agent_secret, host, port)
+
+
 @users_cli.command("create")
 def users_create(
     email: str, admin: Annotated[bool, typer.Option("--admin", help="Make the user an administrator.")] = False

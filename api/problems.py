@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
+from services.ports import DriverError
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -23,6 +24,19 @@ DOMAIN_STATUS = {
     "email_taken": 409,
     "illegal_transition": 409,
     "unknown_template": 422,
+    "not_found": 404,
+}
+
+#: HTTP status for each driver (node agent) error code; anything unlisted is a 502 from upstream.
+DRIVER_STATUS = {
+    "bad_path": 400,
+    "is_a_directory": 400,
+    "not_a_directory": 400,
+    "not_found": 404,
+    "too_large": 413,
+    "still_running": 409,
+    "checksum_mismatch": 422,
+    "agent_timeout": 504,
 }
 
 _DEFAULT_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
@@ -61,6 +75,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message)
+
+    @app.exception_handler(DriverError)
+    async def _driver(_: Request, exc: DriverError) -> JSONResponse:
+        return problem_response(DRIVER_STATUS.get(exc.code, 502), exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

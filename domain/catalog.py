@@ -7,9 +7,10 @@ event store imports this module for that reason.
 
 from __future__ import annotations
 
+from domain.backup import Backup
 from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.operation import Operation
 from domain.user import Credential, User
 
-AGGREGATES = (User, Credential, Instance, Operation, NameClaim)
+AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup)

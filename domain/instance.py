@@ -3,6 +3,11 @@
 An instance holds at most one pending (queued or running) operation; that is the
 invariant that makes "one operation per instance at a time" true under concurrency,
 because every operation begins with an event on the instance's stream.
+
+Deletion is modelled with finalizers: `DeletionRequested` lists what must be removed
+(proxy entry, DNS record, process, files, and backups if asked); each removal is
+recorded by `FinalizerCompleted`; the instance is `deleted` only when none is left.
+An interrupted delete resumes with the finalizers still outstanding.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import IllegalTransitionError, OperationInProgressError
 from domain.ids import instance_id_for_operation
-from domain.lifecycle import InstanceKind, InstanceStatus, check_transition
+from domain.lifecycle import (
+    InstanceKind,
+    InstanceStatus,
+    check_operation_allowed,
+    check_transition,
+    delete_finalizers,
+)
 
 
 class Instance(Aggregate):
@@ -44,13 +55,46 @@ class Instance(Aggregate):
         port: int
         address: str
 
+    class Started(Event):
+        """The server runs again (after start, restart, or a restore of a running server)."""
+
+        TOPIC = "zlh.Instance.Started"
+        operation_id: UUID
+
+    class Stopped(Event):
+        TOPIC = "zlh.Instance.Stopped"
+        operation_id: UUID
+
+    class OperationCompleted(Event):
+        """An operation that leaves the status as it was (backup, restore of a stopped server) ended."""
+
+        TOPIC = "zlh.Instance.OperationCompleted"
+        operation_id: UUID
+        kind: str
+
+    class DeletionRequested(Event):
+        TOPIC = "zlh.Instance.DeletionRequested"
+        operation_id: UUID
+        finalizers: list[str]
+
+    class FinalizerCompleted(Event):
+        TOPIC = "zlh.Instance.FinalizerCompleted"
+        operation_id: UUID
+        finalizer: str
+
+    class Deleted(Event):
+        TOPIC = "zlh.Instance.Deleted"
+        operation_id: UUID
+
     class OperationFailed(Event):
-        """The pending operation failed; a failed create leaves the instance `failed`."""
+        """The pending operation failed; a failed create leaves the instance `failed`, and one that had
+        already stopped the server (a restart or restore failing later) leaves it `stopped`."""
 
         TOPIC = "zlh.Instance.OperationFailed"
         operation_id: UUID
         kind: str
         code: str
+        process_stopped: bool = False
 
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
@@ -70,36 +114,88 @@ class Instance(Aggregate):
         self.pending_operation_id: UUID | None = operation_id
         self.port: int | None = None
         self.address: str | None = None
+        self.finalizers: list[str] = []
 
     # Commands: check the rule, then record an event that only assigns state.
 
     def begin_operation(self, operation_id: UUID, kind: str) -> None:
-        if self.pending_operation_id is not None:
-            raise OperationInProgressError(
-                f"operation {self.pending_operation_id} is still pending on this instance"
-            )
-        if self.status is InstanceStatus.DELETED:
-            raise IllegalTransitionError("the instance is deleted")
+        """Start a start/stop/restart/backup/restore operation."""
+        self._check_can_begin(kind)
         self._operation_begun(operation_id=operation_id, kind=kind)
+
+    def begin_deletion(self, operation_id: UUID, keep_backups: bool) -> None:
+        """Start (or resume) deleting: the outstanding finalizers are recorded on the instance."""
+        self._check_can_begin("delete")
+        if self.status is InstanceStatus.DELETING:
+            finalizers = list(self.finalizers)  # resume: only what is still outstanding
+            if not keep_backups and "backups" not in finalizers:
+                finalizers.append("backups")
+        else:
+            finalizers = list(delete_finalizers(keep_backups))
+        self._deletion_requested(operation_id=operation_id, finalizers=finalizers)
 
     def provision(self, operation_id: UUID, port: int, address: str) -> None:
         self._check_pending(operation_id)
         check_transition(self.status, InstanceStatus.RUNNING)
         self._provisioned(operation_id=operation_id, port=port, address=address)
 
-    def fail_operation(self, operation_id: UUID, kind: str, code: str) -> None:
+    def mark_started(self, operation_id: UUID) -> None:
+        self._check_pending(operation_id)
+        if self.status is not InstanceStatus.RUNNING:
+            check_transition(self.status, InstanceStatus.RUNNING)
+        self._started(operation_id=operation_id)
+
+    def mark_stopped(self, operation_id: UUID) -> None:
+        self._check_pending(operation_id)
+        check_transition(self.status, InstanceStatus.STOPPED)
+        self._stopped(operation_id=operation_id)
+
+    def complete_operation(self, operation_id: UUID, kind: str) -> None:
+        self._check_pending(operation_id)
+        self._operation_completed(operation_id=operation_id, kind=kind)
+
+    def complete_finalizer(self, operation_id: UUID, finalizer: str) -> None:
+        self._check_pending(operation_id)
+        if finalizer not in self.finalizers:
+            raise IllegalTransitionError(f"finalizer {finalizer} is not outstanding")
+        self._finalizer_completed(operation_id=operation_id, finalizer=finalizer)
+
+    def mark_deleted(self, operation_id: UUID) -> None:
+        self._check_pending(operation_id)
+        if self.finalizers:
+            raise IllegalTransitionError(f"finalizers outstanding: {', '.join(self.finalizers)}")
+        check_transition(self.status, InstanceStatus.DELETED)
+        self._deleted(operation_id=operation_id)
+
+    def fail_operation(self, operation_id: UUID, kind: str, code: str, process_stopped: bool = False) -> None:
         self._check_pending(operation_id)
         if kind == "create":
             check_transition(self.status, InstanceStatus.FAILED)
-        self._operation_failed(operation_id=operation_id, kind=kind, code=code)
+        stopped = process_stopped and self.status is InstanceStatus.RUNNING
+        self._operation_failed(operation_id=operation_id, kind=kind, code=code, process_stopped=stopped)
+
+    def _check_can_begin(self, kind: str) -> None:
+        if self.pending_operation_id is not None:
+            raise OperationInProgressError(
+                f"operation {self.pending_operation_id} is still pending on this instance"
+            )
+        check_operation_allowed(kind, self.status)
 
     def _check_pending(self, operation_id: UUID) -> None:
         if self.pending_operation_id != operation_id:
             raise IllegalTransitionError(f"operation {operation_id} is not the one pending on this instance")
 
+    # Events: assign state only.
+
     @event(OperationBegun)
     def _operation_begun(self, operation_id: UUID, kind: str) -> None:
         self.pending_operation_id = operation_id
+
+    @event(DeletionRequested)
+    def _deletion_requested(self, operation_id: UUID, finalizers: list[str]) -> None:
+        self.pending_operation_id = operation_id
+        self.status = InstanceStatus.DELETING
+        self.finalizers = list(finalizers)
 
     @event(Provisioned)
     def _provisioned(self, operation_id: UUID, port: int, address: str) -> None:
@@ -108,8 +204,34 @@ class Instance(Aggregate):
         self.address = address
         self.pending_operation_id = None
 
+    @event(Started)
+    def _started(self, operation_id: UUID) -> None:
+        self.status = InstanceStatus.RUNNING
+        self.pending_operation_id = None
+
+    @event(Stopped)
+    def _stopped(self, operation_id: UUID) -> None:
+        self.status = InstanceStatus.STOPPED
+        self.pending_operation_id = None
+
+    @event(OperationCompleted)
+    def _operation_completed(self, operation_id: UUID, kind: str) -> None:
+        self.pending_operation_id = None
+
+    @event(FinalizerCompleted)
+    def _finalizer_completed(self, operation_id: UUID, finalizer: str) -> None:
+        self.finalizers = [f for f in self.finalizers if f != finalizer]
+
+    @event(Deleted)
+    def _deleted(self, operation_id: UUID) -> None:
+        self.status = InstanceStatus.DELETED
+        self.pending_operation_id = None
+        self.address = None
+
     @event(OperationFailed)
-    def _operation_failed(self, operation_id: UUID, kind: str, code: str) -> None:
+    def _operation_failed(self, operation_id: UUID, kind: str, code: str, process_stopped: bool = False) -> None:
         if kind == "create":
             self.status = InstanceStatus.FAILED
+        elif process_stopped:
+            self.status = InstanceStatus.STOPPED
         self.pending_operation_id = None

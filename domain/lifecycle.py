@@ -45,3 +45,29 @@ def check_transition(current: InstanceStatus, target: InstanceStatus) -> None:
 def is_live(status: InstanceStatus) -> bool:
     """A live instance holds its name; only `deleted` releases it."""
     return status is not InstanceStatus.DELETED
+
+
+#: Which statuses each operation may start from (besides "no other operation pending").
+ALLOWED_FROM: dict[str, frozenset[InstanceStatus]] = {
+    "start": frozenset({S.STOPPED}),
+    "stop": frozenset({S.RUNNING}),
+    "restart": frozenset({S.RUNNING, S.STOPPED}),
+    "backup": frozenset({S.RUNNING, S.STOPPED}),
+    "restore": frozenset({S.RUNNING, S.STOPPED}),
+    "delete": frozenset({S.PROVISIONING, S.RUNNING, S.STOPPED, S.SUSPENDED, S.FAILED, S.DELETING}),
+}
+
+#: What a delete removes, in this order; each is idempotent ("already gone" counts as done).
+#: Backups are kept unless the request asks for them to be deleted too.
+DELETE_FINALIZERS: tuple[str, ...] = ("proxy", "dns", "process", "files")
+BACKUPS_FINALIZER = "backups"
+
+
+def check_operation_allowed(kind: str, status: InstanceStatus) -> None:
+    """Raise `IllegalTransitionError` unless an operation of `kind` may start in `status`."""
+    if status not in ALLOWED_FROM.get(kind, frozenset()):
+        raise IllegalTransitionError(f"cannot {kind} an instance that is {status}")
+
+
+def delete_finalizers(keep_backups: bool) -> tuple[str, ...]:
+    return DELETE_FINALIZERS if keep_backups else (*DELETE_FINALIZERS, BACKUPS_FINALIZER)

@@ -115,6 +115,13 @@ class Operation(Aggregate):
             return self.steps[-1]["name"]
         return None
 
+    @property
+    def stopped_process(self) -> bool:
+        """Whether this operation's last completed process step was a stop (a start may have failed since)."""
+        process_steps = [s["name"] for s in self.steps
+                         if s["status"] == "succeeded" and s["name"] in ("stop_process", "start_process")]
+        return bool(process_steps) and process_steps[-1] == "stop_process"
+
     def step_result(self, step: str) -> dict[str, Any] | None:
         for s in self.steps:
             if s["name"] == step and s["status"] == "succeeded":

@@ -20,3 +20,28 @@ CREATE_STEPS: dict[InstanceKind, tuple[str, ...]] = {
 
 def create_steps(kind: InstanceKind) -> tuple[str, ...]:
     return CREATE_STEPS[kind]
+
+
+#: Power operations: the driver steps, in order.
+POWER_STEPS: dict[str, tuple[str, ...]] = {
+    "start": ("start_process", "wait_connectable"),
+    "stop": ("stop_process",),
+    "restart": ("stop_process", "start_process", "wait_connectable"),
+}
+
+
+def restore_steps(was_running: bool) -> tuple[str, ...]:
+    """Stop the server if it runs, swap the files, start it again if it was running."""
+    if was_running:
+        return ("stop_process", "restore_backup", "start_process", "wait_connectable")
+    return ("restore_backup",)
+
+
+#: Each delete finalizer and the driver step that removes it.
+FINALIZER_STEPS: dict[str, str] = {
+    "proxy": "remove_proxy",
+    "dns": "remove_dns",
+    "process": "stop_process",
+    "files": "remove_directory",
+    "backups": "delete_backups",
+}

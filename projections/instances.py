@@ -15,6 +15,7 @@ from projections.base import Projection, Table, iso
 from projections.db import ReadModelDB, _PortableCursor
 
 TABLE = "rm_instances"
+NO_PENDING = "pending_operation_id = NULL, pending_kind = NULL, pending_phase = NULL, pending_step = NULL"
 
 
 class InstancesProjection(Projection):
@@ -35,6 +36,11 @@ class InstancesProjection(Projection):
             Instance.OperationBegun.TOPIC,
             Instance.Provisioned.TOPIC,
             Instance.OperationFailed.TOPIC,
+            Instance.Started.TOPIC,
+            Instance.Stopped.TOPIC,
+            Instance.OperationCompleted.TOPIC,
+            Instance.DeletionRequested.TOPIC,
+            Instance.Deleted.TOPIC,
             Operation.Claimed.TOPIC,
             Operation.StepStarted.TOPIC,
         }
@@ -61,9 +67,16 @@ class InstancesProjection(Projection):
                          "pending_operation_id = NULL, pending_kind = NULL, pending_phase = NULL, "
                          "pending_step = NULL", (event.address, event.port))
         elif isinstance(event, Instance.OperationFailed):
-            status = "status = 'failed', " if event.kind == "create" else ""
-            self._update(cur, table, event, f"{status}pending_operation_id = NULL, pending_kind = NULL, "
-                         "pending_phase = NULL, pending_step = NULL", ())
+            status = "status = 'failed', " if event.kind == "create" else \
+                "status = 'stopped', " if getattr(event, "process_stopped", False) else ""
+            self._update(cur, table, event, f"{status}{NO_PENDING}", ())
+        elif isinstance(event, Instance.Started | Instance.Stopped | Instance.OperationCompleted | Instance.Deleted):
+            status = {Instance.Started: "status = 'running', ", Instance.Stopped: "status = 'stopped', ",
+                      Instance.Deleted: "status = 'deleted', address = NULL, "}.get(type(event), "")
+            self._update(cur, table, event, f"{status}{NO_PENDING}", ())
+        elif isinstance(event, Instance.DeletionRequested):
+            self._update(cur, table, event, "status = 'deleting', pending_operation_id = %s, pending_kind = 'delete', "
+                         "pending_phase = 'queued', pending_step = NULL", (str(event.operation_id),))
         elif isinstance(event, Operation.Claimed):
             cur.execute(f"UPDATE {table} SET pending_phase = 'running' WHERE pending_operation_id = %s",
                         (str(event.originator_id),))
@@ -93,8 +106,9 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_for_owner(db: ReadModelDB, owner_id: str) -> list[dict[str, Any]]:
-    """The owner's instances, newest first, pending ones included."""
-    rows = db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s ORDER BY created_at DESC, id", (owner_id,))
+    """The owner's instances, newest first, pending ones included; deleted ones are left out."""
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s AND status <> 'deleted' "
+                    "ORDER BY created_at DESC, id", (owner_id,))
     return [_row(r) for r in rows]
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner, read_positions
+from services.console import ConsoleTickets
 from services.ports import InstanceDriver
 from services.provisioning import ProvisioningManager
 from services.settings import Settings
@@ -29,12 +32,28 @@ log = logging.getLogger(__name__)
 WORKERS = ("projections", "provisioning")
 
 
-def build_driver(settings: Settings) -> InstanceDriver:
-    if settings.driver == "local":
-        from services.adapters.local.driver import LocalDriver
+def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
+    """The driver the control plane uses, and how to shut it down.
 
-        return LocalDriver(Path(settings.data_dir), settings.dns_zone)
-    raise NotImplementedError("the proxmox driver is not available yet; use ZLH_DRIVER=local")
+    The control plane never touches instance files or processes itself: it talks to
+    a node agent. With `ZLH_AGENT_URL` set, that is a separate `zlh agent`; unset,
+    an agent is started in this process on a free loopback port with a fresh secret.
+    """
+    if settings.driver != "local":
+        raise NotImplementedError("the proxmox driver is not available yet; use ZLH_DRIVER=local")
+    from services.adapters.agent.client import AgentDriver
+
+    data_dir = Path(settings.data_dir)
+    if settings.agent_url:
+        if not settings.agent_secret:
+            raise ValueError("ZLH_AGENT_URL is set but ZLH_AGENT_SECRET is not")
+        return AgentDriver(settings.agent_url, settings.agent_secret, data_dir, settings.dns_zone), lambda: None
+    from services.adapters.agent.server import start_agent_in_thread
+    from services.adapters.local.driver import LocalDriver
+
+    secret = secrets.token_urlsafe(32)
+    url, stop = start_agent_in_thread(LocalDriver(data_dir, settings.dns_zone), secret)
+    return AgentDriver(url, secret, data_dir, settings.dns_zone), stop
 
 
 @dataclass
@@ -43,11 +62,22 @@ class Container:
     url: DatabaseURL
     app: ZLH
     db: ReadModelDB
-    driver: InstanceDriver
+    given_driver: InstanceDriver | None
     runners: dict[str, ProjectionRunner]
     watcher: PositionWatcher
     stop_event: threading.Event
     provisioning: ProvisioningManager | None = None
+    console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
+    _driver_stop: Callable[[], None] | None = None
+    _driver_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def driver(self) -> InstanceDriver:
+        """Built on first use, so commands that never touch instances start no agent."""
+        with self._driver_lock:
+            if self.given_driver is None:
+                self.given_driver, self._driver_stop = build_driver(self.settings)
+            return self.given_driver
     threads: list[threading.Thread] = field(default_factory=list)
     started: set[str] = field(default_factory=set)
 
@@ -60,7 +90,7 @@ class Container:
         stop = threading.Event()
         watcher = PositionWatcher(db, stop)
         runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in all_projections()}
-        return cls(settings, url, app, db, driver or build_driver(settings), runners, watcher, stop)
+        return cls(settings, url, app, db, driver, runners, watcher, stop)
 
     # Workers.
 
@@ -99,6 +129,8 @@ class Container:
         for thread in self.threads:
             thread.join(timeout=5)
         self.watcher.close()
+        if self._driver_stop is not None:
+            self._driver_stop()
         self.app.close()
         self.db.close()
 

@@ -75,3 +75,44 @@ class InstanceDriver(Protocol):
     def is_running(self, spec: InstanceSpec, port: int) -> bool:
         """Whether the instance's process is alive and accepting connections."""
         ...
+
+    # Lifecycle: each idempotent; "already gone/stopped" counts as done.
+
+    def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:
+        """Graceful stop: the `stop` console command, then SIGTERM, then SIGKILL after `timeout`."""
+        ...
+
+    def remove_dns(self, spec: InstanceSpec) -> None: ...
+
+    def remove_proxy(self, spec: InstanceSpec) -> None: ...
+
+    def remove_directory(self, spec: InstanceSpec) -> None:
+        """Delete the instance's files (the process must be stopped: else `still_running`)."""
+        ...
+
+    # Console and files. Paths are relative to the instance root; escaping it is `bad_path`.
+
+    def send_console(self, spec: InstanceSpec, line: str) -> None: ...
+
+    def list_files(self, spec: InstanceSpec, path: str) -> list[dict]:
+        """`[{"name", "type": "file"|"dir", "size"}]` of a directory; `not_found` if missing."""
+        ...
+
+    def read_file(self, spec: InstanceSpec, path: str) -> bytes: ...
+
+    def write_file(self, spec: InstanceSpec, path: str, content: bytes) -> None:
+        """Atomic write; larger than the driver's limit is `too_large`."""
+        ...
+
+    # Backups: `.tar.gz` archives of the instance's files, kept outside the instance directory.
+
+    def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict:
+        """Archive the files; return the manifest `{"size", "sha256", "created_at", "path"}`."""
+        ...
+
+    def restore_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str) -> None:
+        """Verify the archive's checksum, then replace the files atomically (`checksum_mismatch`,
+        `not_found`); on any failure the old files stay in place. The process must be stopped."""
+        ...
+
+    def delete_backup(self, backup_id: UUID) -> None: ...

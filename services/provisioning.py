@@ -24,10 +24,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
+from domain.backup import Backup, backup_id_for_operation
 from domain.errors import DomainError
 from domain.instance import Instance
+from domain.lifecycle import InstanceStatus
+from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
-from domain.plans import create_steps
+from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from projections.db import ReadModelDB
 from projections.runner import advance_position
 from services.ports import DriverError, InstanceDriver, InstanceSpec
@@ -127,41 +130,151 @@ class ProvisioningManager:
         """Run a claimed operation to its end. Never raises; failures are recorded."""
         try:
             operation: Operation = self.app.repository.get(operation_id)
-            if operation.kind is OperationKind.CREATE:
-                self._create(operation)
-            else:
-                self._fail(operation, "unsupported_operation", f"{operation.kind} is not supported yet")
+            instance: Instance = self.app.repository.get(operation.instance_id)
+            handler = {
+                OperationKind.CREATE: self._create,
+                OperationKind.START: self._power,
+                OperationKind.STOP: self._power,
+                OperationKind.RESTART: self._power,
+                OperationKind.BACKUP: self._backup,
+                OperationKind.RESTORE: self._restore,
+                OperationKind.DELETE: self._delete,
+            }[operation.kind]
+            handler(operation, instance)
         except FencedError:
             log.warning("operation %s was changed by someone else; stopped acting on it", operation_id)
+        except _Interrupted:
+            log.info("operation %s left where it is: the worker is shutting down", operation_id)
         except Exception:
             log.exception("operation %s crashed", operation_id)
             try:
-                self._fail(self.app.repository.get(operation_id), "internal", "the worker crashed")
+                operation = self.app.repository.get(operation_id)
+                if operation.is_pending:
+                    self._fail(operation, "internal", "the worker crashed; see its log")
             except Exception:
                 log.exception("could not record the failure of %s", operation_id)
 
-    def _create(self, operation: Operation) -> None:
-        instance: Instance = self.app.repository.get(operation.instance_id)
-        spec = InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
-        port = 0
-        for step in create_steps(instance.kind):
-            if self.step_delay and self.stop_event.wait(self.step_delay):
-                return  # shutting down: leave the operation where it is (the controller sees it stale)
-            intent: dict[str, Any] = {"port": port} if port else {}
-            self._record(operation, lambda op, s=step, i=intent: op.start_step(s, i))
-            try:
-                result = self._run_step(step, spec, port)
-            except DriverError as exc:
-                self._fail(operation, exc.code, exc.message)
-                return
-            port = int(result.get("port", port))
-            self._record(operation, lambda op, s=step, r=result: op.finish_step(s, r))
-        address = self.driver.address(spec, port)
+    def _create(self, operation: Operation, instance: Instance) -> None:
+        results = self._steps(operation, instance, create_steps(instance.kind))
+        if results is None:
+            return
+        port = int(results["allocate_port"]["port"])
+        address = self.driver.address(self._spec(instance), port)
         operation.succeed({"port": port, "address": address})
         instance.provision(operation.id, port, address)
         self._save(operation, instance)
 
-    def _run_step(self, step: str, spec: InstanceSpec, port: int) -> dict[str, Any]:
+    def _power(self, operation: Operation, instance: Instance) -> None:
+        action = operation.kind.value
+        if self._steps(operation, instance, POWER_STEPS[action]) is None:
+            return
+        operation.succeed({})
+        if action == "stop":
+            instance.mark_stopped(operation.id)
+        else:
+            instance.mark_started(operation.id)
+        self._save(operation, instance)
+
+    def _backup(self, operation: Operation, instance: Instance) -> None:
+        backup: Backup = self.app.repository.get(backup_id_for_operation(operation.id))
+        results = self._steps(operation, instance, ("create_backup",), backup_id=backup.id,
+                              on_failure=lambda code, message: backup.fail(code, message), extra=[backup])
+        if results is None:
+            return
+        manifest = results["create_backup"]["manifest"]
+        backup.complete(int(manifest["size"]), str(manifest["sha256"]), str(manifest["created_at"]),
+                        str(manifest["path"]))
+        operation.succeed({"backup_id": str(backup.id), **manifest})
+        instance.complete_operation(operation.id, "backup")
+        self._save(operation, instance, backup)
+
+    def _restore(self, operation: Operation, instance: Instance) -> None:
+        backup: Backup = self.app.repository.get(UUID(operation.params["backup_id"]))
+        was_running = instance.status is InstanceStatus.RUNNING
+        sha256 = str((backup.manifest or {})["sha256"])
+        if self._steps(operation, instance, restore_steps(was_running), backup_id=backup.id,
+                       sha256=sha256) is None:
+            return
+        operation.succeed({"backup_id": str(backup.id)})
+        instance.complete_operation(operation.id, "restore")
+        self._save(operation, instance)
+
+    def _delete(self, operation: Operation, instance: Instance) -> None:
+        spec = self._spec(instance)
+        for finalizer in list(instance.finalizers):
+            step = FINALIZER_STEPS[finalizer]
+            if self._pause():
+                raise _Interrupted
+            self._record(operation, lambda op, s=step, f=finalizer: op.start_step(s, {"finalizer": f}))
+            try:
+                result, touched = self._remove(step, spec, instance, operation)
+            except DriverError as exc:
+                self._fail(operation, exc.code, exc.message)
+                return
+            operation.finish_step(step, result)
+            instance.complete_finalizer(operation.id, finalizer)
+            self._save(operation, instance, *touched)
+        operation.succeed({})
+        instance.mark_deleted(operation.id)
+        claim: NameClaim = self.app.repository.get(NameClaim.create_id(instance.owner_id, instance.name))
+        claim.release(instance.id)
+        self._save(operation, instance, claim)
+
+    def _remove(self, step: str, spec: InstanceSpec, instance: Instance,
+                operation: Operation) -> tuple[dict[str, Any], list[Any]]:
+        """Run one delete finalizer; return its result and any aggregates it changed."""
+        if step == "delete_backups":
+            deleted = []
+            for backup_id in self.backup_ids(instance.id):
+                self.driver.delete_backup(backup_id)
+                backup: Backup = self.app.repository.get(backup_id)
+                backup.delete(operation.id)
+                deleted.append(backup)
+            return {"deleted": [str(b.id) for b in deleted]}, deleted
+        return self._run_step(step, spec, 0), []
+
+    def backup_ids(self, instance_id: UUID) -> list[UUID]:
+        from projections import backups as backups_view
+
+        return [UUID(b["id"]) for b in backups_view.list_for_instance(self.db, str(instance_id))
+                if b["status"] != "deleted"]
+
+    # Steps.
+
+    def _steps(self, operation: Operation, instance: Instance, steps: tuple[str, ...],
+               on_failure: Any = None, extra: list[Any] | None = None,
+               **context: Any) -> dict[str, dict[str, Any]] | None:
+        """Run `steps` in order with intent and result events; None if one failed (recorded)."""
+        spec = self._spec(instance)
+        port = instance.port or 0
+        results: dict[str, dict[str, Any]] = {}
+        for step in steps:
+            if self._pause():
+                raise _Interrupted
+            intent: dict[str, Any] = {"port": port} if port else {}
+            intent |= {k: str(v) for k, v in context.items()}
+            self._record(operation, lambda op, s=step, i=intent: op.start_step(s, i))
+            try:
+                result = self._run_step(step, spec, port, **context)
+            except DriverError as exc:
+                if on_failure is not None:
+                    on_failure(exc.code, exc.message)
+                self._fail(operation, exc.code, exc.message, *(extra or []))
+                return None
+            port = int(result.get("port", port))
+            results[step] = result
+            self._record(operation, lambda op, s=step, r=result: op.finish_step(s, r))
+        return results
+
+    def _pause(self) -> bool:
+        """Honour the step delay; True if the worker is shutting down meanwhile."""
+        return bool(self.step_delay) and self.stop_event.wait(self.step_delay)
+
+    @staticmethod
+    def _spec(instance: Instance) -> InstanceSpec:
+        return InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
+
+    def _run_step(self, step: str, spec: InstanceSpec, port: int, **context: Any) -> dict[str, Any]:
         driver = self.driver
         if step == "allocate_port":
             return {"port": driver.allocate_port(spec)}
@@ -176,24 +289,46 @@ class ProvisioningManager:
             return {"record": driver.publish_dns(spec, port)}
         if step == "publish_proxy":
             return {"target": driver.publish_proxy(spec, port)}
+        if step == "stop_process":
+            driver.stop_process(spec)
+            return {}
+        if step == "create_backup":
+            return {"manifest": driver.create_backup(spec, context["backup_id"])}
+        if step == "restore_backup":
+            driver.restore_backup(spec, context["backup_id"], context["sha256"])
+            return {}
+        if step == "remove_proxy":
+            driver.remove_proxy(spec)
+            return {}
+        if step == "remove_dns":
+            driver.remove_dns(spec)
+            return {}
+        if step == "remove_directory":
+            driver.remove_directory(spec)
+            return {}
         raise DriverError("unknown_step", f"no such step: {step}")
 
     def _record(self, operation: Operation, command: Any) -> None:
         command(operation)
         self._save(operation)
 
-    def _fail(self, operation: Operation, code: str, message: str) -> None:
+    def _fail(self, operation: Operation, code: str, message: str, *extra: Any) -> None:
         instance: Instance = self.app.repository.get(operation.instance_id)
         operation.fail(code, message)
         try:
-            instance.fail_operation(operation.id, operation.kind.value, code)
+            instance.fail_operation(operation.id, operation.kind.value, code,
+                                    process_stopped=operation.stopped_process)
         except DomainError:
-            self._save(operation)
+            self._save(operation, *extra)
             return
-        self._save(operation, instance)
+        self._save(operation, instance, *extra)
 
     def _save(self, *aggregates: Any) -> None:
         try:
             self.app.save(*aggregates)
         except IntegrityError as exc:
             raise FencedError(str(exc)) from exc
+
+
+class _Interrupted(Exception):
+    """The worker is shutting down between steps: the operation stays where it is."""

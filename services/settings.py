@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     dns_zone: str = "play.zlh.localhost"
     discord_webhook_url: str | None = Field(default=None, repr=False)
     smtp_url: str | None = Field(default=None, repr=False)
+    #: Not in the contract: the node agent. Unset URL = `zlh serve` starts one in-process (embedded mode).
+    agent_url: str | None = None
+    #: The per-node secret shared by the control plane and the agent. `zlh agent` refuses to start without it;
+    #: in embedded mode a fresh random one is made at every start.
+    agent_secret: str | None = Field(default=None, repr=False)
     #: Not in the contract: how long a provisioning step may wait for a server to accept connections.
     connect_timeout: Duration = 30.0
     #: Not in the contract: worker threads of one provisioning process manager.

@@ -28,6 +28,11 @@ def _check_key(key: str | None) -> str:
     return key
 
 
+def check_optional_key(key: str | None) -> str | None:
+    """An optional Idempotency-Key (power, delete, backups): validated when present."""
+    return None if key is None else _check_key(key)
+
+
 def _visible(row: dict | None, user: Principal, what: str) -> dict:
     if row is None or (row["owner_id"] != str(user.id) and not user.admin):
         raise Problem(404, "not_found", f"no such {what}")

@@ -3,16 +3,39 @@
 Ports come from a counter starting at 30000, processes live in a dict, DNS and
 proxy entries in dicts. `fail_on[method] = DriverError(...)` makes that method
 raise (until the key is removed); `calls` records `(method, instance_id)` for
-every step, failed ones included, in order.
+every step, failed ones included, in order (`(method, backup_id)` for
+`delete_backup`).
+
+Files are a dict per instance from relative path (`a/b.txt`) to bytes;
+directories are implied by the paths of the files in them. Customer paths go
+through the same pure checks as the local driver's (`files.normalize`), so
+`..` is `bad_path` here too; there are no symlinks. Backups are a deterministic
+serialization of that dict (sorted JSON, base64 contents) with its sha256;
+restore checks the checksum and replaces the dict. The console keeps the
+commands sent (`commands`) and the output lines (`console_output`: `say TEXT`
+prints `[server] TEXT`), and `console(spec)` offers an in-memory stand-in for
+the agent client's console WebSocket.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from websockets.exceptions import ConnectionClosedOK
+from websockets.frames import Close
+
+from services.adapters.local import files as file_paths
 from services.adapters.local.edge import srv_name, srv_record
+from services.adapters.local.standin import DEFAULT_PROPERTIES, PROPERTIES_FILE
 from services.ports import DriverError, InstanceSpec
 
 
@@ -28,22 +51,31 @@ class FakeProcess:
 class FakeDriver:
     """In-memory driver; see the module docstring."""
 
-    def __init__(self, dns_zone: str = "play.zlh.localhost", host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        dns_zone: str = "play.zlh.localhost",
+        host: str = "127.0.0.1",
+        max_write_bytes: int = file_paths.MAX_WRITE_BYTES,
+    ) -> None:
         self.dns_zone = dns_zone
         self.host = host
+        self.max_write_bytes = max_write_bytes
         self.fail_on: dict[str, DriverError] = {}
         self.calls: list[tuple[str, UUID]] = []
         self.ports: dict[UUID, int] = {}
         self.directories: dict[UUID, str] = {}
+        self.files: dict[UUID, dict[str, bytes]] = {}
         self.processes: dict[UUID, FakeProcess] = {}
         self.dns: dict[str, dict[str, Any]] = {}
         self.proxy: dict[str, str] = {}
-        self.console: dict[UUID, list[str]] = {}
+        self.commands: dict[UUID, list[str]] = {}
+        self.console_output: dict[UUID, list[str]] = {}
+        self.backups: dict[UUID, tuple[bytes, dict[str, Any]]] = {}
         self._next_port = 30000
         self._next_pid = 1000
 
-    def _step(self, method: str, spec: InstanceSpec) -> None:
-        self.calls.append((method, spec.instance_id))
+    def _step(self, method: str, spec: InstanceSpec | UUID) -> None:
+        self.calls.append((method, spec.instance_id if isinstance(spec, InstanceSpec) else spec))
         error = self.fail_on.get(method)
         if error is not None:
             raise error
@@ -62,6 +94,7 @@ class FakeDriver:
 
     def create_directory(self, spec: InstanceSpec) -> str:
         self._step("create_directory", spec)
+        self.files.setdefault(spec.instance_id, {})
         return self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
 
     def start_process(self, spec: InstanceSpec, port: int) -> int:
@@ -71,7 +104,13 @@ class FakeDriver:
             return proc.pid
         self._next_pid += 1
         self.processes[spec.instance_id] = FakeProcess(self._next_pid, port, spec.kind)
-        self.console.setdefault(spec.instance_id, [])
+        self.commands.setdefault(spec.instance_id, [])
+        # Like the stand-in: the files directory exists once it runs; a game server writes its defaults.
+        self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
+        tree = self.files.setdefault(spec.instance_id, {})
+        if spec.kind == "game":
+            tree.setdefault(PROPERTIES_FILE, DEFAULT_PROPERTIES.encode())
+        self._print(spec.instance_id, f"{spec.kind} stand-in listening on {self.host}:{port} (pid {self._next_pid})")
         return self._next_pid
 
     def wait_connectable(self, spec: InstanceSpec, port: int, timeout: float) -> None:
@@ -119,9 +158,29 @@ class FakeDriver:
             raise DriverError("bad_command", "a console command is a single line")
         if spec.instance_id not in self.processes:
             raise DriverError("not_running", f"instance {spec.instance_id} is not running")
-        self.console[spec.instance_id].append(line)
-        if line.strip() == "stop":
+        self.commands[spec.instance_id].append(line)
+        command, _, rest = line.strip().partition(" ")
+        if command == "say":
+            self._print(spec.instance_id, rest.strip())
+        elif command == "stop":
+            self._print(spec.instance_id, "stopping")
             del self.processes[spec.instance_id]
+            self._print(spec.instance_id, "stopped")
+        elif command:
+            self._print(spec.instance_id, f"unknown command: {command}")
+
+    def _print(self, instance_id: UUID, text: str) -> None:
+        self.console_output.setdefault(instance_id, []).append(f"[server] {text}")
+
+    def console_log(self, spec: InstanceSpec | UUID) -> str:
+        """The console output so far, as the local driver's `console.log` would hold it."""
+        instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
+        return "".join(line + "\n" for line in self.console_output.get(instance_id, []))
+
+    def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> FakeConsole:
+        """Like `AgentDriver.console`: `async with driver.console(spec) as ws` (see `FakeConsole`)."""
+        self._step("console", spec)
+        return FakeConsole(self, spec)
 
     def remove_dns(self, spec: InstanceSpec) -> None:
         self._step("remove_dns", spec)
@@ -139,7 +198,101 @@ class FakeDriver:
         if spec.instance_id in self.processes:
             raise DriverError("still_running", f"instance {spec.instance_id} is still running")
         self.directories.pop(spec.instance_id, None)
+        self.files.pop(spec.instance_id, None)
         self.ports.pop(spec.instance_id, None)
+        self.console_output.pop(spec.instance_id, None)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def _tree(self, spec: InstanceSpec) -> dict[str, bytes]:
+        tree = self.files.get(spec.instance_id)
+        if tree is None:
+            raise DriverError("not_found", "the instance has no files directory")
+        return tree
+
+    def list_files(self, spec: InstanceSpec, path: str) -> list[dict[str, Any]]:
+        self._step("list_files", spec)
+        parts = file_paths.normalize(path)
+        tree = self._tree(spec)
+        shown = file_paths.display(parts)
+        prefix = "/".join(parts)
+        if prefix in tree:
+            raise DriverError("not_a_directory", f"{shown!r} is not a directory")
+        entries: dict[str, dict[str, Any]] = {}
+        for key, content in tree.items():
+            if prefix and not key.startswith(prefix + "/"):
+                continue
+            rest = key[len(prefix) + 1 :] if prefix else key
+            name, sep, _ = rest.partition("/")
+            entries[name] = (
+                {"name": name, "type": "dir", "size": 0}
+                if sep
+                else {"name": name, "type": "file", "size": len(content)}
+            )
+        if prefix and not entries:
+            raise DriverError("not_found", f"{shown!r} does not exist")
+        return sorted(entries.values(), key=lambda e: (e["type"] != "dir", e["name"]))
+
+    def read_file(self, spec: InstanceSpec, path: str) -> bytes:
+        self._step("read_file", spec)
+        parts = file_paths.normalize(path)
+        tree = self._tree(spec)
+        shown = file_paths.display(parts)
+        key = "/".join(parts)
+        if key in tree:
+            return tree[key]
+        if not parts or any(k.startswith(key + "/") for k in tree):
+            raise DriverError("is_a_directory", f"{shown!r} is a directory")
+        raise DriverError("not_found", f"{shown!r} does not exist")
+
+    def write_file(self, spec: InstanceSpec, path: str, content: bytes) -> None:
+        self._step("write_file", spec)
+        if len(content) > self.max_write_bytes:
+            raise DriverError("too_large", f"a file may hold at most {self.max_write_bytes} bytes, got {len(content)}")
+        parts = file_paths.normalize(path)
+        tree = self._tree(spec)
+        shown = file_paths.display(parts)
+        key = "/".join(parts)
+        if not parts or any(k.startswith(key + "/") for k in tree):
+            raise DriverError("is_a_directory", f"{shown!r} is a directory")
+        if any("/".join(parts[:i]) in tree for i in range(1, len(parts))):
+            raise DriverError("not_a_directory", f"a parent of {shown!r} is not a directory")
+        tree[key] = bytes(content)
+
+    # -- backups ---------------------------------------------------------------------------------
+
+    def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
+        self._step("create_backup", spec)
+        if backup_id in self.backups:
+            return dict(self.backups[backup_id][1])
+        tree = self._tree(spec)
+        blob = _serialize(tree)
+        created_at = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        manifest = {
+            "size": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "created_at": created_at,
+            "path": f"/fake/backups/{backup_id}.tar.gz",
+        }
+        self.backups[backup_id] = (blob, manifest)
+        return dict(manifest)
+
+    def restore_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str) -> None:
+        self._step("restore_backup", spec)
+        if spec.instance_id in self.processes:
+            raise DriverError("still_running", f"instance {spec.instance_id} must be stopped to restore")
+        stored = self.backups.get(backup_id)
+        if stored is None:
+            raise DriverError("not_found", f"backup {backup_id} does not exist")
+        blob = stored[0]
+        if not hmac.compare_digest(hashlib.sha256(blob).hexdigest(), str(sha256).strip().lower()):
+            raise DriverError("checksum_mismatch", f"backup {backup_id} does not match its recorded sha256")
+        self.files[spec.instance_id] = _deserialize(blob)
+        self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
+
+    def delete_backup(self, backup_id: UUID) -> None:
+        self._step("delete_backup", backup_id)
+        self.backups.pop(backup_id, None)
 
     def list_dns(self) -> list[dict[str, Any]]:
         return list(self.dns.values())
@@ -155,3 +308,87 @@ class FakeDriver:
     def crash(self, instance_id: UUID) -> None:
         """Simulate the instance's process dying on its own."""
         self.processes.pop(instance_id, None)
+
+    def corrupt_backup(self, backup_id: UUID) -> None:
+        """Flip the stored archive's bytes, so its recorded sha256 no longer matches."""
+        blob, manifest = self.backups[backup_id]
+        self.backups[backup_id] = (blob + b" ", manifest)
+
+
+def _serialize(tree: dict[str, bytes]) -> bytes:
+    """Deterministic bytes for a files dict: sorted JSON of base64 contents."""
+    return json.dumps({k: base64.b64encode(v).decode() for k, v in tree.items()}, sort_keys=True).encode()
+
+
+def _deserialize(blob: bytes) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in json.loads(blob).items()}
+
+
+def _closed() -> ConnectionClosedOK:
+    return ConnectionClosedOK(None, Close(1000, ""))
+
+
+class FakeConsole:
+    """An in-memory console socket with the parts of `websockets`' client API a relay uses.
+
+    `async with` it (or `await` it) to connect; `recv()` returns the console lines, the last
+    100 first, then new ones as they are printed; `send(text)` runs a command (a `DriverError`
+    comes back as a `[zlh] CODE: MESSAGE` line); `async for` iterates lines; `close()` ends it,
+    after which `send`/`recv` raise `websockets.exceptions.ConnectionClosedOK`, as a real one would.
+    """
+
+    POLL = 0.01
+
+    def __init__(self, driver: FakeDriver, spec: InstanceSpec, tail: int = 100) -> None:
+        self._driver = driver
+        self._spec = spec
+        lines = driver.console_output.get(spec.instance_id, [])
+        self._next = max(0, len(lines) - tail)
+        self._notes: list[str] = []
+        self.closed = False
+
+    def __await__(self) -> Any:
+        async def _self() -> FakeConsole:
+            return self
+
+        return _self().__await__()
+
+    async def __aenter__(self) -> FakeConsole:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(self, message: str | bytes) -> None:
+        if self.closed:
+            raise _closed()
+        text = message.decode() if isinstance(message, bytes) else message
+        for line in text.splitlines() or [""]:
+            try:
+                self._driver.send_console(self._spec, line)
+            except DriverError as exc:
+                self._notes.append(f"[zlh] {exc.code}: {exc.message}")
+
+    async def recv(self) -> str:
+        while not self.closed:
+            if self._notes:
+                return self._notes.pop(0)
+            lines = self._driver.console_output.get(self._spec.instance_id, [])
+            if self._next < len(lines):
+                self._next += 1
+                return lines[self._next - 1]
+            await asyncio.sleep(self.POLL)
+        raise _closed()
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[str]:
+        while True:
+            try:
+                yield await self.recv()
+            except ConnectionClosedOK:
+                return
+
+    async def close(self) -> None:
+        self.closed = True

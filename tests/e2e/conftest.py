@@ -77,6 +77,37 @@ class Server:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
+@dataclass
+class Agent:
+    """A real `zlh agent` process with its own secret."""
+
+    url: str
+    secret: str
+    proc: subprocess.Popen
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    port, secret = free_port(), f"agent-secret-{os.urandom(8).hex()}"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")}, "PYTHONPATH": str(ROOT),
+           "ZLH_DATA_DIR": str(tmp_path / "data"), "ZLH_AGENT_SECRET": secret}
+    with open(tmp_path / "agent.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "api.cli", "agent", "--port", str(port)], cwd=tmp_path,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"{url}/v1/health", timeout=1)
+            break
+        except httpx.HTTPError:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "agent.log").read_text()
+            time.sleep(0.1)
+    yield Agent(url, secret, proc)
+    proc.kill()
+    proc.wait()
+
+
 @pytest.fixture
 def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []

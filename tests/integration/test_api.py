@@ -172,7 +172,7 @@ def test_projection_rebuild_keeps_rows(client: TestClient, admin: dict, new_user
          lambda ps: ps["instances"]["rebuild"]["state"] == "done")
     assert client.get("/api/instances", headers=alice).json() == before
     items = client.get("/api/admin/projections", headers=admin).json()["items"]
-    assert {i["name"] for i in items} == {"instances", "operations"}
+    assert {i["name"] for i in items} == {"instances", "operations", "backups"}
     assert all(i["lag"] >= 0 and i["position"] > 0 for i in items)
     assert_problem(client.post("/api/admin/projections/nope/rebuild", headers=admin), 404, "not_found")
 

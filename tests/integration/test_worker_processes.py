@@ -50,7 +50,7 @@ def test_two_worker_processes_share_the_queue(pg_url: str, tmp_path: Path) -> No
             assert names.count("StepStarted") == names.count("StepSucceeded")
             claimers.append(next(e.worker_id for e in events if type(e).__name__ == "Claimed"))
             # Exactly one server process was started for the instance, and it is alive.
-            assert (data / "instances" / str(a.instance_id) / "server.pid").exists()
+            assert (data / "runtime" / str(a.instance_id) / "server.pid").exists()
         assert len(set(claimers)) <= 2
         for w in workers:
             assert w.poll() is None, "a worker died"

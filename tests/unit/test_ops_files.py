@@ -14,13 +14,14 @@ def test_env_example_lists_every_setting_and_no_secret_values() -> None:
     lines = [ln for ln in (OPS / "zlh.env.example").read_text().splitlines() if ln and not ln.startswith("#")]
     values = dict(ln.split("=", 1) for ln in lines)
     assert set(values) == {f"ZLH_{name.upper()}" for name in Settings.model_fields}
-    for secret in ("ZLH_BOOTSTRAP_ADMIN_TOKEN", "ZLH_STRIPE_WEBHOOK_SECRET", "ZLH_DISCORD_WEBHOOK_URL", "ZLH_SMTP_URL"):
+    for secret in ("ZLH_BOOTSTRAP_ADMIN_TOKEN", "ZLH_STRIPE_WEBHOOK_SECRET", "ZLH_DISCORD_WEBHOOK_URL", "ZLH_SMTP_URL",
+                   "ZLH_AGENT_SECRET"):
         assert values[secret] == ""
 
 
 def test_units_are_hardened_and_run_zlh() -> None:
     units = sorted((OPS / "systemd").glob("*.service"))
-    assert len(units) == 3
+    assert len(units) == 4
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read(unit)

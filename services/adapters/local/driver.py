@@ -1,22 +1,27 @@
 """`LocalDriver`: the `InstanceDriver` that runs instances as stand-in processes on this machine.
 
 Layout under `data_dir`:
-- `instances/<id>/`: the instance's files, plus the runtime files `port` (the
+- `instances/<id>/`: the instance's files, the customer-visible root (console,
+  file browser and backups see exactly this tree);
+- `runtime/<id>/`: the runtime files, out of the customer's reach: `port` (the
   allocated port), `server.pid`, `console.log`, `console.in` (command FIFO) and
   `standin.log` (the stand-in's stdout/stderr);
+- `backups/<backup_id>.tar.gz`: see `services.adapters.local.backups`;
 - `edge/dns.json`, `edge/proxy.json`: see `services.adapters.local.edge`.
 
 Stand-ins run in their own session (`start_new_session`), so they outlive a
 restart or crash of the control plane; the driver finds them again through
 `server.pid`, trusting a pid only if `/proc/PID/cmdline` names the stand-in and
-the instance's directory. Per-instance process steps are serialized with an
-`flock` on the instance directory; port allocation with one on `instances/`.
+the instance's runtime directory. Per-instance process, delete and restore steps
+are serialized with an `flock` on the runtime directory; port allocation with
+one on `runtime/`. File access goes through `services.adapters.local.files`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import http.client
 import os
 import shutil
@@ -31,8 +36,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from services.adapters.local import standin
-from services.adapters.local.edge import EdgeFiles, atomic_write_text, file_lock, srv_name
+from services.adapters.local import backups, files, standin
+from services.adapters.local.edge import EdgeFiles, EdgeSteps, atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec
 
 STANDIN_MODULE = "services.adapters.local.standin"
@@ -43,7 +48,7 @@ POLL_INTERVAL = 0.05
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
-class LocalDriver:
+class LocalDriver(EdgeSteps):
     """Instances as local stand-in processes; the edge as JSON files. See the module docstring."""
 
     def __init__(
@@ -52,12 +57,16 @@ class LocalDriver:
         dns_zone: str,
         python_executable: str = sys.executable,
         host: str = "127.0.0.1",
+        max_write_bytes: int = files.MAX_WRITE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.dns_zone = dns_zone
         self.python_executable = python_executable
         self.host = host
+        self.max_write_bytes = max_write_bytes
         self.instances_dir = self.data_dir / "instances"
+        self.runtime_root = self.data_dir / "runtime"
+        self.backups_dir = self.data_dir / "backups"
         self.edge = EdgeFiles(self.data_dir / "edge")
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
@@ -65,36 +74,57 @@ class LocalDriver:
     # -- paths and helpers ----------------------------------------------------------------------
 
     def instance_dir(self, spec: InstanceSpec | UUID) -> Path:
-        """`DATA_DIR/instances/<id>`."""
+        """`DATA_DIR/instances/<id>`: the instance's files (the customer-visible root)."""
         instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
         return self.instances_dir / str(instance_id)
 
-    def dns_name(self, spec: InstanceSpec) -> str:
-        """The SRV record name of a game instance."""
-        return srv_name(spec.edge_name, self.dns_zone)
+    def runtime_dir(self, spec: InstanceSpec | UUID) -> Path:
+        """`DATA_DIR/runtime/<id>`: port, pid file, console log and FIFO, stand-in log."""
+        instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
+        return self.runtime_root / str(instance_id)
+
+    def console_log_path(self, spec: InstanceSpec | UUID) -> Path:
+        """Where the stand-in appends its console output."""
+        return self.runtime_dir(spec) / standin.CONSOLE_LOG
 
     @contextlib.contextmanager
     def _instance_lock(self, spec: InstanceSpec) -> Iterator[Path]:
-        d = self.instance_dir(spec)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            with file_lock(d):
-                yield d
-        except OSError as exc:
-            raise DriverError("io_error", f"instance directory {d}: {exc}") from exc
+        """Serialize process, delete and restore steps of one instance; yields the runtime dir.
 
-    # -- InstanceDriver -------------------------------------------------------------------------
+        The lock is an `flock` on the runtime directory itself; if `remove_directory` deleted
+        that directory while we waited, we lock the new one instead.
+        """
+        d = self.runtime_dir(spec)
+        while True:
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as exc:
+                raise DriverError("io_error", f"runtime directory {d}: {exc}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.stat(d).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    yield d
+                    return
+            finally:
+                os.close(fd)  # releases the lock
+
+    # -- InstanceDriver: provisioning -------------------------------------------------------------
 
     def allocate_port(self, spec: InstanceSpec) -> int:
-        """Pick a free port (bind to port 0), record it in `instances/<id>/port`; idempotent."""
+        """Pick a free port (bind to port 0), record it in `runtime/<id>/port`; idempotent."""
         try:
-            self.instances_dir.mkdir(parents=True, exist_ok=True)
-            with file_lock(self.instances_dir):
-                port_file = self.instance_dir(spec) / PORT_FILE
+            self.runtime_root.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.runtime_root):
+                port_file = self.runtime_dir(spec) / PORT_FILE
                 existing = _read_int(port_file)
                 if existing is not None:
                     return existing
-                taken = {p for f in self.instances_dir.glob(f"*/{PORT_FILE}") if (p := _read_int(f)) is not None}
+                taken = {p for f in self.runtime_root.glob(f"*/{PORT_FILE}") if (p := _read_int(f)) is not None}
                 for _ in range(100):
                     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                         s.bind((self.host, 0))
@@ -110,10 +140,11 @@ class LocalDriver:
             raise DriverError("io_error", f"allocating a port: {exc}") from exc
 
     def create_directory(self, spec: InstanceSpec) -> str:
-        """Create `instances/<id>/` (idempotent); return its absolute path."""
+        """Create `instances/<id>/` and `runtime/<id>/` (idempotent); return the files directory."""
         d = self.instance_dir(spec)
         try:
             d.mkdir(parents=True, exist_ok=True)
+            self.runtime_dir(spec).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DriverError("io_error", f"creating {d}: {exc}") from exc
         return str(d)
@@ -123,20 +154,21 @@ class LocalDriver:
 
         A stand-in of this instance running on another port is stopped and replaced.
         """
-        with self._instance_lock(spec) as d:
+        with self._instance_lock(spec) as rt:
             pid = self._standin_pid(spec)
             if pid is not None:
                 if _cmdline_port(pid) == port:
                     return pid
                 self._stop_unlocked(spec, pid, timeout=10.0)
-            return self._spawn(spec, d, port)
+            return self._spawn(spec, rt, port)
 
-    def _spawn(self, spec: InstanceSpec, d: Path, port: int) -> int:
+    def _spawn(self, spec: InstanceSpec, rt: Path, port: int) -> int:
         argv = [
-            self.python_executable, "-m", STANDIN_MODULE, spec.kind, "--port", str(port), "--dir", str(d),
+            self.python_executable, "-m", STANDIN_MODULE, spec.kind, "--port", str(port),
+            "--dir", str(self.instance_dir(spec)), "--runtime", str(rt),
         ]  # fmt: skip
         try:
-            with (d / STANDIN_LOG).open("ab") as log:
+            with (rt / STANDIN_LOG).open("ab") as log:
                 proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
@@ -153,7 +185,7 @@ class LocalDriver:
         # Reap the child whenever it exits, so no zombies accumulate.
         threading.Thread(target=self._reap, args=(proc,), name=f"zlh-reap-{proc.pid}", daemon=True).start()
         try:
-            atomic_write_text(d / standin.PID_FILE, f"{proc.pid}\n")
+            atomic_write_text(rt / standin.PID_FILE, f"{proc.pid}\n")
         except OSError as exc:
             proc.kill()
             raise DriverError("spawn_failed", f"cannot write pid file: {exc}") from exc
@@ -212,26 +244,6 @@ class LocalDriver:
         if greeting != standin.GREETING:
             raise OSError(f"unexpected greeting {greeting!r}")
 
-    def publish_dns(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
-        """Upsert the SRV record `_minecraft._tcp.EDGE_NAME.ZONE` (game); `{}` for dev."""
-        if spec.kind != "game":
-            return {}
-        return self.edge.upsert_srv(
-            self.dns_name(spec), port, target=self.host, comment=f"zlh instance {spec.instance_id}"
-        )
-
-    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
-        """Upsert `EDGE_NAME -> host:port` in proxy.json (game); `""` for dev."""
-        if spec.kind != "game":
-            return ""
-        return self.edge.upsert_proxy(spec.edge_name, f"{self.host}:{port}")
-
-    def address(self, spec: InstanceSpec, port: int) -> str:
-        """`host:port` for game, `http://host:port/` for dev."""
-        if spec.kind == "dev":
-            return f"http://{self.host}:{port}/"
-        return f"{self.host}:{port}"
-
     def is_running(self, spec: InstanceSpec, port: int) -> bool:
         """The stand-in's pid is alive and `port` accepts TCP connections."""
         if self._standin_pid(spec) is None:
@@ -242,16 +254,20 @@ class LocalDriver:
         except OSError:
             return False
 
-    # -- beyond the protocol ----------------------------------------------------------------------
+    def process_running(self, spec: InstanceSpec) -> bool:
+        """Whether the instance's stand-in process is alive (on whatever port)."""
+        return self._standin_pid(spec) is not None
+
+    # -- InstanceDriver: lifecycle ----------------------------------------------------------------
 
     def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:
         """Stop the stand-in: `stop` on its console, then SIGTERM, then SIGKILL. Idempotent."""
-        with self._instance_lock(spec):
+        with self._instance_lock(spec) as rt:
             pid = self._standin_pid(spec)
             if pid is not None:
                 self._stop_unlocked(spec, pid, timeout)
             with contextlib.suppress(OSError):
-                (self.instance_dir(spec) / standin.PID_FILE).unlink()
+                (rt / standin.PID_FILE).unlink()
 
     def _stop_unlocked(self, spec: InstanceSpec, pid: int, timeout: float) -> None:
         with contextlib.suppress(DriverError):
@@ -265,6 +281,27 @@ class LocalDriver:
                 return
         raise DriverError("stop_failed", f"stand-in {pid} of {spec.instance_id} survived SIGKILL")
 
+    def remove_directory(self, spec: InstanceSpec) -> None:
+        """Delete `instances/<id>/` and `runtime/<id>/` (port reservation included); idempotent.
+
+        `still_running` while the stand-in runs.
+        """
+        files_dir, rt = self.instance_dir(spec), self.runtime_dir(spec)
+        if not files_dir.exists() and not rt.exists():
+            return
+        with self._instance_lock(spec):
+            if self._standin_pid(spec) is not None:
+                raise DriverError("still_running", f"instance {spec.instance_id} is still running")
+            for d in (files_dir, rt):  # the runtime dir last: it holds the lock (rmtree keeps our fd valid)
+                try:
+                    shutil.rmtree(d)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise DriverError("io_error", f"removing {d}: {exc}") from exc
+
+    # -- InstanceDriver: console and files --------------------------------------------------------
+
     def send_console(self, spec: InstanceSpec, line: str) -> None:
         """Send one command line to the stand-in's console FIFO."""
         if "\n" in line or "\r" in line:
@@ -277,7 +314,7 @@ class LocalDriver:
         data = (line + "\n").encode()
         if len(data) > 4096:  # PIPE_BUF: longer writes are not atomic
             raise DriverError("bad_command", "console command too long")
-        path = self.instance_dir(spec) / standin.CONSOLE_IN
+        path = self.runtime_dir(spec) / standin.CONSOLE_IN
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         except OSError as exc:
@@ -293,50 +330,48 @@ class LocalDriver:
         finally:
             os.close(fd)
 
-    def remove_dns(self, spec: InstanceSpec) -> None:
-        """Remove the instance's SRV record (game); idempotent."""
-        if spec.kind == "game":
-            self.edge.remove_record(self.dns_name(spec))
-
-    def remove_proxy(self, spec: InstanceSpec) -> None:
-        """Remove the instance's proxy entry (game); idempotent."""
-        if spec.kind == "game":
-            self.edge.remove_proxy(spec.edge_name)
-
-    def remove_directory(self, spec: InstanceSpec) -> None:
-        """Delete `instances/<id>/` and its port reservation; `still_running` while the stand-in runs."""
-        d = self.instance_dir(spec)
-        if not d.exists():
-            return
-        with self._instance_lock(spec):
-            if self._standin_pid(spec) is not None:
-                raise DriverError("still_running", f"instance {spec.instance_id} is still running")
-            try:
-                shutil.rmtree(d)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise DriverError("io_error", f"removing {d}: {exc}") from exc
-
-    def list_dns(self) -> list[dict[str, Any]]:
-        """Every record in dns.json (observed state)."""
-        return self.edge.read_dns()
-
-    def list_proxy(self) -> dict[str, str]:
-        """The proxy.json mapping (observed state)."""
-        return self.edge.read_proxy()
-
-    def console_log(self, spec: InstanceSpec) -> str:
+    def console_log(self, spec: InstanceSpec | UUID) -> str:
         """The stand-in's console output so far ('' if none)."""
         try:
-            return (self.instance_dir(spec) / standin.CONSOLE_LOG).read_text(encoding="utf-8", errors="replace")
+            return self.console_log_path(spec).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+
+    def list_files(self, spec: InstanceSpec, path: str) -> list[dict[str, Any]]:
+        """`[{"name", "type", "size"}]` of a directory under `instances/<id>/`."""
+        return files.list_dir(self.instance_dir(spec), path)
+
+    def read_file(self, spec: InstanceSpec, path: str) -> bytes:
+        """The bytes of a file under `instances/<id>/`."""
+        return files.read_file(self.instance_dir(spec), path)
+
+    def write_file(self, spec: InstanceSpec, path: str, content: bytes) -> None:
+        """Atomically write a file under `instances/<id>/`; `too_large` above `max_write_bytes`."""
+        files.write_file(self.instance_dir(spec), path, content, self.max_write_bytes)
+
+    # -- InstanceDriver: backups ------------------------------------------------------------------
+
+    def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
+        """Archive `instances/<id>/` to `backups/<backup_id>.tar.gz` (idempotent); return the manifest."""
+        return backups.create_backup(self.instance_dir(spec), self.backups_dir, backup_id)
+
+    def restore_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str) -> None:
+        """Verify and swap in the archive's files; `still_running` while the stand-in runs."""
+        with self._instance_lock(spec):
+            if self._standin_pid(spec) is not None:
+                raise DriverError("still_running", f"instance {spec.instance_id} must be stopped to restore")
+            backups.restore_backup(self.instance_dir(spec), self.backups_dir, backup_id, sha256)
+
+    def delete_backup(self, backup_id: UUID) -> None:
+        """Remove `backups/<backup_id>.tar.gz`; idempotent."""
+        backups.delete_backup(self.backups_dir, backup_id)
+
+    # -- for tests --------------------------------------------------------------------------------
 
     def kill_all(self) -> None:
         """SIGKILL every stand-in with a pid file under `data_dir` (and every child we spawned); for tests."""
         pids: set[int] = set()
-        for pid_file in self.instances_dir.glob(f"*/{standin.PID_FILE}"):
+        for pid_file in self.runtime_root.glob(f"*/{standin.PID_FILE}"):
             pid = _read_int(pid_file)
             if pid is not None and _is_standin(pid, pid_file.parent):
                 pids.add(pid)
@@ -348,7 +383,7 @@ class LocalDriver:
         for pid in pids:
             if not _wait_dead(pid, 10.0):
                 raise DriverError("stop_failed", f"stand-in {pid} survived SIGKILL")
-        for pid_file in self.instances_dir.glob(f"*/{standin.PID_FILE}"):
+        for pid_file in self.runtime_root.glob(f"*/{standin.PID_FILE}"):
             with contextlib.suppress(OSError):
                 pid_file.unlink()
 
@@ -356,15 +391,15 @@ class LocalDriver:
 
     def _standin_pid(self, spec: InstanceSpec) -> int | None:
         """The live stand-in pid from `server.pid`, or None (missing, stale, or not ours)."""
-        d = self.instance_dir(spec)
-        pid = _read_int(d / standin.PID_FILE)
-        if pid is None or not _is_standin(pid, d):
+        rt = self.runtime_dir(spec)
+        pid = _read_int(rt / standin.PID_FILE)
+        if pid is None or not _is_standin(pid, rt):
             return None
         return pid
 
     def _log_tail(self, spec: InstanceSpec, limit: int = 500) -> str:
         try:
-            data = (self.instance_dir(spec) / STANDIN_LOG).read_bytes()
+            data = (self.runtime_dir(spec) / STANDIN_LOG).read_bytes()
         except OSError:
             return ""
         return data[-limit:].decode("utf-8", "replace").strip()
@@ -403,12 +438,12 @@ def _alive(pid: int) -> bool:
     return state != ["Z"] and state != ["X"]
 
 
-def _is_standin(pid: int, instance_dir: Path) -> bool:
-    """`pid` is alive and is the stand-in of `instance_dir` (pid files may be stale or lie)."""
+def _is_standin(pid: int, runtime_dir: Path) -> bool:
+    """`pid` is alive and is the stand-in whose runtime dir is `runtime_dir` (pid files may be stale or lie)."""
     if not _alive(pid):
         return False
     args = _cmdline(pid)
-    return STANDIN_MODULE in args and _arg_after(args, "--dir") == str(instance_dir)
+    return STANDIN_MODULE in args and _arg_after(args, "--runtime") == str(runtime_dir)
 
 
 def _cmdline_port(pid: int) -> int | None:

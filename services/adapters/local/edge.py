@@ -15,6 +15,10 @@ rather than being silently overwritten. Every write is a read-modify-write under
 an `fcntl.flock` on `edge/.lock` (serialized across threads and processes) and
 lands atomically (temp file in the same directory, fsync, `os.replace`).
 
+`EdgeSteps` is the edge half of an `InstanceDriver` over these files
+(`publish_dns`, `publish_proxy`, `remove_dns`, `remove_proxy`, `address`,
+`list_dns`, `list_proxy`); the local driver and the agent client share it.
+
 Also home of the two filesystem helpers the local driver shares: `file_lock`
 and `atomic_write_text`.
 """
@@ -31,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from services.ports import DriverError
+from services.ports import DriverError, InstanceSpec
 
 SRV_SERVICE = "_minecraft._tcp"
 SRV_TARGET = "127.0.0.1"
@@ -228,6 +232,56 @@ class EdgeFiles:
             del entries[server]
             self._write(self.proxy_path, entries)
             return True
+
+
+class EdgeSteps:
+    """The edge steps of an `InstanceDriver`, over `self.edge`; needs `host` and `dns_zone`."""
+
+    edge: EdgeFiles
+    host: str
+    dns_zone: str
+
+    def dns_name(self, spec: InstanceSpec) -> str:
+        """The SRV record name of a game instance."""
+        return srv_name(spec.edge_name, self.dns_zone)
+
+    def publish_dns(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
+        """Upsert the SRV record `_minecraft._tcp.EDGE_NAME.ZONE` (game); `{}` for dev."""
+        if spec.kind != "game":
+            return {}
+        return self.edge.upsert_srv(
+            self.dns_name(spec), port, target=self.host, comment=f"zlh instance {spec.instance_id}"
+        )
+
+    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
+        """Upsert `EDGE_NAME -> host:port` in proxy.json (game); `""` for dev."""
+        if spec.kind != "game":
+            return ""
+        return self.edge.upsert_proxy(spec.edge_name, f"{self.host}:{port}")
+
+    def address(self, spec: InstanceSpec, port: int) -> str:
+        """`host:port` for game, `http://host:port/` for dev."""
+        if spec.kind == "dev":
+            return f"http://{self.host}:{port}/"
+        return f"{self.host}:{port}"
+
+    def remove_dns(self, spec: InstanceSpec) -> None:
+        """Remove the instance's SRV record (game); idempotent."""
+        if spec.kind == "game":
+            self.edge.remove_record(self.dns_name(spec))
+
+    def remove_proxy(self, spec: InstanceSpec) -> None:
+        """Remove the instance's proxy entry (game); idempotent."""
+        if spec.kind == "game":
+            self.edge.remove_proxy(spec.edge_name)
+
+    def list_dns(self) -> list[dict[str, Any]]:
+        """Every record in dns.json (observed state)."""
+        return self.edge.read_dns()
+
+    def list_proxy(self) -> dict[str, str]:
+        """The proxy.json mapping (observed state)."""
+        return self.edge.read_proxy()
 
 
 def _name_of(record: dict[str, Any]) -> str | None:

@@ -1,8 +1,11 @@
 """The stand-in server programs the local driver runs: a game server and an IDE.
 
-Run as ``python -m services.adapters.local.standin game|dev --port N --dir DIR``.
+Run as ``python -m services.adapters.local.standin game|dev --port N --dir FILES --runtime RUNTIME``.
 
-Both kinds share the runtime files in DIR:
+FILES is the instance's customer-visible file root; on start the game stand-in
+creates a small ``server.properties`` there if it is missing (as a Minecraft
+server would). RUNTIME (default: FILES) holds the runtime files, out of the
+customer's reach:
 - ``server.pid``: the process id, written on start, removed on clean exit;
 - ``console.log``: console output, one flushed line per event;
 - ``console.in``: a FIFO of console commands (``say TEXT``, ``stop``).
@@ -32,6 +35,8 @@ from typing import Any
 PID_FILE = "server.pid"
 CONSOLE_LOG = "console.log"
 CONSOLE_IN = "console.in"
+PROPERTIES_FILE = "server.properties"
+DEFAULT_PROPERTIES = "motd=A ZLH server\nmax-players=20\n"
 #: The first bytes the game stand-in sends to every client; the driver checks them.
 GREETING = b"ZLH stand-in game server: welcome\n"
 IDE_TITLE = "ZLH IDE (stand-in)"
@@ -256,14 +261,28 @@ def remove_pid(path: Path) -> None:
             path.unlink()
 
 
+def ensure_properties(files_dir: Path) -> None:
+    """Create `server.properties` with defaults if it is missing (never overwrite)."""
+    path = files_dir / PROPERTIES_FILE
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(DEFAULT_PROPERTIES)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="standin", description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["game", "dev"])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--dir", type=Path, required=True, help="the instance's files")
+    parser.add_argument("--runtime", type=Path, default=None, help="pid file, console log and FIFO")
     args = parser.parse_args(argv)
-    directory: Path = args.dir
+    files_dir: Path = args.dir
+    directory: Path = args.runtime or files_dir
+    files_dir.mkdir(parents=True, exist_ok=True)
     directory.mkdir(parents=True, exist_ok=True)
+    if args.kind == "game":
+        ensure_properties(files_dir)
 
     console = Console(directory / CONSOLE_LOG)
     fifo_fd = open_fifo(directory / CONSOLE_IN)

@@ -1,0 +1,59 @@
+"""An instance's files, through the node agent: list, read, write."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ContainerDep, UserDep
+from api.problems import Problem
+from services import files
+
+router = APIRouter(prefix="/api/instances", tags=["files"])
+
+PathQuery = Annotated[str, Query(min_length=1, max_length=4096, description="path inside the instance root")]
+
+
+class Entry(BaseModel):
+    name: str
+    type: str
+    size: int
+
+
+class Listing(BaseModel):
+    path: str
+    entries: list[Entry]
+
+
+@router.get("/{instance_id}/files", response_model=Listing)
+async def list_files(instance_id: UUID, user: UserDep, container: ContainerDep, path: PathQuery = "/") -> Listing:
+    owner = None if user.admin else user.id
+    entries = await run_in_threadpool(files.list_files, container.app, container.driver, owner, instance_id, path)
+    return Listing(path=path, entries=[Entry(**e) for e in entries])
+
+
+@router.get("/{instance_id}/files/content")
+async def read_file(instance_id: UUID, user: UserDep, container: ContainerDep, path: PathQuery) -> Response:
+    owner = None if user.admin else user.id
+    content = await run_in_threadpool(files.read_file, container.app, container.driver, owner, instance_id, path)
+    return Response(content, media_type="application/octet-stream")
+
+
+@router.put("/{instance_id}/files/content", status_code=204)
+async def write_file(instance_id: UUID, request: Request, user: UserDep, container: ContainerDep,
+                     path: PathQuery) -> Response:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > files.MAX_WRITE_BYTES:
+        raise Problem(413, "too_large", f"files are limited to {files.MAX_WRITE_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > files.MAX_WRITE_BYTES:
+            raise Problem(413, "too_large", f"files are limited to {files.MAX_WRITE_BYTES} bytes")
+    owner = None if user.admin else user.id
+    await run_in_threadpool(files.write_file, container.app, container.driver, owner, instance_id, path, bytes(body))
+    return Response(status_code=204)

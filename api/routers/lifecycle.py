@@ -1,0 +1,110 @@
+"""Power, delete and backups: each answers 202 with an operation the provisioning worker runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ContainerDep, UserDep
+from api.routers.instances import check_optional_key
+from projections import backups as backups_view
+from services.lifecycle import Queued, load_instance, request_backup, request_delete, request_power, request_restore
+from services.users import Principal
+
+router = APIRouter(prefix="/api/instances", tags=["lifecycle"])
+
+KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+class PowerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["start", "stop", "restart"]
+
+
+class OperationAccepted(BaseModel):
+    operation_id: str
+    status_url: str
+
+
+class BackupAccepted(OperationAccepted):
+    backup_id: str
+
+
+class BackupOut(BaseModel):
+    id: str
+    status: str
+    size: int | None
+    sha256: str | None
+    created_at: str
+    completed_at: str | None
+
+
+class BackupList(BaseModel):
+    items: list[BackupOut]
+
+
+def _owner(user: Principal) -> UUID | None:
+    return None if user.admin else user.id
+
+
+async def _answer(queued: Queued, response: Response, container: ContainerDep) -> dict[str, str]:
+    if queued.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    await run_in_threadpool(container.wait_for_projections, queued.position)
+    status_url = f"/api/operations/{queued.operation_id}"
+    response.headers["Location"] = status_url
+    return {"operation_id": str(queued.operation_id), "status_url": status_url}
+
+
+@router.post("/{instance_id}/power", status_code=202, response_model=OperationAccepted)
+async def power(instance_id: UUID, body: PowerRequest, response: Response, user: UserDep,
+                container: ContainerDep, idempotency_key: KeyHeader = None) -> dict[str, str]:
+    key = check_optional_key(idempotency_key)
+    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
+    queued = await run_in_threadpool(request_power, container.app, owner, instance_id, body.action, key)
+    return await _answer(queued, response, container)
+
+
+@router.delete("/{instance_id}", status_code=202, response_model=OperationAccepted)
+async def delete(instance_id: UUID, response: Response, user: UserDep, container: ContainerDep,
+                 keep_backups: Annotated[bool, Query(description="false also deletes the backups")] = True,
+                 idempotency_key: KeyHeader = None) -> dict[str, str]:
+    key = check_optional_key(idempotency_key)
+    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
+    queued = await run_in_threadpool(request_delete, container.app, owner, instance_id, keep_backups, key)
+    return await _answer(queued, response, container)
+
+
+@router.post("/{instance_id}/backups", status_code=202, response_model=BackupAccepted)
+async def create_backup(instance_id: UUID, response: Response, user: UserDep, container: ContainerDep,
+                        idempotency_key: KeyHeader = None) -> dict[str, str]:
+    key = check_optional_key(idempotency_key)
+    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
+    queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key)
+    return {**await _answer(queued, response, container), "backup_id": str(queued.backup_id)}
+
+
+@router.get("/{instance_id}/backups", response_model=BackupList)
+def list_backups(instance_id: UUID, user: UserDep, container: ContainerDep) -> BackupList:
+    load_instance(container.app, instance_id, _owner(user))
+    rows = backups_view.list_for_instance(container.db, str(instance_id))
+    return BackupList(items=[BackupOut(**r) for r in rows if r["status"] != "deleted"])
+
+
+@router.post("/{instance_id}/backups/{backup_id}/restore", status_code=202, response_model=OperationAccepted)
+async def restore(instance_id: UUID, backup_id: UUID, response: Response, user: UserDep, container: ContainerDep,
+                  idempotency_key: KeyHeader = None) -> dict[str, str]:
+    key = check_optional_key(idempotency_key)
+    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
+    queued = await run_in_threadpool(request_restore, container.app, owner, instance_id, backup_id, key)
+    return await _answer(queued, response, container)
+
+
+def _owner_of(container: ContainerDep, user: Principal, instance_id: UUID) -> UUID:
+    """The owner the operation is recorded for: the caller, or for an admin the instance's owner."""
+    return load_instance(container.app, instance_id, _owner(user)).owner_id

@@ -1,0 +1,59 @@
+"""`BackupsProjection`: each instance's backups with status, size and checksum."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.backup import Backup
+from projections.base import Projection, Table, iso
+from projections.db import ReadModelDB, _PortableCursor
+
+TABLE = "rm_backups"
+
+
+class BackupsProjection(Projection):
+    name = "backups"
+    tables = (
+        Table(
+            TABLE,
+            "id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, owner_id TEXT NOT NULL, operation_id TEXT NOT NULL, "
+            "status TEXT NOT NULL, size BIGINT, sha256 TEXT, error_code TEXT, created_at TEXT NOT NULL, "
+            "completed_at TEXT, updated_at TEXT NOT NULL",
+            indexes=(("instance_created", "instance_id, created_at"),),
+        ),
+    )
+    topics = frozenset({Backup.Requested.TOPIC, Backup.Completed.TOPIC, Backup.Failed.TOPIC, Backup.Deleted.TOPIC})
+
+    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+        table, at, bid = t[TABLE], iso(event.timestamp), str(event.originator_id)
+        if isinstance(event, Backup.Requested):
+            cur.execute(
+                f"INSERT INTO {table} (id, instance_id, owner_id, operation_id, status, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, 'pending', %s, %s)",
+                (bid, str(event.instance_id), str(event.owner_id), str(event.operation_id), at, at),
+            )
+        elif isinstance(event, Backup.Completed):
+            cur.execute(f"UPDATE {table} SET status = 'completed', size = %s, sha256 = %s, completed_at = %s, "
+                        "updated_at = %s WHERE id = %s", (event.size, event.sha256, event.archived_at, at, bid))
+        elif isinstance(event, Backup.Failed):
+            cur.execute(f"UPDATE {table} SET status = 'failed', error_code = %s, updated_at = %s WHERE id = %s",
+                        (event.code, at, bid))
+        elif isinstance(event, Backup.Deleted):
+            cur.execute(f"UPDATE {table} SET status = 'deleted', updated_at = %s WHERE id = %s", (at, bid))
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    return {"id": r["id"], "instance_id": r["instance_id"], "owner_id": r["owner_id"], "status": r["status"],
+            "size": r["size"], "sha256": r["sha256"], "created_at": r["created_at"],
+            "completed_at": r["completed_at"]}
+
+
+def list_for_instance(db: ReadModelDB, instance_id: str) -> list[dict[str, Any]]:
+    """An instance's backups, newest first."""
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE instance_id = %s ORDER BY created_at DESC, id", (instance_id,))
+    return [_row(r) for r in rows]
+
+
+def get(db: ReadModelDB, backup_id: str) -> dict[str, Any] | None:
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE id = %s", (backup_id,))
+    return _row(rows[0]) if rows else None

@@ -1,0 +1,252 @@
+"""`AgentDriver`: the control plane's `InstanceDriver` that runs node steps through a node agent.
+
+Node steps (ports, directories, processes, console, files, backups) are HTTP
+calls to the agent (`services.adapters.agent.server`) with `Authorization:
+Bearer <secret>`; the agent's problem documents come back as
+`DriverError(code, detail)`, an unreachable agent as `agent_unreachable`, a
+timed-out call as `agent_timeout`, rejected credentials as `agent_unauthorized`,
+anything else unexpected as `agent_error`. Edge steps (DNS and proxy, and the
+customer-facing `address`) stay on the control plane: they stand for Cloudflare
+and Velocity, not the node, and use `EdgeFiles` under the control plane's own
+`data_dir/edge`.
+
+`console(spec)` opens the agent's console WebSocket for the API to relay a
+browser's console to. The secret is only ever sent in the header: it is not in
+any error message, log line or `repr`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+from uuid import UUID
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from services.adapters.local.edge import EdgeFiles, EdgeSteps
+from services.ports import DriverError, InstanceSpec
+
+#: Seconds allowed on top of a step's own timeout (wait, stop) for the HTTP round trip.
+SLACK = 15.0
+DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
+
+class AgentDriver(EdgeSteps):
+    """`InstanceDriver` over a node agent's HTTP API; see the module docstring."""
+
+    def __init__(
+        self,
+        agent_url: str,
+        secret: str,
+        data_dir: Path,
+        dns_zone: str,
+        host: str = "127.0.0.1",
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not secret:
+            raise ValueError("AgentDriver needs the node agent's secret")
+        self.agent_url = agent_url.rstrip("/")
+        self.data_dir = Path(data_dir).resolve()
+        self.dns_zone = dns_zone
+        self.host = host
+        self.edge = EdgeFiles(self.data_dir / "edge")
+        self._auth = {"Authorization": f"Bearer {secret}"}
+        self._http = httpx.Client(base_url=self.agent_url, headers=self._auth, timeout=timeout, trust_env=False)
+
+    def __repr__(self) -> str:
+        return f"AgentDriver({self.agent_url!r})"
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    # -- HTTP plumbing ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _params(spec: InstanceSpec, **extra: Any) -> dict[str, Any]:
+        return {"kind": spec.kind, "template": spec.template, "edge_name": spec.edge_name, **extra}
+
+    @staticmethod
+    def _path(spec: InstanceSpec, suffix: str = "") -> str:
+        return f"/v1/instances/{spec.instance_id}{suffix}"
+
+    def _call(self, method: str, url: str, *, read_timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        """One request; any non-2xx answer or transport failure becomes a `DriverError`."""
+        if read_timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(read_timeout, connect=DEFAULT_TIMEOUT.connect)
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise DriverError("agent_timeout", f"the node agent at {self.agent_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise DriverError(
+                "agent_unreachable", f"cannot reach the node agent at {self.agent_url}: {type(exc).__name__}"
+            ) from exc
+        if response.is_success:
+            return response
+        raise self._error(response)
+
+    def _error(self, response: httpx.Response) -> DriverError:
+        if response.status_code == 401:
+            return DriverError("agent_unauthorized", f"the node agent at {self.agent_url} rejected our credentials")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("code"), str):
+            return DriverError(body["code"], str(body.get("detail") or body.get("title") or body["code"]))
+        return DriverError("agent_error", f"the node agent at {self.agent_url} answered HTTP {response.status_code}")
+
+    # -- InstanceDriver: node steps ----------------------------------------------------------------
+
+    def allocate_port(self, spec: InstanceSpec) -> int:
+        return int(self._call("POST", self._path(spec, "/port"), params=self._params(spec)).json()["port"])
+
+    def create_directory(self, spec: InstanceSpec) -> str:
+        return str(self._call("PUT", self._path(spec, "/directory"), params=self._params(spec)).json()["path"])
+
+    def start_process(self, spec: InstanceSpec, port: int) -> int:
+        response = self._call(
+            "PUT", self._path(spec, "/process"), params=self._params(spec), json={"port": port}, read_timeout=60.0
+        )
+        return int(response.json()["pid"])
+
+    def wait_connectable(self, spec: InstanceSpec, port: int, timeout: float) -> None:
+        self._call(
+            "POST",
+            self._path(spec, "/process/wait"),
+            params=self._params(spec),
+            json={"port": port, "timeout": timeout},
+            read_timeout=timeout + SLACK,
+        )
+
+    def is_running(self, spec: InstanceSpec, port: int) -> bool:
+        response = self._call("GET", self._path(spec, "/process"), params=self._params(spec, port=port))
+        return bool(response.json()["running"])
+
+    def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:
+        self._call(
+            "DELETE",
+            self._path(spec, "/process"),
+            params=self._params(spec, timeout=timeout),
+            read_timeout=timeout + SLACK,
+        )
+
+    def remove_directory(self, spec: InstanceSpec) -> None:
+        self._call("DELETE", self._path(spec, "/directory"), params=self._params(spec))
+
+    def send_console(self, spec: InstanceSpec, line: str) -> None:
+        self._call("POST", self._path(spec, "/console"), params=self._params(spec), json={"line": line})
+
+    def console_log(self, spec: InstanceSpec, lines: int = 100) -> str:
+        """The last `lines` console lines, newline-terminated (like `LocalDriver.console_log`)."""
+        response = self._call("GET", self._path(spec, "/console/log"), params=self._params(spec, lines=lines))
+        return "".join(line + "\n" for line in response.json()["lines"])
+
+    def list_files(self, spec: InstanceSpec, path: str) -> list[dict[str, Any]]:
+        response = self._call("GET", self._path(spec, "/files"), params=self._params(spec, path=path))
+        return list(response.json()["entries"])
+
+    def read_file(self, spec: InstanceSpec, path: str) -> bytes:
+        return self._call("GET", self._path(spec, "/files/content"), params=self._params(spec, path=path)).content
+
+    def write_file(self, spec: InstanceSpec, path: str, content: bytes) -> None:
+        self._call(
+            "PUT",
+            self._path(spec, "/files/content"),
+            params=self._params(spec, path=path),
+            content=bytes(content),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
+        response = self._call(
+            "PUT", self._path(spec, f"/backups/{backup_id}"), params=self._params(spec), read_timeout=3600.0
+        )
+        return dict(response.json())
+
+    def restore_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str) -> None:
+        self._call(
+            "POST",
+            self._path(spec, f"/backups/{backup_id}/restore"),
+            params=self._params(spec),
+            json={"sha256": sha256},
+            read_timeout=3600.0,
+        )
+
+    def delete_backup(self, backup_id: UUID) -> None:
+        self._call("DELETE", f"/v1/backups/{backup_id}")
+
+    def health(self) -> dict[str, Any]:
+        """The agent's health document; `DriverError` if it is unreachable or rejects us."""
+        return dict(self._call("GET", "/v1/health").json())
+
+    # -- console WebSocket --------------------------------------------------------------------------
+
+    def console_url(self, spec: InstanceSpec) -> str:
+        """The agent's console WebSocket URL for `spec` (no credentials in it)."""
+        base = self.agent_url.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return f"{base}/v1/instances/{spec.instance_id}/console?kind={quote(spec.kind)}"
+
+    def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> AgentConsole:
+        """The console socket: `async with driver.console(spec) as ws` (`await` works too).
+
+        `ws` is a connected `websockets` client connection: `await ws.recv()` gives console
+        lines (the last 100 first), `await ws.send(command)` runs a command. Connecting takes
+        at most `connect_timeout` s (`agent_timeout`); a wrong secret shows as the socket
+        closing with code 4401.
+        """
+        return AgentConsole(self.console_url(spec), self._auth, connect_timeout, self.agent_url)
+
+
+class AgentConsole:
+    """Connects to the agent's console WebSocket on enter (or await) and closes it on exit."""
+
+    def __init__(self, url: str, headers: dict[str, str], connect_timeout: float, agent_url: str) -> None:
+        self._url = url
+        self._headers = headers
+        self._timeout = connect_timeout
+        self._agent_url = agent_url
+        self._ws: ClientConnection | None = None
+
+    def __repr__(self) -> str:
+        return f"AgentConsole({self._url!r})"
+
+    async def _connect(self) -> ClientConnection:
+        try:
+            async with asyncio.timeout(self._timeout):
+                self._ws = await connect(
+                    self._url, additional_headers=self._headers, open_timeout=None, proxy=None, max_size=2**20
+                )
+        except TimeoutError as exc:
+            raise DriverError(
+                "agent_timeout", f"the node agent's console at {self._agent_url} did not answer in time"
+            ) from exc
+        except (OSError, InvalidURI) as exc:
+            raise DriverError(
+                "agent_unreachable", f"cannot reach the node agent's console at {self._agent_url}: {type(exc).__name__}"
+            ) from exc
+        except InvalidHandshake as exc:
+            raise DriverError(
+                "agent_error", f"the node agent at {self._agent_url} refused the console: {type(exc).__name__}"
+            ) from exc
+        return self._ws
+
+    def __await__(self) -> Any:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> ClientConnection:
+        return await self._connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()

@@ -1,0 +1,192 @@
+"""Safe access to an instance's files: every customer path is resolved inside the instance root.
+
+A customer path is a `/`-separated string relative to the instance root; a
+leading `/` means the root itself (`/` and `/server.properties` are fine). It is
+`DriverError("bad_path")` if it holds a NUL byte, a `..` component, or if the
+real path it names (symlinks followed, for the result and for every existing
+parent) lies outside `realpath(root)`.
+
+`normalize` is the pure, filesystem-free part (the fake driver uses it too);
+`resolve_inside`, `list_dir`, `read_file` and `write_file` work on a real root.
+Writes are atomic (a temp file in the same directory, fsync, `os.replace`),
+create missing parent directories inside the root, and are refused above
+`max_bytes` (`too_large`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from services.ports import DriverError
+
+#: Largest file content a single write may carry.
+MAX_WRITE_BYTES = 8 * 1024 * 1024
+#: Longest customer path accepted, in characters.
+MAX_PATH_CHARS = 4096
+
+
+def normalize(path: str) -> tuple[str, ...]:
+    """The components of a customer path relative to the root; `bad_path` if it cannot be one.
+
+    Empty components and `.` are dropped (`/a//./b` is `("a", "b")`); `()` is the root.
+    """
+    if not isinstance(path, str):
+        raise DriverError("bad_path", "a path must be a string")
+    if "\0" in path:
+        raise DriverError("bad_path", "a path must not contain NUL bytes")
+    if len(path) > MAX_PATH_CHARS:
+        raise DriverError("bad_path", f"a path must be at most {MAX_PATH_CHARS} characters")
+    parts = tuple(p for p in path.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise DriverError("bad_path", f"{path!r}: '..' is not allowed")
+    return parts
+
+
+def display(parts: tuple[str, ...]) -> str:
+    """The canonical customer form of a path: `/` or `/a/b`."""
+    return "/" + "/".join(parts)
+
+
+def _inside(candidate: str, root_real: str) -> bool:
+    return candidate == root_real or candidate.startswith(root_real.rstrip("/") + "/")
+
+
+def resolve_inside(root: Path, path: str) -> Path:
+    """The real path `path` names under `root`; `bad_path` if it (or a parent) escapes `root`.
+
+    Symlinks are followed: a link inside the root to elsewhere inside the root is fine.
+    The result need not exist.
+    """
+    parts = normalize(path)
+    root_real = os.path.realpath(root)
+    current = root_real
+    for part in parts:
+        current = os.path.join(current, part)
+        if os.path.lexists(current):
+            real = os.path.realpath(current)
+            if not _inside(real, root_real):
+                raise DriverError("bad_path", f"{display(parts)!r} leads outside the instance's files")
+    real = os.path.realpath(current)
+    if not _inside(real, root_real):
+        raise DriverError("bad_path", f"{display(parts)!r} leads outside the instance's files")
+    return Path(real)
+
+
+def _require_root(root: Path) -> None:
+    if not root.is_dir():
+        raise DriverError("not_found", "the instance has no files directory")
+
+
+def list_dir(root: Path, path: str) -> list[dict[str, object]]:
+    """`[{"name", "type": "file"|"dir", "size"}]` of a directory, directories first, then by name.
+
+    A symlink is listed as what it points to if that is inside the root; else as a
+    file of size 0 (reading it is `bad_path`). Special files are listed as files.
+    """
+    normalize(path)
+    _require_root(root)
+    target = resolve_inside(root, path)
+    root_real = os.path.realpath(root)
+    try:
+        st = target.stat()
+    except FileNotFoundError as exc:
+        raise DriverError("not_found", f"{display(normalize(path))!r} does not exist") from exc
+    except OSError as exc:
+        raise DriverError("io_error", f"cannot list {display(normalize(path))!r}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise DriverError("not_a_directory", f"{display(normalize(path))!r} is not a directory")
+    entries: list[dict[str, object]] = []
+    try:
+        with os.scandir(target) as it:
+            for entry in it:
+                kind, size = "file", 0
+                with contextlib.suppress(OSError):
+                    if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root_real):
+                        entries.append({"name": entry.name, "type": "file", "size": 0})
+                        continue
+                    est = entry.stat()
+                    if stat.S_ISDIR(est.st_mode):
+                        kind = "dir"
+                    elif stat.S_ISREG(est.st_mode):
+                        size = est.st_size
+                entries.append({"name": entry.name, "type": kind, "size": size})
+    except OSError as exc:
+        raise DriverError("io_error", f"cannot list {display(normalize(path))!r}: {exc.strerror}") from exc
+    entries.sort(key=lambda e: (e["type"] != "dir", str(e["name"])))
+    return entries
+
+
+def read_file(root: Path, path: str) -> bytes:
+    """The bytes of a regular file; `not_found`, `is_a_directory`, `bad_path`."""
+    shown = display(normalize(path))
+    _require_root(root)
+    target = resolve_inside(root, path)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        raise DriverError("not_found", f"{shown!r} does not exist") from exc
+    except IsADirectoryError as exc:
+        raise DriverError("is_a_directory", f"{shown!r} is a directory") from exc
+    except OSError as exc:
+        raise DriverError("io_error", f"cannot read {shown!r}: {exc.strerror}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise DriverError("is_a_directory", f"{shown!r} is a directory")
+        raise DriverError("not_a_file", f"{shown!r} is not a regular file")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read()
+        except OSError as exc:
+            raise DriverError("io_error", f"cannot read {shown!r}: {exc.strerror}") from exc
+
+
+def write_file(root: Path, path: str, content: bytes, max_bytes: int = MAX_WRITE_BYTES) -> None:
+    """Replace (or create) a file atomically, creating parent directories inside the root."""
+    if len(content) > max_bytes:
+        raise DriverError("too_large", f"a file may hold at most {max_bytes} bytes, got {len(content)}")
+    parts = normalize(path)
+    _require_root(root)
+    if not parts:
+        raise DriverError("is_a_directory", "'/' is a directory")
+    shown = display(parts)
+    target = resolve_inside(root, path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise DriverError("not_a_directory", f"a parent of {shown!r} is not a directory") from exc
+    except OSError as exc:
+        raise DriverError("io_error", f"cannot create the parents of {shown!r}: {exc.strerror}") from exc
+    # Parents created just now could have raced with a symlink swap: check again.
+    target = resolve_inside(root, path)
+    if target.is_dir():
+        raise DriverError("is_a_directory", f"{shown!r} is a directory")
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        mode = 0o644
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:64]}.", suffix=".tmp")
+    except OSError as exc:
+        raise DriverError("io_error", f"cannot write {shown!r}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise DriverError("io_error", f"cannot write {shown!r}: {exc.strerror}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
