@@ -13,8 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import DomainError
 from services.ports import DriverError
-
-PROBLEM_JSON = "application/problem+json"
+from services.problem_documents import PROBLEM_JSON, problem_document
 
 #: HTTP status for each domain error code; anything unlisted is a 409 conflict.
 DOMAIN_STATUS = {
@@ -56,14 +55,7 @@ class Problem(Exception):
 
 def problem_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
                      **extra: Any) -> JSONResponse:
-    body = {
-        "type": f"https://docs.zlh.example/problems/{code}",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
+    body = problem_document(status, code, detail, **extra)
     return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 

@@ -78,15 +78,21 @@ def request_instance(
     raise RuntimeError("request_instance: too much contention")
 
 
-def _replay(app: ZLH, operation_id: UUID, print_: str) -> Accepted | None:
+def prior_operation(app: ZLH, operation_id: UUID, print_: str) -> Operation | None:
+    """The operation an Idempotency-Key already made, if any; a different request under it is 422."""
     try:
         operation: Operation = app.repository.get(operation_id)
     except AggregateNotFoundError:
         return None
     if operation.fingerprint != print_:
-        raise IdempotencyKeyReusedError(
-            "this Idempotency-Key was already used with a different request body"
-        )
+        raise IdempotencyKeyReusedError("this Idempotency-Key was already used with a different request")
+    return operation
+
+
+def _replay(app: ZLH, operation_id: UUID, print_: str) -> Accepted | None:
+    operation = prior_operation(app, operation_id, print_)
+    if operation is None:
+        return None
     # A replay may race the first request: make its reads wait for everything written so far.
     return Accepted(operation.id, operation.instance_id, True, app.head())
 

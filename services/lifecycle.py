@@ -17,12 +17,12 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from domain.backup import Backup
-from domain.errors import DomainError, IdempotencyKeyReusedError
+from domain.backup import Backup, backup_id_for_operation
+from domain.errors import DomainError
 from domain.ids import operation_id_for_key
 from domain.instance import Instance
 from domain.operation import Operation
-from services.instances import fingerprint
+from services.instances import fingerprint, prior_operation
 from services.store import ZLH
 
 
@@ -110,16 +110,8 @@ def _request(
 
 
 def _replay(app: ZLH, operation_id: UUID, print_: str) -> Queued | None:
-    try:
-        operation: Operation = app.repository.get(operation_id)
-    except AggregateNotFoundError:
+    operation = prior_operation(app, operation_id, print_)
+    if operation is None:
         return None
-    if operation.fingerprint != print_:
-        raise IdempotencyKeyReusedError("this Idempotency-Key was already used with a different request")
-    backup_id = None
-    if operation.kind.value == "backup":
-        from domain.backup import backup_id_for_operation
-
-        backup_id = backup_id_for_operation(operation.id)
+    backup_id = backup_id_for_operation(operation.id) if operation.kind.value == "backup" else None
     return Queued(operation.id, True, app.head(), backup_id)
-

@@ -65,10 +65,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services.adapters.local import files
 from services.adapters.local.driver import LocalDriver
 from services.ports import DriverError, InstanceSpec
+from services.problem_documents import PROBLEM_JSON, problem_document
 
 logger = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
 #: WebSocket close code for a missing or wrong secret (4000 + HTTP 401).
 WS_UNAUTHORIZED = 4401
 #: How many console lines a new console socket gets first.
@@ -99,14 +99,8 @@ STATUS_BY_CODE: dict[str, int] = {
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """An RFC 9457 problem document with a stable `code`."""
-    body = {
-        "type": f"https://docs.zlh.example/problems/{code}",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    return JSONResponse(problem_document(status, code, detail), status_code=status, headers=headers,
+                        media_type=PROBLEM_JSON)
 
 
 def _check_secret(secret: str | None) -> bytes:
