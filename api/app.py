@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routers import admin, console, files, instances, lifecycle, probes, users
+from api.routers import admin, console, files, instances, lifecycle, probes, support, users
 from services.container import Container
 
 
@@ -26,7 +26,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     problems.install(app)
     metrics.install(app)
-    routers = (probes, users, instances, lifecycle, files, console, admin)
+    routers = (probes, users, instances, lifecycle, files, console, support, admin)
     for module in routers:
         app.include_router(module.router)
     return app

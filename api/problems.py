@@ -24,6 +24,10 @@ DOMAIN_STATUS = {
     "illegal_transition": 409,
     "unknown_template": 422,
     "not_found": 404,
+    "version_conflict": 412,
+    "too_large": 413,
+    "invalid_window": 422,
+    "tickets_exhausted": 503,
 }
 
 #: HTTP status for each driver (node agent) error code; anything unlisted is a 502 from upstream.

@@ -7,10 +7,15 @@ event store imports this module for that reason.
 
 from __future__ import annotations
 
+from domain.announcement import Announcement
 from domain.backup import Backup
+from domain.delivery import Delivery
 from domain.instance import Instance
 from domain.name_claim import NameClaim
+from domain.note import Note
 from domain.operation import Operation
+from domain.support import SupportTicket, TicketCounter
 from domain.user import Credential, User
 
-AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup)
+AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
+              Announcement, Note, Delivery)

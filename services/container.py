@@ -21,6 +21,7 @@ from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner, read_positions
 from services.console import ConsoleTickets
+from services.notifications import NotificationsManager
 from services.ports import InstanceDriver
 from services.provisioning import ProvisioningManager
 from services.settings import Settings
@@ -29,7 +30,7 @@ from services.watcher import PositionWatcher
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("projections", "provisioning")
+WORKERS = ("projections", "provisioning", "notifications")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
@@ -56,6 +57,14 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     return AgentDriver(url, secret, data_dir, settings.dns_zone), stop
 
 
+def build_channels(settings: Settings) -> tuple[Any, Any]:
+    """Customer email over SMTP and staff alerts to Discord; unset = recorded as not sent."""
+    from services.adapters.discord import DiscordAlertChannel
+    from services.adapters.smtp import SmtpEmailChannel
+
+    return SmtpEmailChannel(settings.smtp_url), DiscordAlertChannel(settings.discord_webhook_url)
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -67,6 +76,8 @@ class Container:
     watcher: PositionWatcher
     stop_event: threading.Event
     provisioning: ProvisioningManager | None = None
+    notifications: NotificationsManager | None = None
+    channels: tuple[Any, Any] | None = None
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     _driver_stop: Callable[[], None] | None = None
     _driver_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,6 +123,10 @@ class Container:
                 concurrency=self.settings.provisioning_concurrency,
             )
             self._spawn("provisioning", self.provisioning.run, self.app.signal.wait)
+        if "notifications" in workers:
+            email, alerts = self.channels or build_channels(self.settings)
+            self.notifications = NotificationsManager(self.app, self.db, email, alerts)
+            self._spawn("notifications", self.notifications.run, self.app.signal.wait)
         self.started |= set(workers)
 
     def _spawn(self, name: str, target: Any, *args: Any) -> None:
@@ -125,6 +140,8 @@ class Container:
         self.stop_event.set()
         if self.provisioning is not None:
             self.provisioning.stop(wait=True)
+        if self.notifications is not None:
+            self.notifications.stop_event.set()
         self.app.signal.notify()
         for thread in self.threads:
             thread.join(timeout=5)

@@ -22,6 +22,7 @@ from eventsourcing.application import Application
 from eventsourcing.persistence import Recording
 
 from domain.catalog import AGGREGATES
+from domain.note import Note
 from projections.db import DatabaseURL
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ class ZLH(Application[UUID]):
     """The control plane's event store. Knows every aggregate, so it can decode every topic."""
 
     aggregates = AGGREGATES
+    #: Every notepad save carries the whole note: snapshot so loading one never replays them all.
+    snapshotting_intervals = {Note: 20}
 
     name = APP_NAME
     log_section_size = 1000

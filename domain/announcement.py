@@ -1,0 +1,57 @@
+"""Announcements: global or for one user, with a level and an optional time window."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import DomainError
+
+LEVELS = ("info", "warning", "critical")
+
+
+class InvalidWindowError(DomainError):
+    code = "invalid_window"
+
+
+class Announcement(Aggregate):
+    TOPIC = "zlh.Announcement"
+
+    class Event(Aggregate.Event):
+        TOPIC = "zlh.Announcement.Event"
+
+    class Published(Event, Aggregate.Created):
+        TOPIC = "zlh.Announcement.Published"
+        level: str
+        title: str
+        body: str
+        user_id: UUID | None
+        starts_at: datetime | None
+        ends_at: datetime | None
+        source: str
+
+    class Withdrawn(Event):
+        TOPIC = "zlh.Announcement.Withdrawn"
+
+    @staticmethod
+    def check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
+        if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+            raise InvalidWindowError("ends_at must be after starts_at")
+
+    @event(Published)
+    def __init__(self, level: str, title: str, body: str, user_id: UUID | None, starts_at: datetime | None,
+                 ends_at: datetime | None, source: str) -> None:
+        self.level, self.title, self.body = level, title, body
+        self.user_id, self.starts_at, self.ends_at = user_id, starts_at, ends_at
+        self.source = source  # "staff", or the process that published it (e.g. "billing")
+        self.withdrawn = False
+
+    def withdraw(self) -> None:
+        if not self.withdrawn:
+            self._withdrawn()
+
+    @event(Withdrawn)
+    def _withdrawn(self) -> None:
+        self.withdrawn = True

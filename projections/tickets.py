@@ -1,0 +1,57 @@
+"""`TicketsProjection`: support tickets for their owners and for staff."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.support import SupportTicket
+from projections.base import Projection, Table, iso
+from projections.db import ReadModelDB, _PortableCursor
+
+TABLE = "rm_tickets"
+
+
+class TicketsProjection(Projection):
+    name = "tickets"
+    tables = (
+        Table(
+            TABLE,
+            "id TEXT PRIMARY KEY, number TEXT NOT NULL UNIQUE, owner_id TEXT NOT NULL, email TEXT NOT NULL, "
+            "subject TEXT NOT NULL, instance_id TEXT, status TEXT NOT NULL, replies INTEGER NOT NULL, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL",
+            indexes=(("owner_created", "owner_id, created_at"), ("status_created", "status, created_at")),
+        ),
+    )
+    topics = frozenset({SupportTicket.Opened.TOPIC, SupportTicket.Replied.TOPIC, SupportTicket.Closed.TOPIC})
+
+    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+        table, at, tid = t[TABLE], iso(event.timestamp), str(event.originator_id)
+        if isinstance(event, SupportTicket.Opened):
+            cur.execute(
+                f"INSERT INTO {table} (id, number, owner_id, email, subject, instance_id, status, replies, "
+                "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, 'open', 0, %s, %s)",
+                (tid, event.number, str(event.owner_id), event.email, event.subject,
+                 str(event.instance_id) if event.instance_id else None, at, at),
+            )
+        elif isinstance(event, SupportTicket.Replied):
+            cur.execute(f"UPDATE {table} SET replies = replies + 1, updated_at = %s WHERE id = %s", (at, tid))
+        elif isinstance(event, SupportTicket.Closed):
+            cur.execute(f"UPDATE {table} SET status = 'closed', updated_at = %s WHERE id = %s", (at, tid))
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r[k] for k in ("id", "number", "owner_id", "email", "subject", "instance_id", "status", "replies",
+                              "created_at", "updated_at")}
+
+
+def list_for_owner(db: ReadModelDB, owner_id: str) -> list[dict[str, Any]]:
+    return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s ORDER BY created_at DESC, id",
+                                      (owner_id,))]
+
+
+def list_all(db: ReadModelDB, status: str | None = None) -> list[dict[str, Any]]:
+    if status:
+        rows = db.query(f"SELECT * FROM {TABLE} WHERE status = %s ORDER BY created_at DESC, id", (status,))
+    else:
+        rows = db.query(f"SELECT * FROM {TABLE} ORDER BY created_at DESC, id")
+    return [_row(r) for r in rows]

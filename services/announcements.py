@@ -1,0 +1,37 @@
+"""Announcements: staff (and billing) publish them; each user sees the current ones meant for them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from domain.announcement import Announcement
+from projections import announcements as view
+from projections.db import ReadModelDB
+from services.lifecycle import NotFoundError
+from services.store import ZLH
+
+
+def publish(app: ZLH, level: str, title: str, body: str, user_id: UUID | None = None,
+            starts_at: datetime | None = None, ends_at: datetime | None = None,
+            source: str = "staff") -> tuple[Announcement, int]:
+    Announcement.check_window(starts_at, ends_at)
+    announcement = Announcement(level=level, title=title, body=body, user_id=user_id, starts_at=starts_at,
+                                ends_at=ends_at, source=source)
+    return announcement, app.save(announcement)[-1].notification.id
+
+
+def withdraw(app: ZLH, announcement_id: UUID) -> int:
+    try:
+        announcement: Announcement = app.repository.get(announcement_id)
+    except AggregateNotFoundError:
+        raise NotFoundError("no such announcement") from None
+    announcement.withdraw()
+    return app.save(announcement)[-1].notification.id
+
+
+def current_for(db: ReadModelDB, user_id: UUID, now: datetime | None = None) -> list[dict[str, Any]]:
+    return view.current_for(db, str(user_id), (now or datetime.now(UTC)))

@@ -1,0 +1,35 @@
+"""The notepad: read, and save with an expected version (optimistic concurrency, end to end)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.note import Note, VersionConflictError, check_size, note_id
+from services.store import ZLH
+
+
+def read_note(app: ZLH, user_id: UUID) -> tuple[str, int]:
+    """`(content, version)`; a new user's note is empty at version 0."""
+    try:
+        note: Note = app.repository.get(note_id(user_id))
+    except AggregateNotFoundError:
+        return "", 0
+    return note.content, note.saves
+
+
+def save_note(app: ZLH, user_id: UUID, content: str, expected: int) -> tuple[str, int]:
+    """Save if the note is still at `expected`; else `VersionConflictError` (nothing written)."""
+    check_size(content)
+    try:
+        note: Note = app.repository.get(note_id(user_id))
+    except AggregateNotFoundError:
+        note = Note(user_id=user_id)
+    note.save(content, expected)
+    try:
+        app.save(note)
+    except IntegrityError:
+        raise VersionConflictError("the note changed elsewhere at the same moment") from None
+    return note.content, note.saves

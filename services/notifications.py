@@ -1,0 +1,198 @@
+"""The notifications process manager: customer email and staff alerts, from the log, exactly once in effect.
+
+It follows the log; for each event that warrants a message it creates a `Delivery`
+per channel, whose id is derived from (event, channel): the dedupe key. Creating it
+twice fails in the store, so replays and rebuilds never send again. Each attempt
+appends `Attempting` (with optimistic concurrency, so two workers never send the
+same delivery at once) before calling the channel, and the outcome after: a crash
+between the two resends at most once. Transient failures are retried with capped
+exponential backoff; permanent ones are recorded and raise a staff alert.
+
+What to send for which event is `plan()`: the one place later features (billing,
+repairs) add their messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.delivery import Delivery
+from domain.support import SupportTicket
+from projections import deliveries as deliveries_view
+from projections.db import ReadModelDB
+from projections.runner import advance_position
+from services.notify import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
+from services.store import ZLH
+
+log = logging.getLogger(__name__)
+
+POSITION = "notifications"
+MAX_ATTEMPTS = 8
+#: A delivery left `pending` or `attempting` this long is taken to be a crashed worker's: resend once.
+STALE_AFTER = timedelta(seconds=60)
+
+Planned = tuple[str, str, dict[str, Any]]  # (channel, kind, message)
+
+
+def plan(event: Any) -> list[Planned]:
+    """The messages an event warrants. Pure: rendered once, recorded in the delivery."""
+    if isinstance(event, SupportTicket.Opened):
+        instance = str(event.instance_id) if event.instance_id else "none"
+        return [
+            ("email", "ticket_acknowledgement", {
+                "to": event.email,
+                "subject": f"[{event.number}] We received your request: {event.subject}",
+                "body": (f"Hello,\n\nthanks for contacting ZLH support. Your ticket number is {event.number}.\n"
+                         f"Please keep it in the subject line if you write to us again.\n\n"
+                         f"Subject: {event.subject}\n\n{event.message}\n\n-- ZLH Support\n"),
+            }),
+            ("discord", "ticket_alert", {
+                "title": f"New support ticket {event.number}",
+                "description": event.subject,
+                "fields": [["Number", event.number], ["Customer", event.email], ["Instance", instance]],
+                "level": "info",
+            }),
+        ]
+    if isinstance(event, SupportTicket.Replied) and event.staff:
+        return [("email", "ticket_reply", {"ticket_id": str(event.originator_id), "message": event.message})]
+    return []
+
+
+class NotificationsManager:
+    def __init__(self, app: ZLH, db: ReadModelDB, email: EmailChannel, alerts: AlertChannel,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.app, self.db = app, db
+        self.channels: dict[str, Any] = {"email": email, "discord": alerts}
+        self.now = now
+        self.stop_event = threading.Event()
+
+    def position(self) -> int:
+        rows = self.db.query("SELECT position FROM zlh_positions WHERE name = %s", (POSITION,))
+        return int(rows[0]["position"]) if rows else 0
+
+    # Following the log.
+
+    def dispatch_page(self, limit: int = 200) -> int:
+        page = self.app.recorder.select_notifications(start=self.position(), limit=limit, inclusive_of_start=False)
+        for notification in page:
+            if not notification.topic.startswith(("zlh.SupportTicket.",)):
+                continue
+            event = self.app.mapper.to_domain_event(notification)
+            for channel, kind, message in plan(event):
+                delivery_id = self.request(event.originator_id, event.originator_version, channel, kind, message)
+                self.deliver(delivery_id)
+        if page:
+            with self.db.transaction() as cur:
+                advance_position(cur, POSITION, page[-1].id)
+        return len(page)
+
+    def request(self, source_id: UUID, source_version: int, channel: str, kind: str,
+                message: dict[str, Any]) -> UUID:
+        """Record that a message is owed (idempotent: the id is the dedupe key)."""
+        delivery = Delivery(source_id=source_id, source_version=source_version, channel=channel, kind=kind,
+                            message=self._render(kind, message))
+        with contextlib.suppress(IntegrityError):  # already owed (a replay, another worker): it stands
+            self.app.save(delivery)
+        return delivery.id
+
+    def _render(self, kind: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Fill in what `plan` cannot know from the event alone (the ticket behind a staff reply)."""
+        if kind != "ticket_reply":
+            return message
+        ticket: SupportTicket = self.app.repository.get(UUID(message["ticket_id"]))
+        return {"to": ticket.email, "subject": f"[{ticket.number}] New reply: {ticket.subject}",
+                "body": f"Hello,\n\nZLH support replied to your ticket {ticket.number}:\n\n{message['message']}\n\n"
+                        "-- ZLH Support\n"}
+
+    # Delivering.
+
+    def deliver(self, delivery_id: UUID) -> str:
+        """One attempt, if one is due; returns the delivery's status afterwards."""
+        try:
+            delivery: Delivery = self.app.repository.get(delivery_id)
+        except AggregateNotFoundError:
+            return "missing"
+        now = self.now()
+        if delivery.is_final or (delivery.status == "retrying" and delivery.retry_at and delivery.retry_at > now):
+            return delivery.status
+        delivery.attempt()
+        try:
+            self.app.save(delivery)
+        except IntegrityError:
+            return "claimed_elsewhere"
+        outcome = self._send(delivery)
+        self._record(delivery, outcome, now)
+        try:
+            self.app.save(delivery)
+        except IntegrityError:
+            log.warning("delivery %s changed while sending; outcome %s not recorded", delivery.id, outcome.status)
+        if delivery.status == "failed" and delivery.channel != "discord":
+            self._alert_failure(delivery, outcome)
+        return delivery.status
+
+    def _send(self, delivery: Delivery) -> Outcome:
+        m, key = delivery.message, str(delivery.id)
+        try:
+            if delivery.channel == "email":
+                return self.channels["email"].send(Email(to=m["to"], subject=m["subject"], body=m["body"]), key)
+            alert = StaffAlert(title=m["title"], description=m["description"],
+                               fields=tuple((str(a), str(b)) for a, b in m.get("fields", [])),
+                               level=m.get("level", "info"))
+            return self.channels["discord"].send(alert, key)
+        except Exception as exc:  # a channel must classify, but never let one bug stop the worker
+            log.exception("channel %s raised", delivery.channel)
+            return Outcome("transient", f"channel error: {type(exc).__name__}")
+
+    @staticmethod
+    def _record(delivery: Delivery, outcome: Outcome, now: datetime) -> None:
+        if outcome.status == "sent":
+            delivery.sent(outcome.detail)
+        elif outcome.status == "not_configured":
+            delivery.not_sent(outcome.detail)
+        elif outcome.status == "permanent":
+            delivery.fail(outcome.detail)
+        elif delivery.attempts >= MAX_ATTEMPTS:
+            delivery.fail(f"gave up after {delivery.attempts} attempts: {outcome.detail}")
+        else:
+            delay = backoff(delivery.attempts, retry_after=outcome.retry_after)
+            delivery.retry_later(outcome.detail, now + timedelta(seconds=delay))
+
+    def _alert_failure(self, delivery: Delivery, outcome: Outcome) -> None:
+        alert_id = self.request(delivery.id, delivery.version, "discord", "delivery_failed", {
+            "title": f"Could not deliver {delivery.kind} by {delivery.channel}",
+            "description": outcome.detail[:500],
+            "fields": [["Delivery", str(delivery.id)], ["Attempts", str(delivery.attempts)]],
+            "level": "warning",
+        })
+        self.deliver(alert_id)
+
+    def retry_due(self) -> int:
+        """Attempt every delivery that is due again (or was left behind by a crash)."""
+        now = self.now()
+        ids = deliveries_view.due(self.db, now, now - STALE_AFTER)
+        for delivery_id in ids:
+            self.deliver(UUID(delivery_id))
+        return len(ids)
+
+    def run(self, wait_for_events: Callable[[float], object]) -> None:
+        backoff_s = 0.1
+        while not self.stop_event.is_set():
+            try:
+                while not self.stop_event.is_set() and self.dispatch_page():
+                    pass
+                self.retry_due()
+                backoff_s = 0.1
+                wait_for_events(1.0)
+            except Exception:
+                log.exception("notifications failed; retrying in %.1fs", backoff_s)
+                self.stop_event.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
