@@ -64,6 +64,27 @@ def advance_position(cur: _PortableCursor, name: str, position: int) -> None:
     )
 
 
+def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
+               wait_for_events: Callable[[float], object], after_drain: Callable[[], object] = lambda: None) -> None:
+    """The loop of every log follower: drain pages, do `after_drain`, wait for news; until `stop`.
+
+    Errors are logged and retried with capped exponential backoff, so a database
+    outage pauses a follower instead of killing it.
+    """
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            while not stop.is_set() and drain_page():
+                pass
+            after_drain()
+            backoff = 0.1
+            wait_for_events(1.0)
+        except Exception:
+            log.exception("%s failed; retrying in %.1fs", name, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+
 def read_log_page(log_: EventLog, cur: _PortableCursor, after: int, limit: int) -> list[Notification]:
     """The notifications after position `after`, oldest first.
 
@@ -182,18 +203,8 @@ class ProjectionRunner:
         return len(page)
 
     def run(self, stop: threading.Event, wait_for_events: Callable[[float], object]) -> None:
-        """Follow the log until `stop` is set; errors are logged and retried with backoff."""
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                while not stop.is_set() and self.process_page():
-                    pass
-                backoff = 0.1
-                wait_for_events(1.0)
-            except Exception:
-                log.exception("projection %s failed; retrying in %.1fs", self.name, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        """Follow the log until `stop` is set."""
+        follow_log(f"projection {self.name}", stop, self.process_page, wait_for_events)
 
     # Rebuild from position 0 into shadow tables, then swap.
 

@@ -29,7 +29,7 @@ from domain.delivery import Delivery
 from domain.support import SupportTicket
 from projections import deliveries as deliveries_view
 from projections.db import ReadModelDB
-from projections.runner import advance_position
+from projections.runner import advance_position, follow_log
 from services.notify import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
 from services.store import ZLH
 
@@ -184,15 +184,4 @@ class NotificationsManager:
         return len(ids)
 
     def run(self, wait_for_events: Callable[[float], object]) -> None:
-        backoff_s = 0.1
-        while not self.stop_event.is_set():
-            try:
-                while not self.stop_event.is_set() and self.dispatch_page():
-                    pass
-                self.retry_due()
-                backoff_s = 0.1
-                wait_for_events(1.0)
-            except Exception:
-                log.exception("notifications failed; retrying in %.1fs", backoff_s)
-                self.stop_event.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, 10.0)
+        follow_log("notifications", self.stop_event, self.dispatch_page, wait_for_events, after_drain=self.retry_due)

@@ -32,7 +32,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from projections.db import ReadModelDB
-from projections.runner import advance_position
+from projections.runner import advance_position, follow_log
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 from services.store import ZLH
 
@@ -108,17 +108,7 @@ class ProvisioningManager:
 
     def run(self, wait_for_events: Any) -> None:
         """Dispatch until stopped."""
-        backoff = 0.1
-        while not self.stop_event.is_set():
-            try:
-                while not self.stop_event.is_set() and self.dispatch_page():
-                    pass
-                backoff = 0.1
-                wait_for_events(1.0)
-            except Exception:
-                log.exception("provisioning dispatch failed; retrying in %.1fs", backoff)
-                self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+        follow_log("provisioning", self.stop_event, self.dispatch_page, wait_for_events)
 
     def stop(self, wait: bool = True) -> None:
         self.stop_event.set()
