@@ -25,7 +25,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     problems.install(app)
-    metrics.install(app)
+    metrics.install(app, container)
     routers = (probes, users, instances, lifecycle, files, console, support, admin)
     for module in routers:
         app.include_router(module.router)

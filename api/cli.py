@@ -43,7 +43,9 @@ def _container(settings=None):  # type: ignore[no-untyped-def]
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from services.logs import configure
+
+    configure(logging.INFO)
 
 
 @cli.command()
@@ -85,7 +87,7 @@ def serve(
         f"  Try:       curl -H 'Authorization: Bearer TOKEN' {base}/api/me\n"
     )
     try:
-        uvicorn.run(create_app(container), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(container), host=host, port=port, log_level="info", log_config=None)
     finally:
         container.close()
 
@@ -199,10 +201,22 @@ def projections_rebuild(
         container.close()
 
 
+#: `zlh audit` exit codes with verification: intact, broken (tampered), unchained (never chained, not tampered).
+AUDIT_OK, AUDIT_BROKEN, AUDIT_UNCHAINED = 0, 1, 3
+
+
 @audit_cli.command("stream")
-def audit_stream(stream_id: str) -> None:
-    """Print a stream's events as JSON lines, oldest first."""
-    from services.audit import stream_events
+def audit_stream(
+    stream_id: str,
+    verify: Annotated[bool, typer.Option("--verify", help="Also recompute the stream's hash chain.")] = False,
+) -> None:
+    """Print a stream's events as JSON lines, oldest first.
+
+    With --verify, a last line {"verification": {...}} follows, and the exit code is 0 when the
+    chain is intact, 1 when it is broken (the message names the first broken version), 3 when the
+    stream's events were stored before hash chaining existed ("unchained"; not evidence of tampering).
+    """
+    from services.audit import stream_events, stream_events_tolerant, verify_stream
 
     try:
         sid = UUID(stream_id)
@@ -211,14 +225,77 @@ def audit_stream(stream_id: str) -> None:
         raise typer.Exit(2) from exc
     container = _container()
     try:
-        events = stream_events(container.app, sid)
+        if verify:
+            # Altered bytes may not decode any more: list such events rather than fail on them.
+            events = stream_events_tolerant(container.app, sid)
+            result = verify_stream(container.app, sid)
+        else:
+            events, result = stream_events(container.app, sid), None
     finally:
         container.close()
-    if not events:
+    if not events and (result is None or result.status == "missing"):
         typer.echo(f"zlh: no stream {sid}", err=True)
         raise typer.Exit(1)
     for event in events:
         typer.echo(json.dumps(event, sort_keys=True))
+    if result is None:
+        return
+    typer.echo(json.dumps({"verification": _verdict(result)}, sort_keys=True))
+    if result.status == "broken":
+        typer.echo(f"zlh: stream {sid}: {result.reason}", err=True)
+        raise typer.Exit(AUDIT_BROKEN)
+    if not result.ok:
+        typer.echo(f"zlh: stream {sid}: {result.reason}", err=True)
+        raise typer.Exit(AUDIT_UNCHAINED)
+
+
+def _verdict(result) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {
+        "stream_id": str(result.stream_id), "status": result.status, "ok": result.ok, "checked": result.checked,
+        "first_broken_version": result.first_broken_version, "reason": result.reason, "head": result.head,
+    }
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    all_: Annotated[bool, typer.Option("--all", help="Verify every stream in the log.")] = False,
+) -> None:
+    """Recompute every stream's hash chain, with a progress bar (on stderr).
+
+    Prints one JSON line per stream that is not intact, then a summary line. Exit code: 1 if any
+    stream is broken, else 3 if any is unchained (stored before hash chaining), else 0.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from services.audit import verify_all
+
+    if not all_:
+        typer.echo("zlh: give --all (one stream: zlh audit stream ID --verify)", err=True)
+        raise typer.Exit(2)
+    container = _container()
+    try:
+        columns = (TextColumn("verifying streams"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True)) as progress:
+            task = progress.add_task("verify", total=None)
+            results = verify_all(container.app, lambda done, total: progress.update(task, completed=done,
+                                                                                    total=total))
+    finally:
+        container.close()
+    counts = {"intact": 0, "broken": 0, "unchained": 0, "missing": 0}
+    for result in results:
+        counts[result.status] += 1
+        if result.status != "intact":
+            typer.echo(json.dumps(_verdict(result), sort_keys=True))
+    typer.echo(json.dumps({"streams": len(results), **{k: v for k, v in counts.items() if k != "missing"}},
+                          sort_keys=True))
+    if counts["broken"] or counts["missing"]:
+        typer.echo(f"zlh: {counts['broken']} of {len(results)} streams broken", err=True)
+        raise typer.Exit(AUDIT_BROKEN)
+    if counts["unchained"]:
+        typer.echo(f"zlh: {counts['unchained']} of {len(results)} streams unchained (stored before hash chaining)",
+                   err=True)
+        raise typer.Exit(AUDIT_UNCHAINED)
 
 
 def main() -> None:

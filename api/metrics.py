@@ -1,27 +1,57 @@
-"""Prometheus metrics: HTTP requests by route template, and the log's positions and lag."""
+"""Prometheus metrics: HTTP by route template, the log and its consumers, queues, operations, deliveries.
+
+Gauges are refreshed from the read models when `/metrics` is scraped. Labels carry no customer
+data and no secrets: route templates (never raw paths), event types, kinds, phases, channel names.
+"""
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
+from eventsourcing.persistence import Recording
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Gauge, Histogram
 
+from services import logs
 from services.container import Container
+from services.queues import operation_stats, queue_stats
 
-REQUESTS = Counter("zlh_http_requests_total", "HTTP requests", ["method", "route", "status"])
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # a caller's X-Request-ID is kept only if it is this tame
+REQUESTS = Counter("zlh_http_requests", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("zlh_http_request_duration_seconds", "HTTP request latency", ["method", "route"])
+EVENTS = Counter("zlh_events_appended", "Events appended to the log by this process", ["type"])
 HEAD = Gauge("zlh_log_head_position", "The newest notification id in the log")
 POSITION = Gauge("zlh_consumer_position", "A projection's or process manager's log position", ["consumer"])
 LAG = Gauge("zlh_consumer_lag_events", "Events between the log head and a consumer", ["consumer"])
+OPERATIONS = Gauge("zlh_operations", "Operations by kind and phase", ["kind", "phase"])
+OLDEST = Gauge("zlh_operation_oldest_age_seconds", "Age of the oldest queued or running operation "
+               "(since it last progressed)", ["phase"])
+QUEUE_PENDING = Gauge("zlh_queue_pending", "Work items pending", ["queue"])
+QUEUE_AGE = Gauge("zlh_queue_oldest_pending_age_seconds", "Age of the oldest pending item", ["queue"])
+QUEUE_LAG = Gauge("zlh_queue_lag_events", "Events the queue's process manager has yet to read", ["queue"])
+DELIVERIES = Gauge("zlh_notification_deliveries", "Notification deliveries by channel and status",
+                   ["channel", "status"])
+READY = Gauge("zlh_ready", "1 when the event store answers")
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, container: Container) -> None:
+    if _count_events not in container.app.on_saved:
+        container.app.on_saved.append(_count_events)
+
     @app.middleware("http")
     async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        try:
+            response = await call_next(request)
+        finally:
+            logs.request_id.reset(token)
+        response.headers["X-Request-ID"] = rid
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
@@ -29,13 +59,37 @@ def install(app: FastAPI) -> None:
         return response
 
 
+def _count_events(recordings: list[Recording]) -> None:
+    for recording in recordings:
+        EVENTS.labels(recording.notification.topic.removeprefix("zlh.")).inc()
+
+
 def refresh_gauges(container: Container) -> None:
+    from projections.deliveries import counts
     from projections.runner import read_positions
 
-    head = container.app.head()
+    try:
+        head = container.app.head()
+    except Exception:
+        READY.set(0)
+        return
+    READY.set(1)
     HEAD.set(head)
     for name, position in read_positions(container.db).items():
         if name.endswith("__shadow"):
             continue
         POSITION.labels(name).set(position)
         LAG.labels(name).set(max(head - position, 0))
+    stats = operation_stats(container.db)
+    OPERATIONS.clear()
+    for row in stats["by_kind_phase"]:
+        OPERATIONS.labels(row["kind"], row["phase"]).set(row["n"])
+    for phase in ("queued", "running"):
+        OLDEST.labels(phase).set(stats["oldest_age"].get(phase) or 0)
+    for q in queue_stats(container.db, head):
+        QUEUE_PENDING.labels(q["name"]).set(q["pending"])
+        QUEUE_AGE.labels(q["name"]).set(q["oldest_pending_age_seconds"] or 0)
+        QUEUE_LAG.labels(q["name"]).set(q["lag"])
+    DELIVERIES.clear()
+    for row in counts(container.db):
+        DELIVERIES.labels(row["channel"], row["status"]).set(row["n"])

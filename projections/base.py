@@ -30,6 +30,9 @@ class Projection(ABC):
     def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
         """Apply one decoded event; `t` maps each table's live name to the physical one to write."""
 
+    def after_commit(self, db: Any) -> None:  # noqa: B027 - an optional hook
+        """Called after the live tables changed (a page, or a rebuild's swap): export them if needed."""
+
 
 def iso(ts: datetime) -> str:
     """RFC 3339 UTC with a `Z`, the form every read model stores and the API returns."""

@@ -181,8 +181,10 @@ class ProjectionRunner:
         """Apply the next page of events to the live tables; return how many events were read."""
         with self.db.transaction() as cur:
             read = self._apply_page(cur, self.name, self._live_names)
-        if read and self.on_commit is not None:
-            self.on_commit()
+        if read:
+            self.projection.after_commit(self.db)
+            if self.on_commit is not None:
+                self.on_commit()
         return read
 
     def catch_up(self) -> int:
@@ -236,6 +238,7 @@ class ProjectionRunner:
                 self._swap(cur)
                 cur.execute(f"UPDATE {POSITIONS} SET position = %s WHERE name = %s", (position, self.name))
                 cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (shadow_position,))
+            self.projection.after_commit(self.db)
             if self.on_commit is not None:
                 self.on_commit()
             self._report(position)

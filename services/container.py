@@ -100,7 +100,8 @@ class Container:
         db = ReadModelDB(url, pool_size=pool_size)
         stop = threading.Event()
         watcher = PositionWatcher(db, stop)
-        runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in all_projections()}
+        projections = all_projections(Path(settings.data_dir))
+        runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in projections}
         return cls(settings, url, app, db, driver, runners, watcher, stop)
 
     # Workers.

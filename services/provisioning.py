@@ -33,6 +33,7 @@ from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from projections.db import ReadModelDB
 from projections.runner import advance_position, follow_log
+from services.logs import operation_context
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 from services.store import ZLH
 
@@ -130,7 +131,9 @@ class ProvisioningManager:
                 OperationKind.RESTORE: self._restore,
                 OperationKind.DELETE: self._delete,
             }[operation.kind]
-            handler(operation, instance)
+            with operation_context(operation.id, instance.id):
+                log.info("running %s operation", operation.kind.value)
+                handler(operation, instance)
         except FencedError:
             log.warning("operation %s was changed by someone else; stopped acting on it", operation_id)
         except _Interrupted:

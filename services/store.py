@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Recording
+from eventsourcing.utils import get_topic
 
 from domain.catalog import AGGREGATES
 from domain.note import Note
 from projections.db import DatabaseURL
+from services.chain import ChainedPostgresApplicationRecorder, ChainedSQLiteApplicationRecorder
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +34,20 @@ EVENTS_TABLE = "zlh_events"  # eventsourcing names the PostgreSQL table `<app na
 
 
 def store_env(url: DatabaseURL, create_table: bool = False, pool_size: int = 5) -> dict[str, str]:
-    """The `eventsourcing` environment for a database URL."""
+    """The `eventsourcing` environment for a database URL.
+
+    The application recorder is the hash-chaining one (services/chain.py): every stored event gets
+    its row in `zlh_event_hashes` in the same transaction.
+    """
     env = {"CREATE_TABLE": "y" if create_table else "n", "POSTGRES_ENABLE_DB_FUNCTIONS": "n"}
     if url.dialect == "sqlite":
         env |= {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": url.path,
-                "SQLITE_LOCK_TIMEOUT": "30"}
+                "SQLITE_LOCK_TIMEOUT": "30",
+                "APPLICATION_RECORDER_TOPIC": get_topic(ChainedSQLiteApplicationRecorder)}
     else:
         env |= {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": get_topic(ChainedPostgresApplicationRecorder),
             "POSTGRES_DBNAME": url.dbname,
             "POSTGRES_HOST": url.host,
             "POSTGRES_PORT": str(url.port),
@@ -86,10 +94,14 @@ class ZLH(Application[UUID]):
         # Our env wins over os.environ: isolate from stray PERSISTENCE_MODULE etc.
         super().__init__(env=env)
         self.signal = signal or LogSignal()
+        #: Called with the recordings of every successful save (metrics count appended events here).
+        self.on_saved: list[Callable[[list[Recording]], None]] = []
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording]:  # type: ignore[override]
         recordings = super().save(*objs, **kwargs)
         self.signal.notify()
+        for hook in self.on_saved:
+            hook(recordings)
         return recordings
 
     def head(self) -> int:

@@ -7,12 +7,14 @@ import threading
 from uuid import UUID
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from api.deps import AdminDep, ContainerDep
 from api.problems import Problem
 from api.schemas import ProjectionList, ProjectionOut, Stream, StreamEvent
 from projections.runner import ProjectionRunner
 from services.audit import stream_events
+from services.queues import queue_stats
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -23,6 +25,23 @@ def stream(stream_id: UUID, _: AdminDep, container: ContainerDep) -> Stream:
     if not events:
         raise Problem(404, "not_found", "no such stream")
     return Stream(id=str(stream_id), events=[StreamEvent(**e) for e in events])
+
+
+class QueueOut(BaseModel):
+    name: str
+    pending: int
+    oldest_pending_age_seconds: float | None
+    lag: int
+
+
+class QueueList(BaseModel):
+    items: list[QueueOut]
+
+
+@router.get("/queues", response_model=QueueList)
+def queues(_: AdminDep, container: ContainerDep) -> QueueList:
+    """Per process manager: pending work, the age of the oldest pending item, and its lag behind the log."""
+    return QueueList(items=[QueueOut(**q) for q in queue_stats(container.db, container.app.head())])
 
 
 @router.get("/projections", response_model=ProjectionList)

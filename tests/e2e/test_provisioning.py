@@ -48,8 +48,9 @@ def test_game_server_reaches_running_and_survives_a_restart(serve: Callable[...,
     operation = poll(lambda: alice.get(accepted["status_url"]).json(),
                      lambda op: op["phase"] in ("succeeded", "failed"))
     assert operation["phase"] == "succeeded", operation
-    instance = alice.get(f"/api/instances/{accepted['instance_id']}").json()
-    assert instance["status"] == "running"
+    # Read models advance independently: the instance view may be a moment behind the operation's.
+    instance = poll(lambda: alice.get(f"/api/instances/{accepted['instance_id']}").json(),
+                    lambda i: i["status"] == "running")
     assert connect_and_greet(instance["address"])  # a real TCP server answers
 
     edge = tmp_path / "data" / "edge"
@@ -85,7 +86,8 @@ def check_dev_container(bob: httpx.Client) -> None:
     accepted = bob.post("/api/instances", json={"kind": "dev", "name": "workspace", "template": "python"},
                         headers={"Idempotency-Key": "dev-1"}).json()
     poll(lambda: bob.get(accepted["status_url"]).json(), lambda op: op["phase"] == "succeeded")
-    address = bob.get(f"/api/instances/{accepted['instance_id']}").json()["address"]
+    address = poll(lambda: bob.get(f"/api/instances/{accepted['instance_id']}").json(),
+                   lambda i: i["status"] == "running")["address"]
     assert address.startswith("http://127.0.0.1:")
     assert httpx.get(address, timeout=5).status_code == 200
 

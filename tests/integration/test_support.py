@@ -10,13 +10,13 @@ from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
-from services.adapters.fake_notify import FakeAlertChannel, FakeEmailChannel
-from services.notify import Outcome
 
 from api.app import create_app
 from domain.delivery import delivery_id
+from services.adapters.fake_notify import FakeAlertChannel, FakeEmailChannel
 from services.container import Container
 from services.notifications import NotificationsManager
+from services.notify import Outcome
 from services.support import open_ticket
 from services.users import Principal, create_user
 from tests.integration.conftest import poll
