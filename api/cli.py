@@ -195,10 +195,27 @@ def projections_rebuild(
             if runner is None:
                 typer.echo(f"zlh: no projection named {n!r}; known: {', '.join(container.runners)}", err=True)
                 raise typer.Exit(2)
-            progress = runner.rebuild()
+            progress = _rebuild_with_progress_bar(runner)
             typer.echo(json.dumps({"name": n, **progress.as_dict()}))
     finally:
         container.close()
+
+
+def _rebuild_with_progress_bar(runner):  # type: ignore[no-untyped-def]
+    """Rebuild one projection, showing position/head, events/s and ETA on stderr as it goes."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]} events/s"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(f"rebuilding {runner.name}", total=None, rate="-")
+
+        def show(p) -> None:  # type: ignore[no-untyped-def]
+            bar.update(task, completed=p.position, total=max(p.head, p.position),
+                       rate=f"{p.events_per_second:,.0f}")
+
+        return runner.rebuild(on_progress=show)
 
 
 #: `zlh audit` exit codes with verification: intact, broken (tampered), unchained (never chained, not tampered).

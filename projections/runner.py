@@ -156,6 +156,7 @@ class ProjectionRunner:
                  on_commit: Callable[[], None] | None = None) -> None:
         self.log = log_
         self.on_commit = on_commit
+        self._on_progress: Callable[[RebuildProgress], None] | None = None
         self.db = db
         self.projection = projection
         self.page_size = page_size
@@ -210,8 +211,12 @@ class ProjectionRunner:
 
     # Rebuild from position 0 into shadow tables, then swap.
 
-    def rebuild(self) -> RebuildProgress:
-        """Rebuild from 0 while the live tables keep serving; return the final progress."""
+    def rebuild(self, on_progress: Callable[[RebuildProgress], None] | None = None) -> RebuildProgress:
+        """Rebuild from 0 while the live tables keep serving; return the final progress.
+
+        `on_progress` is called after every page with the position, head, events/s and ETA.
+        """
+        self._on_progress = on_progress
         progress = self.progress
         shadow_position = self.name + SHADOW
         progress.state, progress.error, progress.position = "running", None, 0
@@ -255,6 +260,8 @@ class ProjectionRunner:
         progress.head = self.log.recorder.max_notification_id() or 0
         elapsed = max(time.monotonic() - progress.started_at, 1e-6)
         progress.events_per_second = position / elapsed
+        if self._on_progress is not None:
+            self._on_progress(progress)
 
     def _swap(self, cur: _PortableCursor) -> None:
         for table in self.projection.tables:

@@ -130,14 +130,18 @@ def test_rebuild_never_shows_readers_an_empty_list(make_container: Callable[...,
     readers = [threading.Thread(target=read) for _ in range(2)]
     for r in readers:
         r.start()
+    reports: list[tuple[int, int, float]] = []
     try:
         for _ in range(3):
-            container.runners["instances"].rebuild()
+            container.runners["instances"].rebuild(
+                on_progress=lambda p: reports.append((p.position, p.head, p.events_per_second)))
     finally:
         done.set()
         for r in readers:
             r.join()
     assert seen_sizes and min(seen_sizes) == 30
+    assert reports and all(pos <= head and rate >= 0 for pos, head, rate in reports)
+    assert reports[-1][0] >= max(a.position for a in accepted)  # the rebuild reached everything written before
     assert {r["id"] for r in instances_view.list_for_owner(container.db, str(owner))} == expected
 
 
