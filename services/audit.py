@@ -41,19 +41,20 @@ def to_json(value: Any) -> Any:
     return value
 
 
+def _event_json(app: ZLH, stored: Any) -> dict[str, Any]:
+    """One stored event as `{"version", "type", "timestamp", "data"}`."""
+    event = app.mapper.to_domain_event(stored)
+    return {
+        "version": event.originator_version,
+        "type": stored.topic,
+        "timestamp": iso(event.timestamp),
+        "data": {k: to_json(v) for k, v in vars(event).items() if k not in _ENVELOPE},
+    }
+
+
 def stream_events(app: ZLH, stream_id: UUID) -> list[dict[str, Any]]:
     """`[{"version", "type", "timestamp", "data"}]` for one stream, oldest first."""
-    events = []
-    for stored in app.recorder.select_events(stream_id):
-        event = app.mapper.to_domain_event(stored)
-        data = {k: to_json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
-        events.append({
-            "version": event.originator_version,
-            "type": stored.topic,
-            "timestamp": iso(event.timestamp),
-            "data": data,
-        })
-    return events
+    return [_event_json(app, stored) for stored in app.recorder.select_events(stream_id)]
 
 
 # --- Tamper evidence: verify the hash chains written by services/chain.py ---------------------------
@@ -171,14 +172,7 @@ def stream_events_tolerant(app: ZLH, stream_id: UUID) -> list[dict[str, Any]]:
     events = []
     for stored in app.recorder.select_events(stream_id):
         try:
-            event = app.mapper.to_domain_event(stored)
-            data = {k: to_json(v) for k, v in vars(event).items() if k not in _ENVELOPE}
-            events.append({
-                "version": event.originator_version,
-                "type": stored.topic,
-                "timestamp": iso(event.timestamp),
-                "data": data,
-            })
+            events.append(_event_json(app, stored))
         except Exception as exc:
             events.append({"version": stored.originator_version, "type": stored.topic,
                            "error": f"undecodable: {type(exc).__name__}: {exc}"})
