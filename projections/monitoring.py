@@ -9,12 +9,11 @@ Labels: instance id, kind, owner id (never an email or a name).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from domain.instance import Instance
+from projections.atomic import atomic_write_text
 from projections.base import Projection, Table, iso
 from projections.db import ReadModelDB, _PortableCursor
 
@@ -67,20 +66,11 @@ class MonitoringTargetsProjection(Projection):
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Write the target file atomically, and not at all when its content is unchanged."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
         return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def read_targets(data_dir: Path) -> list[dict[str, Any]]:
