@@ -8,8 +8,8 @@ same delivery at once) before calling the channel, and the outcome after: a cras
 between the two resends at most once. Transient failures are retried with capped
 exponential backoff; permanent ones are recorded and raise a staff alert.
 
-What to send for which event is `plan()`: the one place later features (billing,
-repairs) add their messages.
+What to send for which event is `plan()`: it asks each function of `PLANNERS`;
+a feature (support, billing, repairs) adds its messages by adding its planner there.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ STALE_AFTER = timedelta(seconds=60)
 Planned = tuple[str, str, dict[str, Any]]  # (channel, kind, message)
 
 
-def plan(event: Any) -> list[Planned]:
-    """The messages an event warrants. Pure: rendered once, recorded in the delivery."""
+def support_messages(event: Any) -> list[Planned]:
+    """Ticket acknowledgements to the customer, staff alerts for new tickets, staff replies."""
     if isinstance(event, SupportTicket.Opened):
         instance = str(event.instance_id) if event.instance_id else "none"
         return [
@@ -65,6 +65,15 @@ def plan(event: Any) -> list[Planned]:
     if isinstance(event, SupportTicket.Replied) and event.staff:
         return [("email", "ticket_reply", {"ticket_id": str(event.originator_id), "message": event.message})]
     return []
+
+
+#: One planner per feature; each is pure and returns [] for events it does not handle.
+PLANNERS: tuple[Callable[[Any], list[Planned]], ...] = (support_messages,)
+
+
+def plan(event: Any) -> list[Planned]:
+    """The messages an event warrants. Pure: rendered once, recorded in the delivery."""
+    return [message for planner in PLANNERS for message in planner(event)]
 
 
 class NotificationsManager:
