@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routers import admin, console, files, instances, lifecycle, probes, support, users
+from api.routers import admin, billing, console, files, instances, lifecycle, portal, probes, support, users
 from services.container import Container
 
 
@@ -26,7 +26,8 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     problems.install(app)
     metrics.install(app, container)
-    routers = (probes, users, instances, lifecycle, files, console, support, admin)
+    routers = (probes, users, instances, lifecycle, files, console, support, admin, billing)
     for module in routers:
         app.include_router(module.router)
+    portal.install(app)  # last: every API route, probe and /docs keeps precedence over the static files
     return app

@@ -78,10 +78,12 @@ def serve(
     first_token = _bootstrap(container, settings, ensure_bootstrap_admin)
     if not no_workers:
         container.start()
+        container.start_controller()
     base = f"http://{host}:{port}"
     typer.echo(
         f"\nZLH control plane on {base}  (database: {container.url.dialect}, "
-        f"workers: {'none' if no_workers else 'all in-process'})\n"
+        f"workers: {'none' if no_workers else 'all in-process'}, "
+        f"controller: {'off' if no_workers else settings.controller_mode})\n"
         f"  API docs:  {base}/docs   OpenAPI: {base}/openapi.json\n"
         f"  {first_token}\n"
         f"  Try:       curl -H 'Authorization: Bearer TOKEN' {base}/api/me\n"
@@ -111,7 +113,9 @@ def _bootstrap(container, settings, ensure_bootstrap_admin) -> str:  # type: ign
 
 
 @cli.command()
-def worker(name: Annotated[str, typer.Argument(help="provisioning | projections")]) -> None:
+def worker(
+    name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections")],
+) -> None:
     """Run one process manager until SIGTERM."""
     from services.container import WORKERS
 
@@ -127,6 +131,27 @@ def worker(name: Annotated[str, typer.Argument(help="provisioning | projections"
     log.info("worker %s running", name)
     stop.wait()
     container.close()
+
+
+@cli.command()
+def controller(
+    host: Annotated[str, typer.Option(help="Address of its probes and metrics.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of its probes and metrics.")] = 9102,
+) -> None:
+    """The reconciler, singleton by leader lock; serves /healthz, /readyz and /metrics on --port."""
+    import uvicorn
+
+    from api.controller_app import create_controller_app
+
+    _setup_logging()
+    settings = _settings()
+    container = _container(settings)
+    ctl = container.start_controller()
+    log.info("controller running in %s mode, every %.0fs", ctl.mode, ctl.interval)
+    try:
+        uvicorn.run(create_controller_app(container), host=host, port=port, log_level="warning", log_config=None)
+    finally:
+        container.close()
 
 
 @cli.command()

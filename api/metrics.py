@@ -35,6 +35,14 @@ QUEUE_LAG = Gauge("zlh_queue_lag_events", "Events the queue's process manager ha
 DELIVERIES = Gauge("zlh_notification_deliveries", "Notification deliveries by channel and status",
                    ["channel", "status"])
 READY = Gauge("zlh_ready", "1 when the event store answers")
+BILLING = Gauge("zlh_billing_accounts", "Billing accounts by recorded enforcement state", ["state"])
+REPAIRS = Gauge("zlh_repairs", "Repairs by kind and status", ["kind", "status"])
+DRIFT = Gauge("zlh_drift_targets", "Targets with recorded drift findings")
+CONTROLLER_LEADER = Gauge("zlh_controller_leader", "1 while this process's controller holds the leader lease")
+CONTROLLER_LOCK_UP = Gauge("zlh_controller_lock_available",
+                           "1 when the controller can reach its leader lock (Redis), 0 when not")
+CONTROLLER_EPOCH = Gauge("zlh_controller_epoch", "The leadership term this process's controller acts under")
+CONTROLLER_LAST_PASS = Gauge("zlh_controller_last_pass_timestamp_seconds", "When the last reconcile pass ended")
 
 
 def install(app: FastAPI, container: Container) -> None:
@@ -90,6 +98,34 @@ def refresh_gauges(container: Container) -> None:
         QUEUE_PENDING.labels(q["name"]).set(q["pending"])
         QUEUE_AGE.labels(q["name"]).set(q["oldest_pending_age_seconds"] or 0)
         QUEUE_LAG.labels(q["name"]).set(q["lag"])
+    from projections.billing import counts as billing_counts
+
+    for state, n in ({s: 0 for s in ("good_standing", "warned", "final_warning", "suspended")}
+                     | billing_counts(container.db)).items():
+        BILLING.labels(state).set(n)
     DELIVERIES.clear()
     for row in counts(container.db):
         DELIVERIES.labels(row["channel"], row["status"]).set(row["n"])
+    refresh_controller_gauges(container)
+
+
+def refresh_controller_gauges(container: Container) -> None:
+    """Repairs and drift from the read model; leadership from this process's controller, if any."""
+    from projections import repairs
+
+    REPAIRS.clear()
+    try:
+        for row in repairs.counts(container.db):
+            REPAIRS.labels(row["kind"], row["status"]).set(row["n"])
+        DRIFT.set(len(repairs.drifting_targets(container.db)))
+    except Exception:
+        READY.set(0)
+    controller = container.controller
+    if controller is None:
+        return
+    status = controller.status
+    CONTROLLER_LEADER.set(1 if status.state == "leader" else 0)
+    CONTROLLER_LOCK_UP.set(0 if status.state == "lock_unavailable" else 1)
+    CONTROLLER_EPOCH.set(status.epoch or 0)
+    if status.last_pass_at is not None:
+        CONTROLLER_LAST_PASS.set(status.last_pass_at.timestamp())

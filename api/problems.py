@@ -28,6 +28,12 @@ DOMAIN_STATUS = {
     "too_large": 413,
     "invalid_window": 422,
     "tickets_exhausted": 503,
+    "billing_suspended": 402,
+    "backups_blocked": 402,
+    "destructive_action_rejected": 403,
+    "customer_linked_elsewhere": 409,
+    "bad_signature": 400,
+    "bad_payload": 400,
 }
 
 #: HTTP status for each driver (node agent) error code; anything unlisted is a 502 from upstream.

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from domain.announcement import Announcement
 from domain.backup import Backup
+from domain.billing import BillingAccount, StripeCustomer, StripeEvent
 from domain.delivery import Delivery
 from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.note import Note
 from domain.operation import Operation
+from domain.repair import ControllerLeadership, Drift, Repair
 from domain.support import SupportTicket, TicketCounter
 from domain.user import Credential, User
 
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
-              Announcement, Note, Delivery)
+              Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
+              BillingAccount, StripeEvent, StripeCustomer)

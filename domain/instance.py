@@ -86,6 +86,22 @@ class Instance(Aggregate):
         TOPIC = "zlh.Instance.Deleted"
         operation_id: UUID
 
+    class Suspended(Event):
+        """A suspension reason (e.g. `billing`) was added; a running server gets the stop `operation_id`."""
+
+        TOPIC = "zlh.Instance.Suspended"
+        reason: str
+        was_running: bool
+        operation_id: UUID | None
+
+    class Unsuspended(Event):
+        """A suspension reason was lifted; `status` is the result, `operation_id` a start of what it stopped."""
+
+        TOPIC = "zlh.Instance.Unsuspended"
+        reason: str
+        status: str
+        operation_id: UUID | None
+
     class OperationFailed(Event):
         """The pending operation failed; a failed create leaves the instance `failed`, and one that had
         already stopped the server (a restart or restore failing later) leaves it `stopped`."""
@@ -115,6 +131,8 @@ class Instance(Aggregate):
         self.port: int | None = None
         self.address: str | None = None
         self.finalizers: list[str] = []
+        self.suspension_reasons: frozenset[str] = frozenset()
+        self.resume_when_unsuspended = False
 
     # Commands: check the rule, then record an event that only assigns state.
 
@@ -174,6 +192,38 @@ class Instance(Aggregate):
         stopped = process_stopped and self.status is InstanceStatus.RUNNING
         self._operation_failed(operation_id=operation_id, kind=kind, code=code, process_stopped=stopped)
 
+    def suspend(self, reason: str, stop_operation_id: UUID | None = None) -> bool:
+        """Add a suspension reason; a running server needs `stop_operation_id` (the stop, never a delete).
+
+        False if the reason is already there. Waits for no operation: one pending is OperationInProgressError.
+        """
+        if reason in self.suspension_reasons:
+            return False
+        if self.pending_operation_id is not None:
+            raise OperationInProgressError(f"operation {self.pending_operation_id} is still pending on this instance")
+        if self.status not in (InstanceStatus.RUNNING, InstanceStatus.STOPPED, InstanceStatus.SUSPENDED):
+            raise IllegalTransitionError(f"cannot suspend an instance that is {self.status}")
+        was_running = self.status is InstanceStatus.RUNNING
+        if was_running and stop_operation_id is None:
+            raise IllegalTransitionError("suspending a running server needs a stop operation")
+        self._suspended(reason=reason, was_running=was_running, operation_id=stop_operation_id if was_running else None)
+        return True
+
+    def unsuspend(self, reason: str, start_operation_id: UUID | None = None) -> bool:
+        """Lift a reason; when none is left, start the server again only if a suspension stopped it."""
+        if reason not in self.suspension_reasons:
+            return False
+        remaining = self.suspension_reasons - {reason}
+        if self.status is not InstanceStatus.SUSPENDED:
+            self._unsuspended(reason=reason, status=self.status.value, operation_id=None)
+            return True
+        start = not remaining and self.resume_when_unsuspended
+        if start and (self.pending_operation_id is not None or start_operation_id is None):
+            raise OperationInProgressError("the server can be started again once its pending operation is done")
+        status = InstanceStatus.SUSPENDED if remaining else InstanceStatus.STOPPED
+        self._unsuspended(reason=reason, status=status.value, operation_id=start_operation_id if start else None)
+        return True
+
     def _check_can_begin(self, kind: str) -> None:
         if self.pending_operation_id is not None:
             raise OperationInProgressError(
@@ -211,8 +261,25 @@ class Instance(Aggregate):
 
     @event(Stopped)
     def _stopped(self, operation_id: UUID) -> None:
-        self.status = InstanceStatus.STOPPED
+        self.status = InstanceStatus.SUSPENDED if self.suspension_reasons else InstanceStatus.STOPPED
         self.pending_operation_id = None
+
+    @event(Suspended)
+    def _suspended(self, reason: str, was_running: bool, operation_id: UUID | None) -> None:
+        self.suspension_reasons = self.suspension_reasons | {reason}
+        self.status = InstanceStatus.SUSPENDED
+        self.resume_when_unsuspended = self.resume_when_unsuspended or was_running
+        if operation_id is not None:
+            self.pending_operation_id = operation_id
+
+    @event(Unsuspended)
+    def _unsuspended(self, reason: str, status: str, operation_id: UUID | None) -> None:
+        self.suspension_reasons = self.suspension_reasons - {reason}
+        self.status = InstanceStatus(status)
+        if not self.suspension_reasons:
+            self.resume_when_unsuspended = False
+        if operation_id is not None:
+            self.pending_operation_id = operation_id
 
     @event(OperationCompleted)
     def _operation_completed(self, operation_id: UUID, kind: str) -> None:

@@ -41,6 +41,8 @@ class InstancesProjection(Projection):
             Instance.OperationCompleted.TOPIC,
             Instance.DeletionRequested.TOPIC,
             Instance.Deleted.TOPIC,
+            Instance.Suspended.TOPIC,
+            Instance.Unsuspended.TOPIC,
             Operation.Claimed.TOPIC,
             Operation.StepStarted.TOPIC,
         }
@@ -71,9 +73,18 @@ class InstancesProjection(Projection):
                 "status = 'stopped', " if getattr(event, "process_stopped", False) else ""
             self._update(cur, table, event, f"{status}{NO_PENDING}", ())
         elif isinstance(event, Instance.Started | Instance.Stopped | Instance.OperationCompleted | Instance.Deleted):
-            status = {Instance.Started: "status = 'running', ", Instance.Stopped: "status = 'stopped', ",
+            status = {Instance.Started: "status = 'running', ",
+                      Instance.Stopped: "status = CASE WHEN status = 'suspended' THEN 'suspended' ELSE 'stopped' END, ",
                       Instance.Deleted: "status = 'deleted', address = NULL, "}.get(type(event), "")
             self._update(cur, table, event, f"{status}{NO_PENDING}", ())
+        elif isinstance(event, Instance.Suspended | Instance.Unsuspended):
+            status = "suspended" if isinstance(event, Instance.Suspended) else event.status
+            if event.operation_id is None:
+                self._update(cur, table, event, "status = %s", (status,))
+            else:
+                kind = "stop" if isinstance(event, Instance.Suspended) else "start"
+                self._update(cur, table, event, "status = %s, pending_operation_id = %s, pending_kind = %s, "
+                             "pending_phase = 'queued', pending_step = NULL", (status, str(event.operation_id), kind))
         elif isinstance(event, Instance.DeletionRequested):
             self._update(cur, table, event, "status = 'deleting', pending_operation_id = %s, pending_kind = 'delete', "
                          "pending_phase = 'queued', pending_step = NULL", (str(event.operation_id),))

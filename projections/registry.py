@@ -7,14 +7,17 @@ from pathlib import Path
 from projections.announcements import AnnouncementsProjection
 from projections.backups import BackupsProjection
 from projections.base import Projection
+from projections.billing import BillingProjection
 from projections.deliveries import DeliveriesProjection
 from projections.instances import InstancesProjection
 from projections.monitoring import MonitoringTargetsProjection
 from projections.operations import OperationsProjection
+from projections.repairs import RepairsProjection
 from projections.tickets import TicketsProjection
 
 
 def all_projections(data_dir: Path | None = None) -> list[Projection]:
     """Every projection; with `data_dir`, the monitoring one also writes its file_sd target file there."""
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
-            AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir)]
+            AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir),
+            RepairsProjection(), BillingProjection()]

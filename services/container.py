@@ -17,20 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from domain.billing import Schedule
 from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner, read_positions
+from services.billing_worker import BillingManager
 from services.console import ConsoleTickets
+from services.controller import Controller
+from services.heartbeats import HeartbeatWriter, heartbeat_every
+from services.leader import LeaderLock, build_lock
 from services.notifications import NotificationsManager
 from services.ports import InstanceDriver
 from services.provisioning import ProvisioningManager
+from services.repair_worker import RepairWorker
 from services.settings import Settings
 from services.store import ZLH, LogSignal, PostgresListener, store_env
 from services.watcher import PositionWatcher
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("projections", "provisioning", "notifications")
+WORKERS = ("projections", "provisioning", "notifications", "repair", "billing")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
@@ -77,6 +83,9 @@ class Container:
     stop_event: threading.Event
     provisioning: ProvisioningManager | None = None
     notifications: NotificationsManager | None = None
+    repair: RepairWorker | None = None
+    billing: BillingManager | None = None
+    controller: Controller | None = None
     channels: tuple[Any, Any] | None = None
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     _driver_stop: Callable[[], None] | None = None
@@ -124,11 +133,41 @@ class Container:
                 concurrency=self.settings.provisioning_concurrency,
             )
             self._spawn("provisioning", self.provisioning.run, self.app.signal.wait)
+            beats = HeartbeatWriter(self.db, self.provisioning.worker_id, self.provisioning.active_operations,
+                                    every=heartbeat_every(self.settings.operation_stale_after))
+            self._spawn("heartbeats", beats.run, self.stop_event)
         if "notifications" in workers:
             email, alerts = self.channels or build_channels(self.settings)
             self.notifications = NotificationsManager(self.app, self.db, email, alerts)
             self._spawn("notifications", self.notifications.run, self.app.signal.wait)
+        if "repair" in workers:
+            self.repair = RepairWorker(self.app, self.db, self.driver, worker_id=self.worker_id("repair"),
+                                       stale_after=self.settings.operation_stale_after,
+                                       level2=self.settings.controller_level2)
+            self._spawn("repair", self.repair.run, self.app.signal.wait)
+        if "billing" in workers:
+            self.billing = BillingManager(self.app, self.db, self.schedule)
+            self._spawn("billing", self.billing.run, self.app.signal.wait)
         self.started |= set(workers)
+
+    @property
+    def schedule(self) -> Schedule:
+        """The billing enforcement timers (ZLH_BILLING_FINAL_WARNING_AFTER, ZLH_BILLING_SUSPEND_AFTER)."""
+        return Schedule.of(self.settings.billing_final_warning_after, self.settings.billing_suspend_after)
+
+    def worker_id(self, role: str) -> str:
+        return f"{role}:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    def start_controller(self, lock: LeaderLock | None = None) -> Controller:
+        """Run the reconciler in a thread of this process; it acts only while it holds the leader lease."""
+        s = self.settings
+        self.controller = Controller(
+            self.app, self.db, self.driver, lock or build_lock(s.redis_url, s.controller_lease),
+            mode=s.controller_mode, interval=s.controller_interval, stale_after=s.operation_stale_after,
+            zone=s.dns_zone, holder=self.worker_id("controller"), level2=s.controller_level2,
+        )
+        self._spawn("controller", self.controller.run)
+        return self.controller
 
     def _spawn(self, name: str, target: Any, *args: Any) -> None:
         self._thread(threading.Thread(target=target, args=args, name=f"zlh-{name}", daemon=True))
@@ -143,12 +182,20 @@ class Container:
             self.provisioning.stop(wait=True)
         if self.notifications is not None:
             self.notifications.stop_event.set()
+        if self.repair is not None:
+            self.repair.stop_event.set()
+        if self.billing is not None:
+            self.billing.stop_event.set()
+        if self.controller is not None:
+            self.controller.stop()
         self.app.signal.notify()
         for thread in self.threads:
             thread.join(timeout=5)
         self.watcher.close()
         if self._driver_stop is not None:
             self._driver_stop()
+        if self.controller is not None:
+            self.controller.lock.close()
         self.app.close()
         self.db.close()
 

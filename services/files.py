@@ -5,6 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from domain.lifecycle import InstanceStatus
+from services.billing import check_billing_gate
 from services.lifecycle import NotFoundError, load_instance
 from services.ports import InstanceDriver, InstanceSpec
 from services.store import ZLH
@@ -29,4 +30,6 @@ def read_file(app: ZLH, driver: InstanceDriver, owner_id: UUID | None, instance_
 
 def write_file(app: ZLH, driver: InstanceDriver, owner_id: UUID | None, instance_id: UUID, path: str,
                content: bytes) -> None:
-    driver.write_file(_spec(app, owner_id, instance_id), path, content)
+    spec = _spec(app, owner_id, instance_id)
+    check_billing_gate(app, load_instance(app, instance_id, None).owner_id, "write_files")
+    driver.write_file(spec, path, content)

@@ -23,6 +23,7 @@ from domain.ids import instance_id_for_operation, operation_id_for_key, short_id
 from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
+from services.billing import check_billing_gate
 from services.store import ZLH
 
 
@@ -53,6 +54,7 @@ def request_instance(
         replay = _replay(app, operation_id, print_)
         if replay is not None:
             return replay
+        check_billing_gate(app, owner_id, "create")
         instance_id = instance_id_for_operation(operation_id)
         try:
             claim = _claim_name(app, owner_id, name, instance_id)

@@ -22,6 +22,7 @@ from domain.errors import DomainError
 from domain.ids import operation_id_for_key
 from domain.instance import Instance
 from domain.operation import Operation
+from services.billing import check_billing_gate
 from services.instances import fingerprint, prior_operation
 from services.store import ZLH
 
@@ -50,8 +51,11 @@ def load_instance(app: ZLH, instance_id: UUID, owner_id: UUID | None) -> Instanc
 
 
 def request_power(app: ZLH, owner_id: UUID, instance_id: UUID, action: str, key: str | None = None) -> Queued:
-    return _request(app, owner_id, instance_id, action, {"action": action}, key,
-                    lambda instance, op: instance.begin_operation(op.id, action))
+    def begin(instance: Instance, op: Operation) -> None:
+        check_billing_gate(app, instance.owner_id, action)  # start and restart: 402 while suspended
+        instance.begin_operation(op.id, action)
+
+    return _request(app, owner_id, instance_id, action, {"action": action}, key, begin)
 
 
 def request_delete(app: ZLH, owner_id: UUID, instance_id: UUID, keep_backups: bool, key: str | None = None) -> Queued:
@@ -61,6 +65,7 @@ def request_delete(app: ZLH, owner_id: UUID, instance_id: UUID, keep_backups: bo
 
 def request_backup(app: ZLH, owner_id: UUID, instance_id: UUID, key: str | None = None) -> Queued:
     def begin(instance: Instance, op: Operation) -> list[Any]:
+        check_billing_gate(app, instance.owner_id, "backup")
         instance.begin_operation(op.id, "backup")
         return [Backup(instance_id=instance.id, owner_id=instance.owner_id, operation_id=op.id)]
 
@@ -76,6 +81,7 @@ def request_restore(app: ZLH, owner_id: UUID, instance_id: UUID, backup_id: UUID
         if backup.instance_id != instance.id:
             raise NotFoundError("no such backup")
         backup.check_restorable()
+        check_billing_gate(app, instance.owner_id, "restore")
         instance.begin_operation(op.id, "restore")
 
     return _request(app, owner_id, instance_id, "restore", {"backup_id": str(backup_id)}, key, begin)

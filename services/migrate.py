@@ -14,6 +14,7 @@ from pathlib import Path
 from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
 from projections.runner import ProjectionRunner, create_positions_table
+from services.heartbeats import create_heartbeats_table
 from services.store import ZLH, store_env
 
 ADVISORY_LOCK_KEY = 0x7A6C68  # "zlh"
@@ -50,6 +51,7 @@ def migrate(url: DatabaseURL) -> None:
         try:
             with db.transaction() as cur:
                 create_positions_table(cur)
+                create_heartbeats_table(cur)
                 for projection in all_projections():
                     ProjectionRunner(app, db, projection).migrate(cur)
         finally:

@@ -30,7 +30,9 @@ from domain.support import SupportTicket
 from projections import deliveries as deliveries_view
 from projections.db import ReadModelDB
 from projections.runner import advance_position, follow_log
+from services.billing_messages import billing_messages
 from services.notify import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
+from services.repair_messages import repair_messages
 from services.store import ZLH
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ def support_messages(event: Any) -> list[Planned]:
 
 
 #: One planner per feature; each is pure and returns [] for events it does not handle.
-PLANNERS: tuple[Callable[[Any], list[Planned]], ...] = (support_messages,)
+PLANNERS: tuple[Callable[[Any], list[Planned]], ...] = (support_messages, repair_messages, billing_messages)
 
 
 def plan(event: Any) -> list[Planned]:
@@ -93,7 +95,8 @@ class NotificationsManager:
     def dispatch_page(self, limit: int = 200) -> int:
         page = self.app.recorder.select_notifications(start=self.position(), limit=limit, inclusive_of_start=False)
         for notification in page:
-            if not notification.topic.startswith(("zlh.SupportTicket.",)):
+            if not notification.topic.startswith(("zlh.SupportTicket.", "zlh.BillingAccount.", "zlh.StripeEvent.",
+                                                  "zlh.Repair.")):
                 continue
             event = self.app.mapper.to_domain_event(notification)
             for channel, kind, message in plan(event):

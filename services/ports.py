@@ -116,3 +116,18 @@ class InstanceDriver(Protocol):
         ...
 
     def delete_backup(self, backup_id: UUID) -> None: ...
+
+    # Observed state, for the controller.
+
+    def observe(self) -> dict:
+        """`{"processes": [instance ids with a live server process], "directories": [instance ids with
+        a data directory]}` on this driver's host(s)."""
+        ...
+
+    def list_dns(self) -> list[dict]:
+        """Every DNS record in the zone, as stored (Cloudflare-shaped)."""
+        ...
+
+    def list_proxy(self) -> dict[str, str]:
+        """The proxy's server map, `server name -> host:port`."""
+        ...

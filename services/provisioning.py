@@ -33,6 +33,7 @@ from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from projections.db import ReadModelDB
 from projections.runner import advance_position, follow_log
+from services.billing import operation_block
 from services.logs import operation_context
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 from services.store import ZLH
@@ -97,6 +98,11 @@ class ProvisioningManager:
             return False  # another worker claimed it first
         return True
 
+    def active_operations(self) -> set[UUID]:
+        """The operations this manager is executing now (for heartbeats)."""
+        with self._active_lock:
+            return set(self._active)
+
     def _submit(self, operation_id: UUID) -> None:
         with self._active_lock:
             self._active.add(operation_id)
@@ -132,6 +138,8 @@ class ProvisioningManager:
                 OperationKind.DELETE: self._delete,
             }[operation.kind]
             with operation_context(operation.id, instance.id):
+                if self._billing_blocked(operation):
+                    return
                 log.info("running %s operation", operation.kind.value)
                 handler(operation, instance)
         except FencedError:
@@ -146,6 +154,20 @@ class ProvisioningManager:
                     self._fail(operation, "internal", "the worker crashed; see its log")
             except Exception:
                 log.exception("could not record the failure of %s", operation_id)
+
+    def _billing_blocked(self, operation: Operation) -> bool:
+        """The billing gates, again at execution: an operation queued before a suspension fails with its code."""
+        blocked = operation_block(self.app, operation)
+        if blocked is None:
+            return False
+        log.info("operation blocked by billing: %s", blocked.code)
+        extra: list[Any] = []
+        if operation.kind is OperationKind.BACKUP:
+            backup: Backup = self.app.repository.get(backup_id_for_operation(operation.id))
+            backup.fail(blocked.code, blocked.message)
+            extra = [backup]
+        self._fail(operation, blocked.code, blocked.message, *extra)
+        return True
 
     def _create(self, operation: Operation, instance: Instance) -> None:
         results = self._steps(operation, instance, create_steps(instance.kind))

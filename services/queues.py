@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from projections.db import ReadModelDB
+from projections.repairs import queue_stats as repair_queue
 from projections.runner import read_positions
 
 QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications")
@@ -27,17 +28,28 @@ def queue_stats(db: ReadModelDB, head: int, now: datetime | None = None) -> list
     ops = db.query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM rm_operations WHERE phase = 'queued'")[0]
     deliveries = db.query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM rm_deliveries "
                           "WHERE status IN ('pending', 'attempting', 'retrying')")[0]
+    repairs = repair_queue(db)
     items = [
         {"name": "provisioning", "pending": int(ops["n"]), "oldest_pending_age_seconds": _age(ops["oldest"], now),
          "lag": max(head - positions.get("provisioning", 0), 0)},
-        # The repair worker and billing enforcement arrive with their issues: nothing can be pending yet.
-        {"name": "repair", "pending": 0, "oldest_pending_age_seconds": None, "lag": 0},
-        {"name": "billing_enforcement", "pending": 0, "oldest_pending_age_seconds": None, "lag": 0},
+        {"name": "repair", "pending": repairs["pending"], "oldest_pending_age_seconds": _age(repairs["oldest"], now),
+         "lag": max(head - positions.get("repair", 0), 0)},
+        _billing_queue(db, now, max(head - positions.get("billing_enforcement", 0), 0)),
         {"name": "notifications", "pending": int(deliveries["n"]),
          "oldest_pending_age_seconds": _age(deliveries["oldest"], now),
          "lag": max(head - positions.get("notifications", 0), 0)},
     ]
     return items
+
+
+def _billing_queue(db: ReadModelDB, now: datetime, lag: int) -> dict[str, Any]:
+    """Accounts whose next enforcement step is due (or whose payment is not yet applied), and the oldest."""
+    from projections.billing import due
+
+    rows = due(db, now)
+    oldest = min((r["next_step_at"] for r in rows if r["next_step_at"]), default=None)
+    return {"name": "billing_enforcement", "pending": len(rows), "oldest_pending_age_seconds": _age(oldest, now),
+            "lag": lag}
 
 
 def operation_stats(db: ReadModelDB, now: datetime | None = None) -> dict[str, Any]:

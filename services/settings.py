@@ -56,3 +56,8 @@ class Settings(BaseSettings):
     connect_timeout: Duration = 30.0
     #: Not in the contract: worker threads of one provisioning process manager.
     provisioning_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Not in the contract: the controller's leader lease; a leader silent this long loses it.
+    controller_lease: Duration = 15.0
+    #: Not in the contract: the second key to Level 2 repairs (restart_instance, remove_orphan). Off by
+    #: default; and no Level 2 kind is in the code allow-list, so today they are proposed and recorded only.
+    controller_level2: bool = False

@@ -1,9 +1,10 @@
-"""Operators and auditors: streams, projections."""
+"""Operators and auditors: streams and their verification, projections, queues, repairs."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter
@@ -12,8 +13,9 @@ from pydantic import BaseModel
 from api.deps import AdminDep, ContainerDep
 from api.problems import Problem
 from api.schemas import ProjectionList, ProjectionOut, Stream, StreamEvent
+from projections import repairs as repairs_view
 from projections.runner import ProjectionRunner
-from services.audit import stream_events
+from services.audit import stream_events, verify_stream
 from services.queues import queue_stats
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -25,6 +27,53 @@ def stream(stream_id: UUID, _: AdminDep, container: ContainerDep) -> Stream:
     if not events:
         raise Problem(404, "not_found", "no such stream")
     return Stream(id=str(stream_id), events=[StreamEvent(**e) for e in events])
+
+
+@router.get("/streams/{stream_id}/verify")
+def verify(stream_id: UUID, _: AdminDep, container: ContainerDep) -> dict[str, Any]:
+    """Recompute the stream's hash chain (as `zlh audit stream ID --verify`); 404 if there is no such stream."""
+    result = verify_stream(container.app, stream_id)
+    if result.status == "missing":
+        raise Problem(404, "not_found", "no such stream")
+    return {"id": str(stream_id), "ok": result.ok, "status": result.status, "checked": result.checked,
+            "first_broken_version": result.first_broken_version, "detail": result.reason}
+
+
+class RepairOut(BaseModel):
+    id: str
+    kind: str
+    level: int
+    target: str
+    status: str
+    mode: str
+    created_at: str
+    updated_at: str
+    instance_id: str | None
+    epoch: int
+    reason: str | None
+    error: dict[str, str] | None
+    findings: list[dict[str, str]]
+
+
+class RepairList(BaseModel):
+    items: list[RepairOut]
+    controller: dict[str, Any]
+    drift: list[dict[str, Any]]
+
+
+@router.get("/repairs", response_model=RepairList)
+def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> RepairList:
+    """Every repair, newest first (`?status=` filters), with the controller's mode and the current drift."""
+    settings = container.settings
+    controller: dict[str, Any] = {
+        "mode": settings.controller_mode, "interval_seconds": settings.controller_interval,
+        "operation_stale_after_seconds": settings.operation_stale_after, "executable_levels": [1],
+        "level2_setting": settings.controller_level2,
+    }
+    if container.controller is not None:
+        controller |= container.controller.status.as_dict()
+    return RepairList(items=[RepairOut(**r) for r in repairs_view.list_repairs(container.db, status)],
+                      controller=controller, drift=repairs_view.current_drift(container.db))
 
 
 class QueueOut(BaseModel):

@@ -23,7 +23,11 @@ def readyz(container: ContainerDep) -> JSONResponse:
         container.db.query("SELECT 1 AS ok")
     except Exception as exc:
         return JSONResponse({"status": "unavailable", "event_store": f"{type(exc).__name__}"}, status_code=503)
-    return JSONResponse({"status": "ready", "event_store": "ok"})
+    body = {"status": "ready", "event_store": "ok"}
+    if container.controller is not None:
+        # Informational here: the API and the workers serve whether or not the controller may act.
+        body["controller"] = container.controller.status.as_dict()
+    return JSONResponse(body)
 
 
 @router.get("/metrics")

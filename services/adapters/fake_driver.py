@@ -300,6 +300,9 @@ class FakeDriver:
     def list_proxy(self) -> dict[str, str]:
         return dict(self.proxy)
 
+    def observe(self) -> dict[str, list[str]]:
+        return {"processes": [str(i) for i in self.processes], "directories": [str(i) for i in self.directories]}
+
     def kill_all(self) -> None:
         self.processes.clear()
 

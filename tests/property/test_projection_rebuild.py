@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -35,7 +36,8 @@ commands = st.lists(
 
 
 def table(db: ReadModelDB, name: str) -> list[dict]:
-    return db.query(f"SELECT * FROM {name} ORDER BY id")
+    """Every row, in a canonical order (not every table has an `id` column)."""
+    return sorted(db.query(f"SELECT * FROM {name}"), key=lambda row: json.dumps(row, sort_keys=True, default=str))
 
 
 def apply(app: ZLH, ops: list[UUID], command: tuple) -> None:

@@ -105,6 +105,10 @@ class AgentDriver(EdgeSteps):
 
     # -- InstanceDriver: node steps ----------------------------------------------------------------
 
+    def observe(self) -> dict[str, list[str]]:
+        body = self._call("GET", "/v1/observe").json()
+        return {"processes": list(body["processes"]), "directories": list(body["directories"])}
+
     def allocate_port(self, spec: InstanceSpec) -> int:
         return int(self._call("POST", self._path(spec, "/port"), params=self._params(spec)).json()["port"])
 

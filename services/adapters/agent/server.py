@@ -177,6 +177,10 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
     def health() -> dict[str, Any]:
         return {"status": "ok", "max_write_bytes": driver.max_write_bytes}
 
+    @app.get("/v1/observe")
+    def observe() -> dict[str, list[str]]:
+        return driver.observe()
+
     @app.post("/v1/instances/{instance_id}/port")
     def allocate_port(spec: InstanceSpec = Spec) -> dict[str, int]:
         return {"port": driver.allocate_port(spec)}

@@ -368,6 +368,17 @@ class LocalDriver(EdgeSteps):
 
     # -- for tests --------------------------------------------------------------------------------
 
+    def observe(self) -> dict[str, list[str]]:
+        """Instances with a live stand-in process, and instances with a data directory."""
+        processes = []
+        for pid_file in self.runtime_root.glob(f"*/{standin.PID_FILE}"):
+            pid = _read_int(pid_file)
+            if pid is not None and _is_standin(pid, pid_file.parent):
+                processes.append(pid_file.parent.name)
+        root = self.instances_dir
+        directories = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+        return {"processes": sorted(processes), "directories": sorted(directories)}
+
     def kill_all(self) -> None:
         """SIGKILL every stand-in with a pid file under `data_dir` (and every child we spawned); for tests."""
         pids: set[int] = set()

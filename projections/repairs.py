@@ -1,0 +1,113 @@
+"""`RepairsProjection`: every repair and the current drift findings per target."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from domain.repair import Drift, Repair
+from projections.base import Projection, Table, iso
+from projections.db import ReadModelDB, _PortableCursor
+
+REPAIRS = "rm_repairs"
+DRIFT = "rm_drift"
+
+_STATUS = {
+    Repair.Queued: "queued",
+    Repair.Skipped: "skipped",
+    Repair.Started: "running",
+    Repair.Succeeded: "succeeded",
+    Repair.Failed: "failed",
+    Repair.Escalated: "escalated",
+}
+
+
+class RepairsProjection(Projection):
+    name = "repairs"
+    tables = (
+        Table(
+            REPAIRS,
+            "id TEXT PRIMARY KEY, kind TEXT NOT NULL, level INTEGER NOT NULL, target TEXT NOT NULL, "
+            "instance_id TEXT, status TEXT NOT NULL, mode TEXT NOT NULL, epoch BIGINT NOT NULL, "
+            "reason TEXT, error_code TEXT, error_message TEXT, findings TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, queued_at TEXT",
+            indexes=(("status_created", "status, created_at"), ("target", "target")),
+        ),
+        Table(DRIFT, "target TEXT PRIMARY KEY, findings TEXT NOT NULL, epoch BIGINT NOT NULL, "
+                     "updated_at TEXT NOT NULL"),
+    )
+    topics = frozenset({Repair.Proposed.TOPIC, *(cls.TOPIC for cls in _STATUS), Drift.FindingsChanged.TOPIC})
+
+    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+        at = iso(event.timestamp)
+        if isinstance(event, Drift.FindingsChanged):
+            cur.execute(
+                f"INSERT INTO {t[DRIFT]} (target, findings, epoch, updated_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (target) DO UPDATE SET findings = excluded.findings, epoch = excluded.epoch, "
+                "updated_at = excluded.updated_at",
+                (event.target, json.dumps(event.findings), event.epoch, at),
+            )
+            return
+        table = t[REPAIRS]
+        if isinstance(event, Repair.Proposed):
+            cur.execute(
+                f"INSERT INTO {table} (id, kind, level, target, instance_id, status, mode, epoch, findings, "
+                "created_at, updated_at) VALUES (%s, %s, %s, %s, %s, 'proposed', %s, %s, %s, %s, %s)",
+                (str(event.originator_id), event.kind, event.level, event.target,
+                 str(event.instance_id) if event.instance_id else None, event.mode, event.epoch,
+                 json.dumps(event.findings), at, at),
+            )
+            return
+        status = _STATUS.get(type(event))
+        if status is None:
+            return
+        reason = getattr(event, "reason", None)
+        code, message = getattr(event, "code", None), getattr(event, "message", None)
+        cur.execute(
+            f"UPDATE {table} SET status = %s, updated_at = %s, reason = COALESCE(%s, reason), "
+            "error_code = COALESCE(%s, error_code), error_message = COALESCE(%s, error_message), "
+            "queued_at = CASE WHEN %s = 'queued' THEN %s ELSE queued_at END WHERE id = %s",
+            (status, at, reason, code, message, status, at, str(event.originator_id)),
+        )
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    error = {"code": r["error_code"], "message": r["error_message"]} if r["error_code"] else None
+    return {
+        "id": r["id"], "kind": r["kind"], "level": int(r["level"]), "target": r["target"],
+        "instance_id": r["instance_id"], "status": r["status"], "mode": r["mode"], "epoch": int(r["epoch"]),
+        "reason": r["reason"], "error": error, "findings": json.loads(r["findings"]),
+        "created_at": r["created_at"], "updated_at": r["updated_at"],
+    }
+
+
+def list_repairs(db: ReadModelDB, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    """Newest first."""
+    where, params = ("WHERE status = %s", (status,)) if status else ("", ())
+    rows = db.query(f"SELECT * FROM {REPAIRS} {where} ORDER BY created_at DESC, id LIMIT %s", (*params, limit))
+    return [_row(r) for r in rows]
+
+
+def get(db: ReadModelDB, repair_id: str) -> dict[str, Any] | None:
+    rows = db.query(f"SELECT * FROM {REPAIRS} WHERE id = %s", (repair_id,))
+    return _row(rows[0]) if rows else None
+
+
+def drifting_targets(db: ReadModelDB) -> list[str]:
+    """Targets whose last recorded findings are not empty."""
+    return [r["target"] for r in db.query(f"SELECT target FROM {DRIFT} WHERE findings <> '[]'")]
+
+
+def current_drift(db: ReadModelDB) -> list[dict[str, Any]]:
+    rows = db.query(f"SELECT * FROM {DRIFT} WHERE findings <> '[]' ORDER BY target")
+    return [{"target": r["target"], "findings": json.loads(r["findings"]), "epoch": int(r["epoch"]),
+             "updated_at": r["updated_at"]} for r in rows]
+
+
+def queue_stats(db: ReadModelDB) -> dict[str, Any]:
+    row = db.query(f"SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM {REPAIRS} WHERE status = 'queued'")[0]
+    return {"pending": int(row["n"]), "oldest": row["oldest"]}
+
+
+def counts(db: ReadModelDB) -> list[dict[str, Any]]:
+    return db.query(f"SELECT kind, status, COUNT(*) AS n FROM {REPAIRS} GROUP BY kind, status")

@@ -1,0 +1,222 @@
+"""Billing use cases: verify and record Stripe webhooks, link customers, the gates, admin actions.
+
+Recording a webhook is one atomic save of the `StripeEvent` (id derived from Stripe's
+event id) and the fact it brings: the account's, or the unlinked customer's "kept" list.
+A redelivery, even a concurrent one, collides on the `StripeEvent` id in the store and
+changes nothing. No Stripe API is ever called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import stripe
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from domain.billing import (
+    DESTRUCTIVE_ACTIONS,
+    BillingAccount,
+    DestructiveActionRejectedError,
+    EnforcementState,
+    Schedule,
+    StripeCustomer,
+    StripeEvent,
+    account_id,
+    check_gate,
+    fact_from_stripe,
+    stripe_customer_id,
+    stripe_event_id,
+)
+from domain.errors import DomainError
+from domain.operation import Operation
+from domain.user import User
+from services.store import ZLH
+
+TOLERANCE = 300  # seconds, both ways
+
+#: Which gate each operation kind passes when it is requested and again when it executes.
+OPERATION_GATES = {"create": "create", "start": "start", "restart": "restart", "restore": "restore",
+                   "backup": "backup"}
+
+
+class BadSignatureError(DomainError):
+    code = "bad_signature"
+
+
+class BadPayloadError(DomainError):
+    code = "bad_payload"
+
+
+class UserNotFoundError(DomainError):
+    code = "not_found"
+
+
+@dataclass(frozen=True)
+class Received:
+    duplicate: bool
+    position: int
+
+
+def verify_webhook(payload: bytes, signature: str | None, secret: str, now: float | None = None) -> dict[str, Any]:
+    """Check the `Stripe-Signature` of the raw body (300 s either way) before parsing anything."""
+    if not signature:
+        raise BadSignatureError("the Stripe-Signature header is missing")
+    try:
+        stripe.Webhook.construct_event(payload, signature, secret, tolerance=TOLERANCE)
+    except (stripe.SignatureVerificationError, ValueError) as exc:
+        raise BadSignatureError(f"the Stripe-Signature does not verify: {type(exc).__name__}") from None
+    stamps = [p.partition("=")[2] for p in signature.split(",") if p.strip().startswith("t=")]
+    if not stamps or not stamps[0].strip().isdigit() or int(stamps[0]) > (now or time.time()) + TOLERANCE:
+        raise BadSignatureError("the Stripe-Signature timestamp is in the future")
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise BadPayloadError("the body is not JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
+            or not isinstance(event.get("created"), int):
+        raise BadPayloadError("not a Stripe event (id, type and created are required)")
+    return event
+
+
+def _get(app: ZLH, aggregate_id: UUID) -> Any:
+    try:
+        return app.repository.get(aggregate_id)
+    except AggregateNotFoundError:
+        return None
+
+
+def load_user(app: ZLH, user_id: UUID) -> User:
+    user = _get(app, user_id)
+    if not isinstance(user, User):
+        raise UserNotFoundError("no such user")
+    return user
+
+
+def load_account(app: ZLH, user_id: UUID) -> BillingAccount | None:
+    return _get(app, account_id(user_id))
+
+
+def load_or_open_account(app: ZLH, user_id: UUID) -> BillingAccount:
+    account = load_account(app, user_id)
+    if account is None:
+        user = load_user(app, user_id)
+        account = BillingAccount(user_id=user.id, email=user.email)
+    return account
+
+
+def record_stripe_event(app: ZLH, event: dict[str, Any], payload: bytes, schedule: Schedule) -> Received:
+    """Record a verified Stripe event once, with its fact, in one atomic save."""
+    obj = (event.get("data") or {}).get("object") or {}
+    obj = obj if isinstance(obj, dict) else {}
+    customer = obj.get("customer")
+    customer = customer.get("id") if isinstance(customer, dict) else customer
+    customer = customer if isinstance(customer, str) and customer else None
+    created = datetime.fromtimestamp(int(event["created"]), UTC)
+    fact = fact_from_stripe(event["type"], obj)
+    sha = hashlib.sha256(payload).hexdigest()
+    for _ in range(20):
+        received = StripeEvent(stripe_id=event["id"], type=event["type"], created=created,
+                               livemode=bool(event.get("livemode", False)), customer_id=customer,
+                               object_id=str(obj["id"]) if obj.get("id") else None, payload_sha256=sha, fact=fact)
+        extra: list[Any] = []
+        if fact is not None and customer is not None:
+            link: StripeCustomer | None = _get(app, stripe_customer_id(customer))
+            if link is not None and link.user_id is not None:
+                account = load_or_open_account(app, link.user_id)
+                account.record_fact(event["id"], fact, created, schedule)
+                extra = [account]
+            else:
+                link = link or StripeCustomer(customer_id=customer)
+                link.keep(event["id"])
+                extra = [link]
+        try:
+            recordings = app.save(received, *extra)
+        except IntegrityError:
+            if _get(app, stripe_event_id(event["id"])) is not None:
+                return Received(True, app.head())
+            continue  # the account or customer moved under us (another event): decide again
+        return Received(False, recordings[-1].notification.id)
+    raise RuntimeError("record_stripe_event: too much contention")
+
+
+def link_customer(app: ZLH, user_id: UUID, customer_id: str, schedule: Schedule) -> int:
+    """Link a Stripe customer to a user and apply the events kept for it; returns the log position."""
+    load_user(app, user_id)
+    for _ in range(20):
+        link: StripeCustomer = _get(app, stripe_customer_id(customer_id)) or StripeCustomer(customer_id=customer_id)
+        kept = link.link(user_id)
+        account = load_or_open_account(app, user_id)
+        account.link_customer(customer_id, schedule)
+        for stripe_id in kept:
+            received: StripeEvent | None = _get(app, stripe_event_id(stripe_id))
+            if received is not None and received.fact is not None:
+                account.record_fact(stripe_id, received.fact, received.created, schedule)
+        try:
+            recordings = app.save(link, account)
+        except IntegrityError:
+            continue
+        return recordings[-1].notification.id if recordings else app.head()
+    raise RuntimeError("link_customer: too much contention")
+
+
+def recorded_state(app: ZLH, owner_id: UUID) -> EnforcementState:
+    account = load_account(app, owner_id)
+    return EnforcementState.GOOD_STANDING if account is None else account.state
+
+
+def check_billing_gate(app: ZLH, owner_id: UUID, action: str) -> None:
+    """Raise 402 `billing_suspended` / `backups_blocked` if the owner's recorded state blocks `action`."""
+    check_gate(recorded_state(app, owner_id), action)
+
+
+def operation_block(app: ZLH, operation: Operation) -> DomainError | None:
+    """The billing error that stops `operation` from executing now, if any (checked again at execution)."""
+    action = OPERATION_GATES.get(operation.kind.value)
+    if action is None:
+        return None
+    try:
+        check_billing_gate(app, operation.owner_id, action)
+    except DomainError as exc:
+        return exc
+    return None
+
+
+def reject_destructive(app: ZLH, user_id: UUID, action: str, actor_id: UUID) -> int:
+    """Record the attempt in the account's stream, then refuse: billing never deletes anything."""
+    if action not in DESTRUCTIVE_ACTIONS:
+        raise ValueError(action)
+    for _ in range(20):
+        account = load_or_open_account(app, user_id)
+        account.reject_destructive(action, actor_id)
+        try:
+            position = app.save(account)[-1].notification.id
+        except IntegrityError:
+            continue
+        raise DestructiveActionRejectedError(
+            f"{action} is not something billing does: data, backups, DNS and instances are never deleted for "
+            f"non-payment (recorded at position {position})")
+    raise RuntimeError("reject_destructive: too much contention")
+
+
+def enforce(app: ZLH, user_id: UUID, schedule: Schedule, now: datetime | None = None) -> list[EnforcementState]:
+    """Record the transitions the facts call for now (what the worker does; also an admin re-evaluation)."""
+    for _ in range(20):
+        account = load_account(app, user_id)
+        if account is None:
+            return []
+        entered = account.enforce(now or datetime.now(UTC), schedule)
+        if not entered:
+            return []
+        try:
+            app.save(account)
+        except IntegrityError:
+            continue
+        return entered
+    raise RuntimeError("enforce: too much contention")
