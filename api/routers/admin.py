@@ -7,12 +7,14 @@ import threading
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.application import AggregateNotFoundError
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import AdminDep, ContainerDep
 from api.problems import Problem
 from api.schemas import ProjectionList, ProjectionOut, Stream, StreamEvent
+from domain.repair import ControllerLeadership
 from projections import repairs as repairs_view
 from projections.runner import ProjectionRunner
 from services.audit import stream_events, verify_stream
@@ -70,8 +72,14 @@ def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> 
         "operation_stale_after_seconds": settings.operation_stale_after, "executable_levels": [1],
         "level2_setting": settings.controller_level2,
     }
-    if container.controller is not None:
-        controller |= container.controller.status.as_dict()
+    try:  # the current term, from the log: whichever process leads
+        leadership = container.app.repository.get(ControllerLeadership.create_id())
+        controller |= {"epoch": leadership.epoch, "leader": leadership.holder}
+    except AggregateNotFoundError:
+        controller |= {"epoch": 0, "leader": None}
+    if container.controller is not None:  # the controller of this very process, when it runs one
+        controller |= {"this_process": container.controller.status.as_dict(),
+                       "state": container.controller.status.state}
     return RepairList(items=[RepairOut(**r) for r in repairs_view.list_repairs(container.db, status)],
                       controller=controller, drift=repairs_view.current_drift(container.db))
 

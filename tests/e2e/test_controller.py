@@ -6,6 +6,7 @@ import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,43 @@ def test_a_killed_worker_leaves_a_stale_operation_the_controller_clears(
         dns_file.write_text(json.dumps([]))
         restored = poll(lambda: json.loads(dns_file.read_text()), lambda r: len(r) == 1)
         assert restored[0]["name"] == records[0]["name"] and restored[0]["data"] == records[0]["data"]
+
+
+def test_the_controller_process_reports_an_unreachable_redis(tmp_path: Path, redis_test_url: str) -> None:
+    """`zlh controller` with Redis down: alive, not ready, and saying why; with Redis up: the leader."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.e2e.conftest import ROOT, free_port
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")}, "PYTHONPATH": str(ROOT),
+           "ZLH_DATABASE_URL": f"sqlite:///{tmp_path}/zlh.sqlite3", "ZLH_DATA_DIR": str(tmp_path / "data"),
+           "ZLH_CONTROLLER_INTERVAL": "0.2s"}
+    subprocess.run([sys.executable, "-m", "api.cli", "migrate"], cwd=tmp_path, env=env, check=True,
+                   capture_output=True)
+    for redis_url, state, status in (("redis://127.0.0.1:1/0", "lock_unavailable", 503),
+                                     (redis_test_url, "leader", 200)):
+        port = free_port()
+        with open(tmp_path / "controller.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "api.cli", "controller", "--port", str(port)],
+                                    cwd=tmp_path, env={**env, "ZLH_REDIS_URL": redis_url}, stdout=log,
+                                    stderr=subprocess.STDOUT)
+        try:
+            def ready(url: str = f"http://127.0.0.1:{port}/readyz", child: subprocess.Popen = proc) -> Any:
+                try:
+                    return httpx.get(url, timeout=2)
+                except httpx.HTTPError:
+                    assert child.poll() is None, (tmp_path / "controller.log").read_text()
+                    return None
+
+            answer = poll(ready, lambda r, want=state: r is not None and r.json()["controller"]["state"] == want)
+            assert answer.status_code == status
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert f"zlh_controller_lock_available {1.0 if status == 200 else 0.0}" in metrics
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert "leader lock is unreachable" in (tmp_path / "controller.log").read_text()

@@ -147,11 +147,11 @@ def test_the_whole_timeline_with_gates(setup: tuple[Container, TestClient, Clock
               lambda o: o["phase"] != "queued")
     assert op["phase"] == "failed" and op["error"]["code"] == "billing_suspended"
 
-    def both_suspended() -> tuple[str, str]:
+    def both_suspended() -> tuple[tuple[str, str | None], ...]:
         drive()
-        return instance(alpha)["status"], instance(beta)["status"]
+        return tuple((instance(i)["status"], instance(i)["pending_operation_id"]) for i in (alpha, beta))
 
-    poll(both_suspended, lambda s: s == ("suspended", "suspended"))
+    poll(both_suspended, lambda s: s == (("suspended", None), ("suspended", None)))  # billing's stop has run
     assert UUID(alpha) not in container.driver.processes
     files_before = repr(container.driver.files), repr(container.driver.backups), repr(container.driver.dns)
     for method, url, kwargs in [
@@ -177,11 +177,11 @@ def test_the_whole_timeline_with_gates(setup: tuple[Container, TestClient, Clock
     assert post(client, invoice_event("evt_2", "paid", "in_1", "cus_p", int(clock.now.timestamp()))).status_code == 200
     poll(lambda: client.get("/api/billing", headers=me).json()["state"], lambda s: s == "good_standing")
 
-    def restored() -> tuple[str, str]:
+    def restored() -> tuple[tuple[str, str | None], ...]:
         drive()
-        return instance(alpha)["status"], instance(beta)["status"]
+        return tuple((instance(i)["status"], instance(i)["pending_operation_id"]) for i in (alpha, beta))
 
-    poll(restored, lambda s: s == ("running", "stopped"))  # only what billing stopped starts again
+    poll(restored, lambda s: s == (("running", None), ("stopped", None)))  # only what billing stopped starts again
     assert (repr(container.driver.files), repr(container.driver.backups), repr(container.driver.dns)) == files_before
     titles = [a["title"] for a in client.get("/api/announcements", headers=me).json()["items"]]
     assert titles == ["Payment received"]
