@@ -50,7 +50,7 @@ def is_live(status: InstanceStatus) -> bool:
 #: Which statuses each operation may start from (besides "no other operation pending").
 ALLOWED_FROM: dict[str, frozenset[InstanceStatus]] = {
     "start": frozenset({S.STOPPED}),
-    "stop": frozenset({S.RUNNING}),
+    "stop": frozenset({S.RUNNING, S.SUSPENDED}),  # suspended: a billing stop that failed can be redone
     "restart": frozenset({S.RUNNING, S.STOPPED}),
     "backup": frozenset({S.RUNNING, S.STOPPED}),
     "restore": frozenset({S.RUNNING, S.STOPPED}),

@@ -13,7 +13,7 @@ import httpx
 import stripe
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import WEBHOOK_SECRET, Customer, screenshot, sign_in
+from tests.browser.conftest import WEBHOOK_SECRET, Customer, create_customer, screenshot, sign_in
 from tests.e2e.conftest import ADMIN_TOKEN, Server
 
 
@@ -72,11 +72,12 @@ def test_support_ticket_and_announcements(page: Page, customer: Customer, admin:
     admin.delete(f"/api/admin/announcements/{published.json()['id']}")
 
 
-def webhook(server: Server, customer_id: str) -> httpx.Response:
+def webhook(server: Server, customer_id: str, created: int | None = None) -> httpx.Response:
+    created = created or int(time.time())
     event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": "invoice.payment_failed",
-             "created": int(time.time()), "livemode": False,
+             "created": created, "livemode": False,
              "data": {"object": {"id": f"in_{uuid.uuid4().hex[:12]}", "object": "invoice", "customer": customer_id,
-                                 "status": "open", "attempt_count": 1}}}
+                                 "status": "open", "attempt_count": 1, "created": created}}}
     payload = json.dumps(event, separators=(",", ":"))
     signature = stripe.WebhookSignature.generate_signature_header(payload, WEBHOOK_SECRET)
     return httpx.post(f"{server.url}/api/billing/stripe/webhook", content=payload.encode(), timeout=30,
@@ -112,3 +113,31 @@ def test_operator_creates_and_links_a_customer_then_the_billing_banner_follows_a
     expect(banner).to_contain_text("Your last payment failed")
     expect(page.locator("#billing-text")).to_contain_text("If the invoice is still unpaid on")
     screenshot(page, "billing-banner")
+
+
+def test_a_402_answer_shows_the_suspended_banner_not_a_crash(page: Page, admin: httpx.Client,
+                                                            portal_server: Server) -> None:
+    """The account is suspended after the page loaded: the next create answers 402 and the banner says why."""
+    customer = create_customer(admin, "suspended")
+    sign_in(page, customer.token)
+    expect(page.locator("#billing-banner")).to_be_hidden()  # good standing when the page loaded
+    customer_id = f"cus_{uuid.uuid4().hex[:14]}"
+    assert admin.put(f"/api/admin/users/{customer.id}/stripe", json={"customer_id": customer_id}).status_code == 200
+    # An invoice that failed 8 days ago (Stripe's `created`): every step is entered, in order, at once.
+    received = webhook(portal_server, customer_id, created=int(time.time()) - 8 * 86400)
+    assert received.status_code == 200, received.text
+    with portal_server.client(customer.token) as api:
+        deadline = time.monotonic() + 30
+        while api.get("/api/billing").json()["state"] != "suspended":
+            assert time.monotonic() < deadline, "the account did not reach suspended"
+            time.sleep(0.1)
+    page.get_by_role("button", name="New server").click()
+    page.get_by_label("Name").fill("blocked")
+    page.locator("#create-submit").click()
+    expect(page.locator("#create-error")).to_contain_text("suspended")
+    banner = page.locator("#billing-banner")
+    expect(banner).to_have_attribute("data-state", "suspended")
+    expect(page.locator("#billing-blocked")).to_contain_text("Blocked: creating, starting")
+    screenshot(page, "billing-suspended")
+    with portal_server.client(customer.token) as api:
+        assert api.get("/api/instances").json()["items"] == []  # nothing was created

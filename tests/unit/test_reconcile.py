@@ -124,3 +124,17 @@ def test_repair_state_machine_and_alerts() -> None:
     escalated.escalate("too many", 3)
     alert = [m for e in escalated.collect_events() for m in repair_messages(e)]
     assert alert[0][2]["level"] == "critical"
+
+
+def test_a_suspended_instance_can_still_be_stopped() -> None:
+    """A billing stop that failed leaves the server suspended and maybe running: stop must stay possible."""
+    from domain.instance import Instance
+
+    instance = Instance(owner_id=UUID(int=2), kind="game", name="mc", template="minecraft",
+                        edge_name="mc-00000000", operation_id=UUID(int=3))
+    instance.provision(UUID(int=3), 30001, "127.0.0.1:30001")
+    instance.suspend("billing", stop_operation_id=UUID(int=4))
+    instance.fail_operation(UUID(int=4), "stop", "stop_failed")
+    instance.begin_operation(UUID(int=5), "stop")
+    instance.mark_stopped(UUID(int=5))
+    assert instance.status.value == "suspended" and instance.pending_operation_id is None

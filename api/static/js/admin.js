@@ -51,7 +51,7 @@ export function setup() {
         h('button', {type: 'submit'}, 'Link customer')),
       status('stripe-message'),
       table('users-table', 'Users created in this session', ['Email', 'Id', 'Operator'])),
-    section('admin-repairs', 'Repairs', status('repairs-message'),
+    section('admin-repairs', 'Repairs', status('controller-summary'), status('repairs-message'),
       table('repairs-table', 'Repairs', ['Kind', 'Level', 'Target', 'Status', 'Mode', 'Proposed'])),
     section('admin-queues', 'Queues', status('queues-message'),
       table('queues-table', 'Queues', ['Queue', 'Pending', 'Oldest pending', 'Lag (events)', 'Health'])),
@@ -150,11 +150,28 @@ async function loadInto(name, path, render, empty) {
   }
 }
 
-function loadRepairs() {
+function controllerSummary(c) {
+  if (!c) return '';
+  const mode = c.mode === 'live'
+    ? 'Mode: live (Level 1 repairs run; Level 2 and 3 are only proposed).'
+    : 'Mode: dry-run (repairs are proposed and recorded; nothing is changed).';
+  const term = c.epoch ? ` Leadership term ${c.epoch}.` : ' No controller has led yet.';
+  const drift = c.drifting === undefined ? '' : ` ${c.drifting} target(s) drifting.`;
+  return mode + term + drift;
+}
+
+async function loadRepairs() {
+  try {
+    const body = await api.get('/api/admin/repairs');
+    say(el['controller-summary'], controllerSummary({...body.controller, drifting: (body.drift || []).length}));
+  } catch (error) {
+    say(el['controller-summary'], '');
+  }
   return loadInto('repairs', '/api/admin/repairs', (r) => h('tr', {dataset: {status: r.status}},
     h('td', {}, r.kind), h('td', {}, String(r.level)),
     h('td', {}, h('code', {}, typeof r.target === 'string' ? r.target : JSON.stringify(r.target))),
-    h('td', {}, r.status), h('td', {}, r.mode), h('td', {}, time(r.created_at))), 'No repairs proposed.');
+    h('td', {}, r.reason ? `${r.status} (${r.reason})` : r.status), h('td', {}, r.mode),
+    h('td', {}, time(r.created_at))), 'No repairs proposed.');
 }
 
 function loadQueues() {
