@@ -14,10 +14,11 @@ from projections.monitoring import MonitoringTargetsProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.tickets import TicketsProjection
+from projections.users import UsersProjection
 
 
 def all_projections(data_dir: Path | None = None) -> list[Projection]:
     """Every projection; with `data_dir`, the monitoring one also writes its file_sd target file there."""
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir),
-            RepairsProjection(), BillingProjection()]
+            RepairsProjection(), BillingProjection(), UsersProjection()]

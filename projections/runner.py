@@ -108,6 +108,12 @@ def read_log_page(log_: EventLog, cur: _PortableCursor, after: int, limit: int) 
     ]
 
 
+def read_position(db: ReadModelDB, name: str) -> int:
+    """One consumer's position in the log (0 before its first page)."""
+    rows = db.query(f"SELECT position FROM {POSITIONS} WHERE name = %s", (name,))
+    return int(rows[0]["position"]) if rows else 0
+
+
 def read_positions(db: ReadModelDB) -> dict[str, int]:
     return {r["name"]: int(r["position"]) for r in db.query(f"SELECT name, position FROM {POSITIONS}")}
 

@@ -46,7 +46,7 @@ from domain.operation import Operation
 from projections import billing as billing_view
 from projections import instances as instances_view
 from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log
+from projections.runner import advance_position, follow_log, read_position
 from services.instances import fingerprint
 from services.store import ZLH
 
@@ -102,8 +102,7 @@ class BillingManager:
         }
 
     def position(self) -> int:
-        rows = self.db.query("SELECT position FROM zlh_positions WHERE name = %s", (POSITION,))
-        return int(rows[0]["position"]) if rows else 0
+        return read_position(self.db, POSITION)
 
     # Following the log.
 

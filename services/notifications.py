@@ -29,7 +29,7 @@ from domain.delivery import Delivery
 from domain.support import SupportTicket
 from projections import deliveries as deliveries_view
 from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log
+from projections.runner import advance_position, follow_log, read_position
 from services.billing_messages import billing_messages
 from services.notify import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
 from services.repair_messages import repair_messages
@@ -87,8 +87,7 @@ class NotificationsManager:
         self.stop_event = threading.Event()
 
     def position(self) -> int:
-        rows = self.db.query("SELECT position FROM zlh_positions WHERE name = %s", (POSITION,))
-        return int(rows[0]["position"]) if rows else 0
+        return read_position(self.db, POSITION)
 
     # Following the log.
 

@@ -32,7 +32,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log
+from projections.runner import advance_position, follow_log, read_position
 from services.billing import operation_block
 from services.logs import operation_context
 from services.ports import DriverError, InstanceDriver, InstanceSpec
@@ -70,8 +70,7 @@ class ProvisioningManager:
     # Dispatch.
 
     def position(self) -> int:
-        rows = self.db.query("SELECT position FROM zlh_positions WHERE name = %s", (POSITION,))
-        return int(rows[0]["position"]) if rows else 0
+        return read_position(self.db, POSITION)
 
     def dispatch_page(self, limit: int = 200) -> int:
         """Claim the queued operations of the next page and start them; return events read."""

@@ -31,7 +31,7 @@ from domain.operation import Operation
 from domain.reconcile import DesiredInstance, executable, guard
 from domain.repair import Repair, RepairStatus
 from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log
+from projections.runner import advance_position, follow_log, read_position
 from services.controller import billing_suspended_owners, parse_ts
 from services.heartbeats import last_beats
 from services.ports import DriverError, InstanceDriver, InstanceSpec
@@ -53,8 +53,7 @@ class RepairWorker:
         self.stop_event = threading.Event()
 
     def position(self) -> int:
-        rows = self.db.query("SELECT position FROM zlh_positions WHERE name = %s", (POSITION,))
-        return int(rows[0]["position"]) if rows else 0
+        return read_position(self.db, POSITION)
 
     def run(self, wait_for_events: Any) -> None:
         follow_log("repair worker", self.stop_event, self.dispatch_page, wait_for_events)

@@ -1,12 +1,14 @@
-"""Users: who am I, and admins creating users."""
+"""Users: who am I, and admins creating and listing users."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AdminDep, ContainerDep, UserDep
 from api.schemas import CreateUser, UserCreated, UserOut
+from projections import users as users_view
 from services.users import create_user
 
 router = APIRouter(prefix="/api", tags=["users"])
@@ -20,4 +22,24 @@ def me(user: UserDep) -> UserOut:
 @router.post("/admin/users", status_code=201, response_model=UserCreated)
 async def create(body: CreateUser, _: AdminDep, container: ContainerDep) -> UserCreated:
     principal, token = await run_in_threadpool(create_user, container.app, body.email, body.admin)
+    await run_in_threadpool(container.wait_for_projections, container.app.head(), ("users",))  # read-your-writes
     return UserCreated(id=str(principal.id), email=principal.email, admin=principal.admin, token=token)
+
+
+class UserListed(BaseModel):
+    id: str
+    email: str
+    admin: bool
+    created_at: str
+    billing_state: str
+    stripe_customer_id: str | None
+
+
+class UserList(BaseModel):
+    items: list[UserListed]
+
+
+@router.get("/admin/users", response_model=UserList)
+def list_all(_: AdminDep, container: ContainerDep) -> UserList:
+    """Every user, newest first, with their billing state and linked Stripe customer (never a token)."""
+    return UserList(items=[UserListed(**u) for u in users_view.list_users(container.db)])

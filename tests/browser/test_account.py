@@ -99,6 +99,9 @@ def test_operator_creates_and_links_a_customer_then_the_billing_banner_follows_a
     operator.get_by_label("Stripe customer").fill(customer_id)  # the user id field is filled in already
     operator.get_by_role("button", name="Link customer").click()
     expect(operator.locator("#stripe-message")).to_have_text(f"Stripe customer {customer_id} linked.")
+    row = operator.locator(f'#users-table tr[data-email="{email}"]')  # the list comes from GET /api/admin/users
+    expect(row).to_contain_text(customer_id)
+    expect(row).to_contain_text("Good standing")
     operator.get_by_role("link", name="Servers").click()
     operator.get_by_role("link", name="Operators").click()
     expect(operator.locator("#new-token-value")).to_have_count(0)  # gone once the operator moves on

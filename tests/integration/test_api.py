@@ -61,6 +61,14 @@ def test_authentication_and_admin_checks(client: TestClient, admin: dict, new_us
                    409, "email_taken")
     assert_problem(client.post("/api/admin/users", json={"email": "not-an-email"}, headers=admin),
                    422, "validation_error")
+    # Operators list every user at once after creating one (read-your-writes), and never see a token.
+    listed = client.get("/api/admin/users", headers=admin)
+    assert listed.status_code == 200
+    items = listed.json()["items"]
+    assert items[0]["email"] == "alice@example.com" and items[0]["billing_state"] == "good_standing"
+    assert {u["email"] for u in items} == {"alice@example.com", "admin@zlh.localhost"}
+    assert "token" not in listed.text
+    assert_problem(client.get("/api/admin/users", headers=alice), 403, "forbidden")
 
 
 def test_create_is_async_and_reaches_running(make_container: Callable[..., Container]) -> None:

@@ -10,7 +10,6 @@ const REFRESH_MS = 5000;
 const REBUILD_POLL_MS = 500;
 let timer = null;
 let rebuildTimer = null;
-const created = []; // users created in this browser session (there is no list route): {id, email, admin}
 const el = {};
 
 function table(id, caption, columns) {
@@ -50,7 +49,8 @@ export function setup() {
           spellcheck: 'false'}),
         h('button', {type: 'submit'}, 'Link customer')),
       status('stripe-message'),
-      table('users-table', 'Users created in this session', ['Email', 'Id', 'Operator'])),
+      status('users-message'),
+      table('users-table', 'Users', ['Email', 'Id', 'Operator', 'Billing', 'Stripe customer', ''])),
     section('admin-repairs', 'Repairs', status('controller-summary'), status('repairs-message'),
       table('repairs-table', 'Repairs', ['Kind', 'Level', 'Target', 'Status', 'Mode', 'Proposed'])),
     section('admin-queues', 'Queues', status('queues-message'),
@@ -82,6 +82,7 @@ export function leave() {
 }
 
 function refresh() {
+  loadUsers();
   loadRepairs();
   loadQueues();
   loadProjections();
@@ -96,8 +97,7 @@ async function createUser(event) {
   say(el['user-message'], 'Creating…');
   try {
     const user = await api.post('/api/admin/users', {json: {email: email.value.trim(), admin: admin.checked}});
-    created.unshift({id: user.id, email: user.email, admin: user.admin});
-    renderUsers();
+    loadUsers();
     const tokenCode = h('code', {id: 'new-token-value'}, user.token);
     fill(el.tokenBox,
       h('p', {}, h('strong', {}, `Token for ${user.email}. `),
@@ -119,9 +119,18 @@ async function createUser(event) {
   }
 }
 
-function renderUsers() {
-  fill(el['users-table'], created.map((u) => h('tr', {}, h('td', {}, u.email), h('td', {}, h('code', {}, u.id)),
-    h('td', {}, u.admin ? 'yes' : 'no'))));
+const BILLING_LABELS = {good_standing: 'Good standing', warned: 'Warned', final_warning: 'Final warning',
+  suspended: 'Suspended'};
+
+function loadUsers() {
+  return loadInto('users', '/api/admin/users', (u) => h('tr', {dataset: {email: u.email}},
+    h('td', {}, u.email), h('td', {}, h('code', {}, u.id)), h('td', {}, u.admin ? 'yes' : 'no'),
+    h('td', {}, BILLING_LABELS[u.billing_state] || u.billing_state),
+    h('td', {}, u.stripe_customer_id ? h('code', {}, u.stripe_customer_id) : '—'),
+    h('td', {}, h('button', {type: 'button', className: 'small', onclick: () => {
+      document.getElementById('stripe-user').value = u.id;
+      document.getElementById('stripe-customer').focus();
+    }}, 'Link Stripe…'))), 'No users yet.');
 }
 
 async function linkStripe(event) {
@@ -132,6 +141,7 @@ async function linkStripe(event) {
   try {
     await api.put(`/api/admin/users/${encodeURIComponent(userId)}/stripe`, {json: {customer_id: customer}});
     say(el['stripe-message'], `Stripe customer ${customer} linked.`, 'ok');
+    loadUsers();
   } catch (error) {
     say(el['stripe-message'], describe(error), 'error');
   }

@@ -1,0 +1,37 @@
+"""`UsersProjection`: every user (email, operator flag, when registered), for the operators' list.
+
+Token hashes are not copied here: the read model holds nothing that authenticates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.user import User
+from projections.base import Projection, Table, iso
+from projections.db import ReadModelDB, _PortableCursor
+
+TABLE = "rm_users"
+
+
+class UsersProjection(Projection):
+    name = "users"
+    tables = (Table(TABLE, "id TEXT PRIMARY KEY, email TEXT NOT NULL, admin INTEGER NOT NULL, "
+                           "created_at TEXT NOT NULL", indexes=(("created", "created_at"),)),)
+    topics = frozenset({User.Registered.TOPIC})
+
+    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+        if isinstance(event, User.Registered):
+            cur.execute(f"INSERT INTO {t[TABLE]} (id, email, admin, created_at) VALUES (%s, %s, %s, %s)",
+                        (str(event.originator_id), event.email, int(bool(event.admin)), iso(event.timestamp)))
+
+
+def list_users(db: ReadModelDB, limit: int = 1000) -> list[dict[str, Any]]:
+    """Newest first, with each user's billing state and Stripe customer when the billing read model has them."""
+    rows = db.query(
+        f"SELECT u.id, u.email, u.admin, u.created_at, b.state AS billing_state, b.customer_id "
+        f"FROM {TABLE} u LEFT JOIN rm_billing b ON b.user_id = u.id "
+        "ORDER BY u.created_at DESC, u.id LIMIT %s", (limit,))
+    return [{"id": r["id"], "email": r["email"], "admin": bool(r["admin"]), "created_at": r["created_at"],
+             "billing_state": r["billing_state"] or "good_standing", "stripe_customer_id": r["customer_id"]}
+            for r in rows]
