@@ -34,6 +34,14 @@ class Projection(ABC):
         """Called after the live tables changed (a page, or a rebuild's swap): export them if needed."""
 
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def iso(ts: datetime) -> str:
     """RFC 3339 UTC with a `Z`, the form every read model stores and the API returns."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ts.astimezone(UTC).strftime(ISO_FORMAT)
+
+
+def parse_iso(value: str) -> datetime:
+    """The inverse of `iso`: a read model's timestamp back to an aware UTC datetime."""
+    return datetime.strptime(value, ISO_FORMAT).replace(tzinfo=UTC)

@@ -3,8 +3,8 @@
 Each pass (every `ZLH_CONTROLLER_INTERVAL`) it
 1. holds or takes the leader lease (Redis; `services.leader`) and, on a new term,
    appends `TermBegan` with the next epoch;
-2. reads the whole desired state (instances and running operations from the read
-   models, billing state from the log) and the whole observed state (driver);
+2. reads the whole desired state (instances, running operations and billing state from
+   the read models) and the whole observed state (driver);
 3. plans with the pure `domain.reconcile.plan`;
 4. records, per target, only what changed: the finding set (`Drift`), new repairs
    (`Repair.Proposed`, then `Queued` in live mode for Level 1, `Skipped` when a guard
@@ -48,7 +48,9 @@ from domain.repair import (
     Repair,
     RepairStatus,
 )
+from projections import billing as billing_view
 from projections import repairs as repairs_view
+from projections.base import parse_iso
 from projections.db import ReadModelDB
 from services.heartbeats import last_beats
 from services.leader import LeaderLock, LockUnavailableError
@@ -62,27 +64,6 @@ MAX_BACKOFF = timedelta(minutes=10)
 
 class LeadershipLostError(Exception):
     """The lease could not be renewed, or a newer term has begun: stop acting at once."""
-
-
-def parse_ts(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def billing_suspended_owners(app: ZLH, owners: set[UUID]) -> set[UUID]:
-    """Owners whose billing account is in enforced state `suspended` (read from the log)."""
-    try:
-        from domain.billing import account_id  # arrives with billing; absent means nobody is suspended
-    except ImportError:
-        return set()
-    suspended = set()
-    for owner in owners:
-        try:
-            account = app.repository.get(account_id(owner))
-        except AggregateNotFoundError:
-            continue
-        if getattr(account, "state", None) == "suspended":
-            suspended.add(owner)
-    return suspended
 
 
 @dataclass
@@ -221,12 +202,12 @@ class Controller:
     def desired_instances(self) -> list[DesiredInstance]:
         rows = self.db.query("SELECT id, owner_id, kind, status, edge_name, port, pending_operation_id "
                              "FROM rm_instances WHERE status <> 'deleted'")
-        suspended = billing_suspended_owners(self.app, {UUID(r["owner_id"]) for r in rows})
+        suspended = set(billing_view.suspended_users(self.db))  # one query; the worker re-checks the log
         return [DesiredInstance(
             id=UUID(r["id"]), owner_id=UUID(r["owner_id"]), kind=r["kind"], status=r["status"],
             edge_name=r["edge_name"], port=int(r["port"]) if r["port"] is not None else None,
             pending_operation_id=UUID(r["pending_operation_id"]) if r["pending_operation_id"] else None,
-            billing_suspended=UUID(r["owner_id"]) in suspended,
+            billing_suspended=r["owner_id"] in suspended,
         ) for r in rows]
 
     def running_operations(self, now: datetime) -> list[PendingOperation]:
@@ -236,7 +217,7 @@ class Controller:
         out = []
         for r in rows:
             op_id = UUID(r["id"])
-            last = max(parse_ts(r["updated_at"]), beats.get(op_id, datetime.min.replace(tzinfo=UTC)))
+            last = max(parse_iso(r["updated_at"]), beats.get(op_id, datetime.min.replace(tzinfo=UTC)))
             out.append(PendingOperation(op_id, UUID(r["instance_id"]), r["kind"], last, r["step"]))
         return out
 
@@ -328,12 +309,12 @@ class Controller:
             return True  # the read model has not seen the failure yet: next pass
         tries = max(drift.executed_within(failed.kind, now), 1)
         delay = min(timedelta(seconds=self.interval * 2 ** tries), MAX_BACKOFF)
-        return now - parse_ts(row["updated_at"]) < delay
+        return now - parse_iso(row["updated_at"]) < delay
 
     def _abandoned(self, repair: Repair, now: datetime) -> bool:
         """A repair `running` with no word from its worker for `stale_after` (the worker died mid-repair)."""
         row = repairs_view.get(self.db, str(repair.id))
-        return row is not None and now - parse_ts(row["updated_at"]) >= timedelta(seconds=self.stale_after)
+        return row is not None and now - parse_iso(row["updated_at"]) >= timedelta(seconds=self.stale_after)
 
     def _expected_versions(self, proposal: Proposal) -> dict[str, int]:
         versions: dict[str, int] = {}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
+from projections.base import iso, parse_iso
 from projections.db import ReadModelDB, _PortableCursor
 
 TABLE = "zlh_operation_heartbeats"
@@ -27,12 +28,8 @@ def create_heartbeats_table(cur: _PortableCursor) -> None:
                 "beat_at TEXT NOT NULL)")
 
 
-def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def beat(db: ReadModelDB, operation_ids: Iterable[UUID], worker_id: str, at: datetime | None = None) -> None:
-    stamp = _iso(at or datetime.now(UTC))
+    stamp = iso(at or datetime.now(UTC))
     with db.transaction() as cur:
         for operation_id in operation_ids:
             cur.execute(
@@ -44,8 +41,7 @@ def beat(db: ReadModelDB, operation_ids: Iterable[UUID], worker_id: str, at: dat
 
 def last_beats(db: ReadModelDB) -> dict[UUID, datetime]:
     rows = db.query(f"SELECT operation_id, beat_at FROM {TABLE}")
-    return {UUID(r["operation_id"]): datetime.strptime(r["beat_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            for r in rows}
+    return {UUID(r["operation_id"]): parse_iso(r["beat_at"]) for r in rows}
 
 
 def forget(db: ReadModelDB, finished: Iterable[UUID]) -> None:

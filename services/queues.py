@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from projections.base import parse_iso
 from projections.db import ReadModelDB
 from projections.repairs import queue_stats as repair_queue
 from projections.runner import read_positions
@@ -18,7 +19,7 @@ QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications")
 def _age(oldest: str | None, now: datetime) -> float | None:
     if not oldest:
         return None
-    started = datetime.strptime(oldest, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    started = parse_iso(oldest)
     return round(max((now - started).total_seconds(), 0.0), 3)
 
 

@@ -26,13 +26,15 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.backup import Backup, backup_id_for_operation
+from domain.billing import EnforcementState
 from domain.instance import Instance
 from domain.operation import Operation
 from domain.reconcile import DesiredInstance, executable, guard
 from domain.repair import Repair, RepairStatus
+from projections import operations as operations_view
 from projections.db import ReadModelDB
 from projections.runner import advance_position, follow_log, read_position
-from services.controller import billing_suspended_owners, parse_ts
+from services.billing import recorded_state
 from services.heartbeats import last_beats
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 from services.store import ZLH
@@ -137,12 +139,11 @@ class RepairWorker:
             return None
 
     def _desired(self, instance: Instance) -> DesiredInstance:
-        suspended = bool(billing_suspended_owners(self.app, {instance.owner_id}))
-        reasons = getattr(instance, "suspension_reasons", ())
+        suspended = recorded_state(self.app, instance.owner_id) == EnforcementState.SUSPENDED  # from the log
         return DesiredInstance(
             id=instance.id, owner_id=instance.owner_id, kind=instance.kind.value, status=instance.status.value,
             edge_name=instance.edge_name, port=instance.port, pending_operation_id=instance.pending_operation_id,
-            billing_suspended=suspended or "billing" in reasons,
+            billing_suspended=suspended or "billing" in instance.suspension_reasons,
         )
 
     def _version(self, stream_id: UUID) -> int | None:
@@ -191,5 +192,5 @@ class RepairWorker:
         return extra
 
     def _last_report(self, operation: Operation) -> str:
-        rows = self.db.query("SELECT updated_at FROM rm_operations WHERE id = %s", (str(operation.id),))
-        return parse_ts(rows[0]["updated_at"]).isoformat() if rows else "unknown"
+        row = operations_view.get(self.db, str(operation.id))
+        return row["updated_at"] if row else "unknown"
