@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from hypothesis import event as hypothesis_event
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from domain.billing import (
     DESTRUCTIVE_ACTIONS,
@@ -27,18 +25,12 @@ from domain.billing import (
 from domain.errors import DomainError
 from domain.instance import Instance
 from domain.user import User
-from projections.db import DatabaseURL, ReadModelDB
-from projections.registry import all_projections
-from projections.runner import ProjectionRunner
 from services import billing
-from services.adapters.fake_driver import FakeDriver
 from services.billing_worker import BillingManager
 from services.instances import request_instance
 from services.lifecycle import request_backup, request_power
-from services.migrate import migrate
-from services.provisioning import ProvisioningManager
-from services.store import ZLH, store_env
 from tests.billing_fixtures import invoice_event
+from tests.property.machines import StoreMachine
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 SCHEDULE = Schedule.of(3 * 86400, 7 * 86400)
@@ -110,18 +102,11 @@ def test_steps_are_never_skipped(pair: Any, seconds: int) -> None:
             assert severity(after) == severity(before) + 1
 
 
-class NothingIsDeleted(RuleBasedStateMachine):
+class NothingIsDeleted(StoreMachine):
     """Webhooks in any order, duplicates, time passing, workers, staff "delete" attempts: nothing is removed."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.tmp = tempfile.TemporaryDirectory()
-        url = DatabaseURL.parse(f"sqlite:///{Path(self.tmp.name)}/zlh.sqlite3")
-        migrate(url)
-        self.app, self.db = ZLH(env=store_env(url)), ReadModelDB(url)
-        self.runners = [ProjectionRunner(self.app, self.db, p) for p in all_projections()]
-        self.driver = FakeDriver()
-        self.provisioning = ProvisioningManager(self.app, self.db, self.driver, worker_id="w", concurrency=1)
         self.now = T0
         self.billing = BillingManager(self.app, self.db, SCHEDULE, now=lambda: self.now)
         user = User(email="owner@example.com", admin=False)
@@ -144,18 +129,12 @@ class NothingIsDeleted(RuleBasedStateMachine):
                 "dns": repr(sorted(d.dns.items())), "proxy": repr(sorted(d.proxy.items())),
                 "directories": repr(sorted(d.directories.items()))}
 
-    def _catch_up(self) -> None:
-        for runner in self.runners:
-            runner.catch_up()
-
     def _provision(self) -> None:
         for instance_id in (getattr(self, "running", None), getattr(self, "stopped", None)):
             if instance_id is None:
                 continue
-            pending = self.app.repository.get(instance_id).pending_operation_id
-            if pending is not None and self.provisioning.claim(pending):
-                self.provisioning.execute(pending)
-        self._catch_up()
+            self.run_pending(instance_id)
+        self.catch_up()
 
     @rule(invoice=st.integers(0, 2), kind=st.sampled_from(["payment_failed", "paid", "voided"]),
           ago=st.integers(0, 9 * 86400))
@@ -190,7 +169,7 @@ class NothingIsDeleted(RuleBasedStateMachine):
     @rule()
     def work(self) -> None:
         for _ in range(3):
-            self._catch_up()
+            self.catch_up()
             while self.billing.dispatch_page():
                 pass
             self.billing.sweep()
@@ -215,12 +194,5 @@ class NothingIsDeleted(RuleBasedStateMachine):
         for instance_id in (self.running, self.stopped):
             instance: Instance = self.app.repository.get(instance_id)
             assert instance.status.value not in ("deleting", "deleted")
-
-    def teardown(self) -> None:
-        self.provisioning.stop(wait=True)
-        self.app.close()
-        self.db.close()
-        self.tmp.cleanup()
-
 
 TestNothingIsDeleted = NothingIsDeleted.TestCase

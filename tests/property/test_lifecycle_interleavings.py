@@ -3,44 +3,29 @@ never leaves two operations pending on an instance, and always ends in a state t
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from uuid import UUID, uuid4
 
 from hypothesis import event
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from domain.errors import DomainError
 from domain.instance import Instance
 from domain.lifecycle import InstanceStatus
 from domain.operation import Operation, Phase
 from projections import instances as instances_view
-from projections.db import DatabaseURL, ReadModelDB
-from projections.registry import all_projections
-from projections.runner import ProjectionRunner
-from services.adapters.fake_driver import FakeDriver
 from services.instances import request_instance
 from services.lifecycle import request_backup, request_delete, request_power, request_restore
-from services.migrate import migrate
 from services.ports import DriverError, InstanceSpec
-from services.provisioning import ProvisioningManager
-from services.store import ZLH, store_env
+from tests.property.machines import StoreMachine
 
 STEPS = ["start_process", "stop_process", "wait_connectable", "create_backup", "restore_backup",
          "remove_proxy", "remove_directory"]
 
 
-class LifecycleMachine(RuleBasedStateMachine):
+class LifecycleMachine(StoreMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.tmp = tempfile.TemporaryDirectory()
-        url = DatabaseURL.parse(f"sqlite:///{Path(self.tmp.name)}/zlh.sqlite3")
-        migrate(url)
-        self.app, self.db = ZLH(env=store_env(url)), ReadModelDB(url)
-        self.runners = [ProjectionRunner(self.app, self.db, p) for p in all_projections()]
-        self.driver = FakeDriver()
-        self.manager = ProvisioningManager(self.app, self.db, self.driver, worker_id="w", concurrency=1)
         self.owner = uuid4()
         accepted = request_instance(self.app, self.owner, "create", "game", "alpha", "minecraft")
         self.instance_id = accepted.instance_id
@@ -83,9 +68,8 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule()
     def work(self) -> None:
         """The worker claims and runs whatever is pending (failures are recorded, never retried)."""
-        pending = self.instance().pending_operation_id
-        if pending is not None and self.manager.claim(pending):
-            self.manager.execute(pending)
+        pending = self.run_pending(self.instance_id)
+        if pending is not None:
             self.driver.fail_on.clear()
             done: Operation = self.app.repository.get(pending)
             event(f"{done.kind.value} {done.phase.value}")
@@ -100,8 +84,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @invariant()
     def the_log_explains_the_state(self) -> None:
         instance = self.instance()
-        for runner in self.runners:
-            runner.catch_up()
+        self.catch_up()
         row = instances_view.get(self.db, str(self.instance_id))
         assert row is not None and row["status"] == instance.status.value
         assert row["pending_operation_id"] == (str(instance.pending_operation_id)
@@ -116,12 +99,5 @@ class LifecycleMachine(RuleBasedStateMachine):
         if instance.status is InstanceStatus.DELETED:
             assert instance.id not in self.driver.directories
             assert self.driver.list_dns() == [] and self.driver.list_proxy() == {}
-
-    def teardown(self) -> None:
-        self.manager.stop(wait=True)
-        self.app.close()
-        self.db.close()
-        self.tmp.cleanup()
-
 
 TestLifecycleInterleavings = LifecycleMachine.TestCase
