@@ -6,6 +6,7 @@ data and no secrets: route templates (never raw paths), event types, kinds, phas
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -19,6 +20,7 @@ from services import logs
 from services.container import Container
 from services.queues import operation_stats, queue_stats
 
+log = logging.getLogger(__name__)
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")  # a caller's X-Request-ID is kept only if it is this tame
 REQUESTS = Counter("zlh_http_requests", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("zlh_http_request_duration_seconds", "HTTP request latency", ["method", "route"])
@@ -118,8 +120,8 @@ def refresh_controller_gauges(container: Container) -> None:
         for row in repairs.counts(container.db):
             REPAIRS.labels(row["kind"], row["status"]).set(row["n"])
         DRIFT.set(len(repairs.drifting_targets(container.db)))
-    except Exception:
-        READY.set(0)
+    except Exception:  # the read models are unreachable: leadership below is still worth reporting
+        log.warning("could not read the repairs read model for /metrics", exc_info=True)
     controller = container.controller
     if controller is None:
         return

@@ -368,24 +368,24 @@ class LocalDriver(EdgeSteps):
 
     # -- for tests --------------------------------------------------------------------------------
 
-    def observe(self) -> dict[str, list[str]]:
-        """Instances with a live stand-in process, and instances with a data directory."""
-        processes = []
+    def _live_standins(self) -> dict[str, int]:
+        """Instance id -> pid of every live stand-in with a pid file under `data_dir`."""
+        live = {}
         for pid_file in self.runtime_root.glob(f"*/{standin.PID_FILE}"):
             pid = _read_int(pid_file)
             if pid is not None and _is_standin(pid, pid_file.parent):
-                processes.append(pid_file.parent.name)
+                live[pid_file.parent.name] = pid
+        return live
+
+    def observe(self) -> dict[str, list[str]]:
+        """Instances with a live stand-in process, and instances with a data directory."""
         root = self.instances_dir
         directories = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-        return {"processes": sorted(processes), "directories": sorted(directories)}
+        return {"processes": sorted(self._live_standins()), "directories": sorted(directories)}
 
     def kill_all(self) -> None:
         """SIGKILL every stand-in with a pid file under `data_dir` (and every child we spawned); for tests."""
-        pids: set[int] = set()
-        for pid_file in self.runtime_root.glob(f"*/{standin.PID_FILE}"):
-            pid = _read_int(pid_file)
-            if pid is not None and _is_standin(pid, pid_file.parent):
-                pids.add(pid)
+        pids = set(self._live_standins().values())
         with self._children_lock:
             pids.update(pid for pid, proc in self._children.items() if proc.returncode is None)
         for pid in pids:
