@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import metrics, problems
 from api.routers import admin, billing, console, files, instances, lifecycle, portal, probes, support, users
-from services.container import Container
+from services.bootstrap import Container
 
 
 def create_app(container: Container) -> FastAPI:

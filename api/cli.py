@@ -13,7 +13,7 @@ from uuid import UUID
 
 import typer
 
-from projections.db import DatabaseURL
+from services.infrastructure.database import DatabaseURL
 
 cli = typer.Typer(help="ZLH control plane.", no_args_is_help=True, add_completion=False)
 users_cli = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -37,13 +37,13 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _container(settings=None):  # type: ignore[no-untyped-def]
-    from services.container import Container
+    from services.bootstrap import Container
 
     return Container.build(settings or _settings())
 
 
 def _setup_logging() -> None:
-    from services.logs import configure
+    from services.infrastructure.logs import configure
 
     configure(logging.INFO)
 
@@ -51,7 +51,7 @@ def _setup_logging() -> None:
 @cli.command()
 def migrate() -> None:
     """Create or upgrade every table (idempotent; safe to run concurrently)."""
-    from services.migrate import migrate as run_migrate
+    from services.infrastructure.migrations import migrate as run_migrate
 
     run_migrate(DatabaseURL.parse(_settings().database_url))
     typer.echo("migrated")
@@ -67,7 +67,7 @@ def serve(
     import uvicorn
 
     from api.app import create_app
-    from services.migrate import migrate as run_migrate
+    from services.infrastructure.migrations import migrate as run_migrate
     from services.users import ensure_bootstrap_admin
 
     _setup_logging()
@@ -117,7 +117,7 @@ def worker(
     name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections")],
 ) -> None:
     """Run one process manager until SIGTERM."""
-    from services.container import WORKERS
+    from services.bootstrap import WORKERS
 
     if name not in WORKERS:
         typer.echo(f"zlh: no worker named {name!r}; available: {', '.join(WORKERS)}", err=True)
@@ -160,8 +160,8 @@ def agent(
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
 ) -> None:
     """The node agent: instance processes, files, backups and console for the control plane."""
-    from services.adapters.agent.server import run_agent
-    from services.adapters.local.driver import LocalDriver
+    from services.agent.driver import LocalDriver
+    from services.agent.server import run_agent
 
     _setup_logging()
     settings = _settings()

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.container import Container
+from services.bootstrap import Container
 
 
 def create_controller_app(container: Container) -> FastAPI:

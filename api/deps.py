@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.problems import Problem
-from services.container import Container
+from services.bootstrap import Container
 from services.users import Principal, authenticate
 
 

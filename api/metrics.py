@@ -16,8 +16,8 @@ from eventsourcing.persistence import Recording
 from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Gauge, Histogram
 
-from services import logs
-from services.container import Container
+from services.bootstrap import Container
+from services.infrastructure import logs
 from services.queues import operation_stats, queue_stats
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _count_events(recordings: list[Recording]) -> None:
 
 def refresh_gauges(container: Container) -> None:
     from projections.deliveries import counts
-    from projections.runner import read_positions
+    from services.infrastructure.log_following import read_positions
 
     try:
         head = container.app.head()

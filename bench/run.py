@@ -26,7 +26,7 @@ from urllib.parse import urlparse, urlunparse
 import psycopg
 
 from bench.stats import Result
-from projections.db import DatabaseURL
+from services.infrastructure.database import DatabaseURL
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -17,9 +17,9 @@ import psycopg
 
 from bench.stats import Result
 from domain.user import User
-from projections.db import DatabaseURL
-from services.migrate import migrate
-from services.store import ZLH, store_env
+from services.infrastructure.database import DatabaseURL
+from services.infrastructure.migrations import migrate
+from services.infrastructure.store import ZLH, store_env
 
 RAW_TABLE = "bench_raw_events"
 

@@ -6,8 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.announcement import Announcement
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_announcements"
 
@@ -25,7 +24,7 @@ class AnnouncementsProjection(Projection):
     )
     topics = frozenset({Announcement.Published.TOPIC, Announcement.Withdrawn.TOPIC})
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, aid = t[TABLE], str(event.originator_id)
         if isinstance(event, Announcement.Published):
             cur.execute(
@@ -44,7 +43,7 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                               "created_at")} | {"withdrawn": bool(r["withdrawn"])}
 
 
-def current_for(db: ReadModelDB, user_id: str, now: datetime) -> list[dict[str, Any]]:
+def current_for(db: Database, user_id: str, now: datetime) -> list[dict[str, Any]]:
     """Not withdrawn, inside its window, and global or addressed to `user_id`; newest first."""
     at = iso(now)
     rows = db.query(
@@ -56,5 +55,5 @@ def current_for(db: ReadModelDB, user_id: str, now: datetime) -> list[dict[str, 
     return [_row(r) for r in rows]
 
 
-def list_all(db: ReadModelDB) -> list[dict[str, Any]]:
+def list_all(db: Database) -> list[dict[str, Any]]:
     return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY created_at DESC, id")]

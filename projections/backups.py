@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.backup import Backup
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_backups"
 
@@ -24,7 +23,7 @@ class BackupsProjection(Projection):
     )
     topics = frozenset({Backup.Requested.TOPIC, Backup.Completed.TOPIC, Backup.Failed.TOPIC, Backup.Deleted.TOPIC})
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, at, bid = t[TABLE], iso(event.timestamp), str(event.originator_id)
         if isinstance(event, Backup.Requested):
             cur.execute(
@@ -48,12 +47,12 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "completed_at": r["completed_at"]}
 
 
-def list_for_instance(db: ReadModelDB, instance_id: str) -> list[dict[str, Any]]:
+def list_for_instance(db: Database, instance_id: str) -> list[dict[str, Any]]:
     """An instance's backups, newest first."""
     rows = db.query(f"SELECT * FROM {TABLE} WHERE instance_id = %s ORDER BY created_at DESC, id", (instance_id,))
     return [_row(r) for r in rows]
 
 
-def get(db: ReadModelDB, backup_id: str) -> dict[str, Any] | None:
+def get(db: Database, backup_id: str) -> dict[str, Any] | None:
     rows = db.query(f"SELECT * FROM {TABLE} WHERE id = %s", (backup_id,))
     return _row(rows[0]) if rows else None

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from projections.db import _PortableCursor
+
+class Cursor(Protocol):
+    """What a projection writes through: `%s` placeholders on every dialect, dict rows."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+    def fetchone(self) -> dict[str, Any] | None: ...
+    def fetchall(self) -> list[dict[str, Any]]: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Database(Protocol):
+    """What a read model's queries need: read-only SQL with `%s` placeholders, dict rows.
+
+    Projections never import the infrastructure that implements it (services.infrastructure.database);
+    they are handed one, as repositories are handed a session.
+    """
+
+    dialect: str
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -27,10 +51,10 @@ class Projection(ABC):
     topics: frozenset[str]
 
     @abstractmethod
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         """Apply one decoded event; `t` maps each table's live name to the physical one to write."""
 
-    def after_commit(self, db: Any) -> None:  # noqa: B027 - an optional hook
+    def after_commit(self, db: Database) -> None:  # noqa: B027 - an optional hook
         """Called after the live tables changed (a page, or a rebuild's swap): export them if needed."""
 
 

@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.billing import TRANSITIONS, BillingAccount
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_billing"
 
@@ -38,7 +37,7 @@ class BillingProjection(Projection):
         *(c.TOPIC for c in TRANSITIONS),
     })
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, aid, at = t[TABLE], str(event.originator_id), iso(event.timestamp)
         if isinstance(event, BillingAccount.Opened):
             cur.execute(f"INSERT INTO {table} (id, user_id, state, rejected_actions, updated_at) "
@@ -58,16 +57,16 @@ class BillingProjection(Projection):
                       (event.state, _iso(event.since), _iso(event.next_step_at)))
 
     @staticmethod
-    def _set(cur: _PortableCursor, table: str, aid: str, at: str, assignments: str, params: tuple) -> None:
+    def _set(cur: Cursor, table: str, aid: str, at: str, assignments: str, params: tuple) -> None:
         cur.execute(f"UPDATE {table} SET {assignments}, updated_at = %s WHERE id = %s", (*params, at, aid))
 
 
-def get_for_user(db: ReadModelDB, user_id: str) -> dict[str, Any] | None:
+def get_for_user(db: Database, user_id: str) -> dict[str, Any] | None:
     rows = db.query(f"SELECT * FROM {TABLE} WHERE user_id = %s", (user_id,))
     return dict(rows[0]) if rows else None
 
 
-def due(db: ReadModelDB, now: datetime) -> list[dict[str, Any]]:
+def due(db: Database, now: datetime) -> list[dict[str, Any]]:
     """Accounts whose next step is due, or whose facts cleared while the state is not yet restored."""
     return [dict(r) for r in db.query(
         f"SELECT id AS account_id, user_id, state, next_step_at FROM {TABLE} WHERE (next_step_at IS NOT NULL "
@@ -75,13 +74,13 @@ def due(db: ReadModelDB, now: datetime) -> list[dict[str, Any]]:
         (iso(now),))]
 
 
-def suspended_users(db: ReadModelDB) -> list[str]:
+def suspended_users(db: Database) -> list[str]:
     return [r["user_id"] for r in db.query(f"SELECT user_id FROM {TABLE} WHERE state = 'suspended'")]
 
 
-def counts(db: ReadModelDB) -> dict[str, int]:
+def counts(db: Database) -> dict[str, int]:
     return {r["state"]: int(r["n"]) for r in db.query(f"SELECT state, COUNT(*) AS n FROM {TABLE} GROUP BY state")}
 
 
-def list_all(db: ReadModelDB) -> list[dict[str, Any]]:
+def list_all(db: Database) -> list[dict[str, Any]]:
     return [dict(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY id")]

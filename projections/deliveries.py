@@ -6,8 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.delivery import Delivery
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_deliveries"
 
@@ -26,7 +25,7 @@ class DeliveriesProjection(Projection):
     topics = frozenset({Delivery.Requested.TOPIC, Delivery.Attempting.TOPIC, Delivery.Sent.TOPIC,
                         Delivery.RetryScheduled.TOPIC, Delivery.Failed.TOPIC, Delivery.NotSent.TOPIC})
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, at, did = t[TABLE], iso(event.timestamp), str(event.originator_id)
         if isinstance(event, Delivery.Requested):
             cur.execute(f"INSERT INTO {table} (id, source_id, channel, kind, status, attempts, created_at, "
@@ -47,7 +46,7 @@ class DeliveriesProjection(Projection):
         cur.execute(f"UPDATE {table} SET {assignments}, updated_at = %s WHERE id = %s", (*params, at, did))
 
 
-def due(db: ReadModelDB, now: datetime, stale_before: datetime) -> list[str]:
+def due(db: Database, now: datetime, stale_before: datetime) -> list[str]:
     """Deliveries to (re)attempt: retries now due, and ones a crashed worker left pending or mid-send."""
     rows = db.query(
         f"SELECT id FROM {TABLE} WHERE (status = 'retrying' AND retry_at <= %s) "
@@ -57,5 +56,5 @@ def due(db: ReadModelDB, now: datetime, stale_before: datetime) -> list[str]:
     return [r["id"] for r in rows]
 
 
-def counts(db: ReadModelDB) -> list[dict[str, Any]]:
+def counts(db: Database) -> list[dict[str, Any]]:
     return db.query(f"SELECT channel, status, COUNT(*) AS n FROM {TABLE} GROUP BY channel, status")

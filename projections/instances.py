@@ -11,8 +11,7 @@ from typing import Any
 
 from domain.instance import Instance
 from domain.operation import Operation
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_instances"
 NO_PENDING = "pending_operation_id = NULL, pending_kind = NULL, pending_phase = NULL, pending_step = NULL"
@@ -48,7 +47,7 @@ class InstancesProjection(Projection):
         }
     )
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table = t[TABLE]
         at = iso(event.timestamp)
         if isinstance(event, Instance.Requested):
@@ -96,7 +95,7 @@ class InstancesProjection(Projection):
                         (event.step, str(event.originator_id)))
 
     @staticmethod
-    def _update(cur: _PortableCursor, table: str, event: Any, assignments: str, params: tuple) -> None:
+    def _update(cur: Cursor, table: str, event: Any, assignments: str, params: tuple) -> None:
         cur.execute(
             f"UPDATE {table} SET {assignments}, updated_at = %s, version = %s WHERE id = %s",
             (*params, iso(event.timestamp), event.originator_version, str(event.originator_id)),
@@ -116,17 +115,17 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_for_owner(db: ReadModelDB, owner_id: str) -> list[dict[str, Any]]:
+def list_for_owner(db: Database, owner_id: str) -> list[dict[str, Any]]:
     """The owner's instances, newest first, pending ones included; deleted ones are left out."""
     rows = db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s AND status <> 'deleted' "
                     "ORDER BY created_at DESC, id", (owner_id,))
     return [_row(r) for r in rows]
 
 
-def get(db: ReadModelDB, instance_id: str) -> dict[str, Any] | None:
+def get(db: Database, instance_id: str) -> dict[str, Any] | None:
     rows = db.query(f"SELECT * FROM {TABLE} WHERE id = %s", (instance_id,))
     return _row(rows[0]) if rows else None
 
 
-def list_all(db: ReadModelDB) -> list[dict[str, Any]]:
+def list_all(db: Database) -> list[dict[str, Any]]:
     return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY id")]

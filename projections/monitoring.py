@@ -9,13 +9,12 @@ Labels: instance id, kind, owner id (never an email or a name).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from domain.instance import Instance
-from projections.atomic import atomic_write_text
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_monitoring_targets"
 TARGETS_FILE = "monitoring/targets/zlh-instances.json"
@@ -36,10 +35,12 @@ class MonitoringTargetsProjection(Projection):
                         Instance.Stopped.TOPIC, Instance.OperationFailed.TOPIC, Instance.DeletionRequested.TOPIC,
                         Instance.Deleted.TOPIC})
 
-    def __init__(self, data_dir: Path | None = None) -> None:
+    def __init__(self, data_dir: Path | None = None, write_text: Callable[[Path, str], None] | None = None) -> None:
+        """With `data_dir`, export the targets there through `write_text` (an atomic file write)."""
         self.path = Path(data_dir) / TARGETS_FILE if data_dir is not None else None
+        self.write_text = write_text
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, at, iid = t[TABLE], iso(event.timestamp), str(event.originator_id)
         if isinstance(event, Instance.Requested):
             cur.execute(f"INSERT INTO {table} (id, kind, owner_id, status, updated_at) "
@@ -55,22 +56,17 @@ class MonitoringTargetsProjection(Projection):
         elif isinstance(event, Instance.Stopped | Instance.DeletionRequested | Instance.Deleted):
             cur.execute(f"UPDATE {table} SET status = 'down', updated_at = %s WHERE id = %s", (at, iid))
 
-    def after_commit(self, db: ReadModelDB) -> None:
-        if self.path is None:
+    def after_commit(self, db: Database) -> None:
+        if self.path is None or self.write_text is None:
             return
         rows = db.query(f"SELECT id, kind, owner_id, address FROM {TABLE} WHERE status = 'running' "
                         "AND address IS NOT NULL ORDER BY id")
         groups = [{"targets": [r["address"]],
                    "labels": {"instance_id": r["id"], "kind": r["kind"], "owner_id": r["owner_id"]}} for r in rows]
-        write_atomically(self.path, json.dumps(groups, indent=2) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write the target file atomically, and not at all when its content is unchanged."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and path.read_text() == text:
-        return
-    atomic_write_text(path, text)
+        text = json.dumps(groups, indent=2) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.path.exists() and self.path.read_text() == text):  # unchanged: no write
+            self.write_text(self.path, text)
 
 
 def read_targets(data_dir: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.operation import Operation
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_operations"
 
@@ -33,7 +32,7 @@ class OperationsProjection(Projection):
         }
     )
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table = t[TABLE]
         if isinstance(event, Operation.Requested):
             at = iso(event.timestamp)
@@ -70,10 +69,10 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get(db: ReadModelDB, operation_id: str) -> dict[str, Any] | None:
+def get(db: Database, operation_id: str) -> dict[str, Any] | None:
     rows = db.query(f"SELECT * FROM {TABLE} WHERE id = %s", (operation_id,))
     return _row(rows[0]) if rows else None
 
 
-def list_all(db: ReadModelDB) -> list[dict[str, Any]]:
+def list_all(db: Database) -> list[dict[str, Any]]:
     return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY id")]

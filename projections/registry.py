@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from projections.announcements import AnnouncementsProjection
@@ -17,8 +18,9 @@ from projections.tickets import TicketsProjection
 from projections.users import UsersProjection
 
 
-def all_projections(data_dir: Path | None = None) -> list[Projection]:
-    """Every projection; with `data_dir`, the monitoring one also writes its file_sd target file there."""
+def all_projections(data_dir: Path | None = None,
+                    write_text: Callable[[Path, str], None] | None = None) -> list[Projection]:
+    """Every projection; with `data_dir` and `write_text`, the monitoring one also exports its file_sd targets."""
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
-            AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir),
+            AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
             RepairsProjection(), BillingProjection(), UsersProjection()]

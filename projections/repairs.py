@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 from domain.repair import Drift, Repair
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 REPAIRS = "rm_repairs"
 DRIFT = "rm_drift"
@@ -38,7 +37,7 @@ class RepairsProjection(Projection):
     )
     topics = frozenset({Repair.Proposed.TOPIC, *(cls.TOPIC for cls in _STATUS), Drift.FindingsChanged.TOPIC})
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         at = iso(event.timestamp)
         if isinstance(event, Drift.FindingsChanged):
             cur.execute(
@@ -81,33 +80,33 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_repairs(db: ReadModelDB, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+def list_repairs(db: Database, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
     """Newest first."""
     where, params = ("WHERE status = %s", (status,)) if status else ("", ())
     rows = db.query(f"SELECT * FROM {REPAIRS} {where} ORDER BY created_at DESC, id LIMIT %s", (*params, limit))
     return [_row(r) for r in rows]
 
 
-def get(db: ReadModelDB, repair_id: str) -> dict[str, Any] | None:
+def get(db: Database, repair_id: str) -> dict[str, Any] | None:
     rows = db.query(f"SELECT * FROM {REPAIRS} WHERE id = %s", (repair_id,))
     return _row(rows[0]) if rows else None
 
 
-def drifting_targets(db: ReadModelDB) -> list[str]:
+def drifting_targets(db: Database) -> list[str]:
     """Targets whose last recorded findings are not empty."""
     return [r["target"] for r in db.query(f"SELECT target FROM {DRIFT} WHERE findings <> '[]'")]
 
 
-def current_drift(db: ReadModelDB) -> list[dict[str, Any]]:
+def current_drift(db: Database) -> list[dict[str, Any]]:
     rows = db.query(f"SELECT * FROM {DRIFT} WHERE findings <> '[]' ORDER BY target")
     return [{"target": r["target"], "findings": json.loads(r["findings"]), "epoch": int(r["epoch"]),
              "updated_at": r["updated_at"]} for r in rows]
 
 
-def queue_stats(db: ReadModelDB) -> dict[str, Any]:
+def queue_stats(db: Database) -> dict[str, Any]:
     row = db.query(f"SELECT COUNT(*) AS n, MIN(queued_at) AS oldest FROM {REPAIRS} WHERE status = 'queued'")[0]
     return {"pending": int(row["n"]), "oldest": row["oldest"]}
 
 
-def counts(db: ReadModelDB) -> list[dict[str, Any]]:
+def counts(db: Database) -> list[dict[str, Any]]:
     return db.query(f"SELECT kind, status, COUNT(*) AS n FROM {REPAIRS} GROUP BY kind, status")

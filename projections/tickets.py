@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.support import SupportTicket
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_tickets"
 
@@ -24,7 +23,7 @@ class TicketsProjection(Projection):
     )
     topics = frozenset({SupportTicket.Opened.TOPIC, SupportTicket.Replied.TOPIC, SupportTicket.Closed.TOPIC})
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, at, tid = t[TABLE], iso(event.timestamp), str(event.originator_id)
         if isinstance(event, SupportTicket.Opened):
             cur.execute(
@@ -44,12 +43,12 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                               "created_at", "updated_at")}
 
 
-def list_for_owner(db: ReadModelDB, owner_id: str) -> list[dict[str, Any]]:
+def list_for_owner(db: Database, owner_id: str) -> list[dict[str, Any]]:
     return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s ORDER BY created_at DESC, id",
                                       (owner_id,))]
 
 
-def list_all(db: ReadModelDB, status: str | None = None) -> list[dict[str, Any]]:
+def list_all(db: Database, status: str | None = None) -> list[dict[str, Any]]:
     if status:
         rows = db.query(f"SELECT * FROM {TABLE} WHERE status = %s ORDER BY created_at DESC, id", (status,))
     else:

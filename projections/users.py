@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.user import User
-from projections.base import Projection, Table, iso
-from projections.db import ReadModelDB, _PortableCursor
+from projections.base import Cursor, Database, Projection, Table, iso
 
 TABLE = "rm_users"
 
@@ -20,13 +19,13 @@ class UsersProjection(Projection):
                            "created_at TEXT NOT NULL", indexes=(("created", "created_at"),)),)
     topics = frozenset({User.Registered.TOPIC})
 
-    def apply(self, cur: _PortableCursor, event: Any, t: dict[str, str]) -> None:
+    def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         if isinstance(event, User.Registered):
             cur.execute(f"INSERT INTO {t[TABLE]} (id, email, admin, created_at) VALUES (%s, %s, %s, %s)",
                         (str(event.originator_id), event.email, int(bool(event.admin)), iso(event.timestamp)))
 
 
-def list_users(db: ReadModelDB, limit: int = 1000) -> list[dict[str, Any]]:
+def list_users(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
     """Newest first, with each user's billing state and Stripe customer when the billing read model has them."""
     rows = db.query(
         f"SELECT u.id, u.email, u.admin, u.created_at, b.state AS billing_state, b.customer_id "

@@ -1,4 +1,4 @@
-"""Announcements: staff (and billing) publish them; each user sees the current ones meant for them."""
+"""Use cases for announcements: staff (and billing) publish them; each user sees the current ones meant for them."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from eventsourcing.application import AggregateNotFoundError
 
 from domain.announcement import Announcement
 from projections import announcements as view
-from projections.db import ReadModelDB
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.store import ZLH
 from services.lifecycle import NotFoundError
-from services.store import ZLH
 
 
 def publish(app: ZLH, level: str, title: str, body: str, user_id: UUID | None = None,

@@ -1,4 +1,4 @@
-"""Auditors' view of the log: any stream's events, oldest first, as plain JSON; and hash-chain checks.
+"""Use cases for auditors: the view of the log, any stream's events, oldest first, as plain JSON; and hash-chain checks.
 
 `verify_stream` / `verify_all` recompute the per-stream SHA-256 chains that services/chain.py writes
 beside the events (layout in that module's docstring) and tell intact, broken and unchained apart.
@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from projections.base import iso
-from services.chain import (
+from services.infrastructure.chain import (
     GENESIS,
     ChainedPostgresApplicationRecorder,
     ChainedSQLiteApplicationRecorder,
@@ -22,7 +22,7 @@ from services.chain import (
     ChainRecorder,
     event_hash,
 )
-from services.store import ZLH
+from services.infrastructure.store import ZLH
 
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
@@ -96,7 +96,7 @@ class VerifyResult:
 def _chain_recorder(app: ZLH) -> ChainRecorder:
     recorder = app.recorder
     if not isinstance(recorder, ChainedSQLiteApplicationRecorder | ChainedPostgresApplicationRecorder):
-        raise TypeError(f"{type(recorder).__name__} keeps no hash chain (use services.store.store_env)")
+        raise TypeError(f"{type(recorder).__name__} keeps no hash chain (use services.infrastructure.store.store_env)")
     return recorder
 
 

@@ -1,4 +1,4 @@
-"""Billing use cases: verify and record Stripe webhooks, link customers, the gates, admin actions.
+"""Use cases for billing: verify and record Stripe webhooks, link customers, the gates, admin actions.
 
 Recording a webhook is one atomic save of the `StripeEvent` (id derived from Stripe's
 event id) and the fact it brings: the account's, or the unlinked customer's "kept" list.
@@ -37,7 +37,7 @@ from domain.billing import (
 from domain.errors import DomainError
 from domain.operation import Operation
 from domain.user import User
-from services.store import ZLH
+from services.infrastructure.store import ZLH
 
 TOLERANCE = 300  # seconds, both ways
 

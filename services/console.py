@@ -1,4 +1,4 @@
-"""Console tickets: single-use, short-lived credentials for one console WebSocket.
+"""Use cases for the console: tickets, single-use, short-lived credentials for one console WebSocket.
 
 The browser gets a ticket, never the node agent's address or secret. Tickets live
 in this API process's memory (a restart invalidates them, which only means asking

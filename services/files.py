@@ -6,9 +6,9 @@ from uuid import UUID
 
 from domain.lifecycle import InstanceStatus
 from services.billing import check_billing_gate
+from services.infrastructure.store import ZLH
 from services.lifecycle import NotFoundError, load_instance
 from services.ports import InstanceDriver, InstanceSpec
-from services.store import ZLH
 
 MAX_WRITE_BYTES = 8 * 1024 * 1024
 

@@ -24,7 +24,7 @@ from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
 from services.billing import check_billing_gate
-from services.store import ZLH
+from services.infrastructure.store import ZLH
 
 
 def fingerprint(route: str, body: dict[str, Any]) -> str:

@@ -23,8 +23,8 @@ from domain.ids import operation_id_for_key
 from domain.instance import Instance
 from domain.operation import Operation
 from services.billing import check_billing_gate
+from services.infrastructure.store import ZLH
 from services.instances import fingerprint, prior_operation
-from services.store import ZLH
 
 
 class NotFoundError(DomainError):

@@ -1,4 +1,4 @@
-"""The notepad: read, and save with an expected version (optimistic concurrency, end to end)."""
+"""Use cases for the notepad: read, and save with an expected version (optimistic concurrency, end to end)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.note import Note, VersionConflictError, check_size, note_id
-from services.store import ZLH
+from services.infrastructure.store import ZLH
 
 
 def read_note(app: ZLH, user_id: UUID) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""Queue staleness: for each process manager, what is pending, for how long, and how far behind the log it is.
+"""Use cases for operators watching queues: for each process manager, what is pending, for how long,
+and how far behind the log it is.
 
 The same figures feed `GET /api/admin/queues` and the Prometheus gauges.
 """
@@ -9,9 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from projections.base import parse_iso
-from projections.db import ReadModelDB
 from projections.repairs import queue_stats as repair_queue
-from projections.runner import read_positions
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.log_following import read_positions
 
 QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications")
 

@@ -9,8 +9,8 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.support import SupportTicket, TicketCounter
+from services.infrastructure.store import ZLH
 from services.lifecycle import NotFoundError, load_instance
-from services.store import ZLH
 from services.users import Principal
 
 

@@ -13,7 +13,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.errors import DomainError
 from domain.ids import credential_id, derive
 from domain.user import Credential, User
-from services.store import ZLH
+from services.infrastructure.store import ZLH
 
 
 class EmailTakenError(DomainError):

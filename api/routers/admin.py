@@ -16,8 +16,8 @@ from api.problems import Problem
 from api.schemas import ProjectionList, ProjectionOut, Stream, StreamEvent
 from domain.repair import ControllerLeadership
 from projections import repairs as repairs_view
-from projections.runner import ProjectionRunner
 from services.audit import stream_events, verify_stream
+from services.infrastructure.projection_runner import ProjectionRunner
 from services.queues import queue_stats
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])

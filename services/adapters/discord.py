@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from services.notify import AlertChannel, Outcome, StaffAlert
+from services.notification_ports import AlertChannel, Outcome, StaffAlert
 
 USERNAME = "ZLH"
 COLORS = {"info": 0x3498DB, "warning": 0xF1C40F, "critical": 0xE74C3C}

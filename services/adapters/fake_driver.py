@@ -33,9 +33,9 @@ from uuid import UUID
 from websockets.exceptions import ConnectionClosedOK
 from websockets.frames import Close
 
-from services.adapters.local import files as file_paths
-from services.adapters.local.edge import srv_name, srv_record
-from services.adapters.local.standin import DEFAULT_PROPERTIES, PROPERTIES_FILE
+from services.adapters.edge_files import srv_name, srv_record
+from services.agent import files as file_paths
+from services.agent.standin import DEFAULT_PROPERTIES, PROPERTIES_FILE
 from services.ports import DriverError, InstanceSpec
 
 

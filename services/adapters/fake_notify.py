@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Generic, TypeVar
 
-from services.notify import AlertChannel, Email, EmailChannel, Outcome, StaffAlert
+from services.notification_ports import AlertChannel, Email, EmailChannel, Outcome, StaffAlert
 
 M = TypeVar("M")
 

@@ -28,7 +28,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from urllib.parse import unquote, urlsplit
 
-from services.notify import Email, EmailChannel, Outcome
+from services.notification_ports import Email, EmailChannel, Outcome
 
 DEFAULT_SENDER = "ZLH Support <support@zlh.localhost>"
 DEFAULT_PORTS = {"smtp": 25, "smtps": 465}

@@ -52,7 +52,7 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.start()
     yield server
     server.stop(signal.SIGKILL)
-    from services.adapters.local.driver import LocalDriver
+    from services.agent.driver import LocalDriver
 
     LocalDriver(workdir / "data", "play.zlh.localhost").kill_all()
 

@@ -23,9 +23,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.adapters.agent.client import AgentDriver
-from services.adapters.agent.server import create_agent_app, run_agent, start_agent_in_thread
-from services.adapters.local.driver import LocalDriver
+from services.adapters.agent_client import AgentDriver
+from services.agent.driver import LocalDriver
+from services.agent.server import create_agent_app, run_agent, start_agent_in_thread
 from services.ports import DriverError, InstanceSpec
 from tests.contract.test_driver_contract import WRITE_LIMIT, ZONE, local_driver, make_spec, provision
 

@@ -28,11 +28,11 @@ from uuid import uuid4
 
 import pytest
 
-from services.adapters.agent.client import AgentDriver
-from services.adapters.agent.server import start_agent_in_thread
+from services.adapters.agent_client import AgentDriver
+from services.adapters.edge_files import EdgeFiles
 from services.adapters.fake_driver import FakeDriver
-from services.adapters.local.driver import LocalDriver
-from services.adapters.local.edge import EdgeFiles
+from services.agent.driver import LocalDriver
+from services.agent.server import start_agent_in_thread
 from services.ports import DriverError, InstanceSpec
 
 ZONE = "play.zlh.localhost"

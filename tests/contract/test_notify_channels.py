@@ -35,7 +35,7 @@ from services.adapters.discord import (
 )
 from services.adapters.fake_notify import FakeAlertChannel, FakeEmailChannel
 from services.adapters.smtp import SmtpEmailChannel, message_id
-from services.notify import Email, Outcome, StaffAlert, backoff
+from services.notification_ports import Email, Outcome, StaffAlert, backoff
 
 MAIL = Email(to="alice@example.com", subject="[ZLH-20250101-0042] We received your request: lag",
              body="Hello,\n\nyour ticket number is ZLH-20250101-0042.\n\nÜmlauts stay intact.\n")

@@ -129,6 +129,6 @@ def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for server in servers:
         server.stop(signal.SIGKILL)
-    from services.adapters.local.driver import LocalDriver
+    from services.agent.driver import LocalDriver
 
     LocalDriver(tmp_path / "data", "play.zlh.localhost").kill_all()

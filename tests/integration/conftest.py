@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from projections.db import DatabaseURL
 from services.adapters.fake_driver import FakeDriver
-from services.container import Container
-from services.migrate import migrate
+from services.bootstrap import Container
+from services.infrastructure.database import DatabaseURL
+from services.infrastructure.migrations import migrate
 from services.settings import Settings
 from services.users import ensure_bootstrap_admin
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from projections.registry import all_projections
 from services.adapters.fake_driver import FakeDriver
-from services.container import Container
+from services.bootstrap import Container
 from services.ports import DriverError
 from tests.integration.conftest import ADMIN_TOKEN, auth, poll
 

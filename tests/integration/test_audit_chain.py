@@ -16,12 +16,12 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.note import Note
 from domain.operation import Operation
-from projections.db import DatabaseURL
 from services.audit import verify_all, verify_stream
-from services.chain import GENESIS, HASHES_TABLE, event_hash
+from services.infrastructure.chain import GENESIS, HASHES_TABLE, event_hash
+from services.infrastructure.database import DatabaseURL
+from services.infrastructure.migrations import migrate
+from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
-from services.migrate import migrate
-from services.store import ZLH, store_env
 from services.users import create_user
 from tests.integration.test_cli import zlh
 

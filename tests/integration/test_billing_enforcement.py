@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from domain.billing import Schedule
 from services import billing
-from services.container import Container
-from services.provisioning import ProvisioningManager
+from services.bootstrap import Container
+from services.workers.provisioning import ProvisioningManager
 from tests.billing_fixtures import SECRET, body, invoice_event, signed_headers
 from tests.integration.conftest import ADMIN_TOKEN, auth, poll
 

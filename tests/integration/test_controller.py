@@ -18,11 +18,11 @@ from domain.operation import Operation
 from domain.repair import ControllerLeadership, Drift, Repair
 from projections import repairs as repairs_view
 from services.adapters.fake_driver import FakeDriver
-from services.container import Container
-from services.controller import Controller
+from services.bootstrap import Container
+from services.infrastructure.leader import InProcessLock, RedisLeaderLock
 from services.instances import request_instance
-from services.leader import InProcessLock, RedisLeaderLock
-from services.repair_worker import RepairWorker
+from services.workers.controller import Controller
+from services.workers.repair import RepairWorker
 from tests.integration.conftest import ADMIN_TOKEN, auth, poll
 from tests.integration.test_lifecycle import running_instance
 

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from services.adapters.fake_driver import FakeDriver
-from services.container import Container
+from services.bootstrap import Container
 from services.ports import DriverError
 from tests.integration.conftest import poll
 from tests.integration.test_api import GAME, assert_problem, create, make_customer, wait_operation

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from services.container import Container
+from services.bootstrap import Container
 from tests.integration.test_api import assert_problem, create, make_customer, wait_operation
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

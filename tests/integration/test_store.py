@@ -11,12 +11,12 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.operation import Operation, Phase
 from projections import instances as instances_view
-from projections.db import DatabaseURL
 from services.adapters.fake_driver import FakeDriver
-from services.container import Container
+from services.bootstrap import Container
+from services.infrastructure.database import DatabaseURL
+from services.infrastructure.migrations import migrate
+from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
-from services.migrate import migrate
-from services.store import ZLH, store_env
 from tests.integration.conftest import poll
 
 

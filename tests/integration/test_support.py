@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from domain.delivery import delivery_id
 from services.adapters.fake_notify import FakeAlertChannel, FakeEmailChannel
-from services.container import Container
-from services.notifications import NotificationsManager
-from services.notify import Outcome
+from services.bootstrap import Container
+from services.notification_ports import Outcome
 from services.support import open_ticket
 from services.users import Principal, create_user
+from services.workers.notifications import NotificationsManager
 from tests.integration.conftest import poll
 from tests.integration.test_api import assert_problem, make_customer
 from tests.integration.test_lifecycle import running_instance

@@ -11,11 +11,11 @@ from uuid import uuid4
 import pytest
 
 from domain.operation import Phase
-from projections.db import DatabaseURL
-from services.adapters.local.driver import LocalDriver
+from services.agent.driver import LocalDriver
+from services.infrastructure.database import DatabaseURL
+from services.infrastructure.migrations import migrate
+from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
-from services.migrate import migrate
-from services.store import ZLH, store_env
 from tests.integration.conftest import poll
 
 ROOT = Path(__file__).resolve().parents[2]

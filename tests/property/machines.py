@@ -9,13 +9,13 @@ from uuid import UUID
 
 from hypothesis.stateful import RuleBasedStateMachine
 
-from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner
 from services.adapters.fake_driver import FakeDriver
-from services.migrate import migrate
-from services.provisioning import ProvisioningManager
-from services.store import ZLH, store_env
+from services.infrastructure.database import DatabaseURL, ReadModelDB
+from services.infrastructure.migrations import migrate
+from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.store import ZLH, store_env
+from services.workers.provisioning import ProvisioningManager
 
 
 class StoreMachine(RuleBasedStateMachine):

@@ -26,9 +26,9 @@ from domain.errors import DomainError
 from domain.instance import Instance
 from domain.user import User
 from services import billing
-from services.billing_worker import BillingManager
 from services.instances import request_instance
 from services.lifecycle import request_backup, request_power
+from services.workers.billing import BillingManager
 from tests.billing_fixtures import invoice_event
 from tests.property.machines import StoreMachine
 

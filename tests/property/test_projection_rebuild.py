@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from domain.errors import DomainError
 from domain.instance import Instance
 from domain.operation import Operation
-from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner
+from services.infrastructure.database import DatabaseURL, ReadModelDB
+from services.infrastructure.migrations import migrate
+from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
-from services.migrate import migrate
-from services.store import ZLH, store_env
 
 OWNERS = [UUID(int=1), UUID(int=2)]
 commands = st.lists(

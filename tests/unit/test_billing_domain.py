@@ -105,8 +105,8 @@ def test_effects_are_a_closed_allow_list_without_any_deletion() -> None:
 def test_no_billing_code_can_reach_a_delete() -> None:
     forbidden = {"begin_deletion", "request_delete", "delete_backup", "remove_dns", "remove_proxy",
                  "remove_directory", "mark_deleted", "delete"}
-    for name in ("domain/billing.py", "services/billing.py", "services/billing_worker.py",
-                 "services/billing_messages.py", "api/routers/billing.py"):
+    for name in ("domain/billing.py", "services/billing.py", "services/workers/billing.py",
+                 "services/workers/billing_messages.py", "api/routers/billing.py"):
         tree = ast.parse((ROOT / name).read_text())
         called = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
                   for n in ast.walk(tree) if isinstance(n, ast.Call)}

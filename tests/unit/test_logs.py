@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from services import logs
+from services.infrastructure import logs
 
 
 def test_json_lines_carry_context_ids() -> None:

@@ -250,7 +250,7 @@ def test_runbooks_name_real_commands_units_and_routes() -> None:
 
     from api import routers
     from api.cli import cli
-    from services.container import WORKERS
+    from services.bootstrap import WORKERS
 
     group = typer.main.get_command(cli)
     commands = {name: set(getattr(cmd, "commands", {})) for name, cmd in group.commands.items()}  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from domain.reconcile import (
     srv_record_name,
 )
 from domain.repair import ControllerLeadership, Drift, FencedOffError, Repair, RepairStatus
-from services.repair_messages import repair_messages
+from services.workers.repair_messages import repair_messages
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 ZONE = "play.zlh.localhost"

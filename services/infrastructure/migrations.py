@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner, create_positions_table
-from services.heartbeats import create_heartbeats_table
-from services.store import ZLH, store_env
+from services.infrastructure.database import DatabaseURL, ReadModelDB
+from services.infrastructure.heartbeats import create_heartbeats_table
+from services.infrastructure.log_following import create_positions_table
+from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.store import ZLH, store_env
 
 ADVISORY_LOCK_KEY = 0x7A6C68  # "zlh"
 

@@ -1,6 +1,6 @@
 """Notification ports: customer email and staff alerts, one attempt at a time.
 
-The notifications process manager (`services.notifications`) owns the delivery log,
+The notifications process manager (`services.workers.notifications`) owns the delivery log,
 the dedupe keys and the retries; a channel only makes ONE attempt to deliver one
 message and says what happened, as an `Outcome`:
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 
-from projections.db import ReadModelDB
-from projections.runner import read_positions
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.log_following import read_positions
 
 POLL_INTERVAL = 0.005  # across processes (API with --no-workers), how often the positions are re-read
 

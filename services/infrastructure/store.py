@@ -24,8 +24,8 @@ from eventsourcing.utils import get_topic
 
 from domain.catalog import AGGREGATES
 from domain.note import Note
-from projections.db import DatabaseURL
-from services.chain import ChainedPostgresApplicationRecorder, ChainedSQLiteApplicationRecorder
+from services.infrastructure.chain import ChainedPostgresApplicationRecorder, ChainedSQLiteApplicationRecorder
+from services.infrastructure.database import DatabaseURL
 
 log = logging.getLogger(__name__)
 

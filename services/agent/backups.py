@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from uuid import UUID
 
-from services.adapters.local.edge import file_lock
+from services.infrastructure.files import file_lock
 from services.ports import DriverError
 
 CHUNK = 1024 * 1024

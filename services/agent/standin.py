@@ -1,6 +1,6 @@
 """The stand-in server programs the local driver runs: a game server and an IDE.
 
-Run as ``python -m services.adapters.local.standin game|dev --port N --dir FILES --runtime RUNTIME``.
+Run as ``python -m services.agent.standin game|dev --port N --dir FILES --runtime RUNTIME``.
 
 FILES is the instance's customer-visible file root; on start the game stand-in
 creates a small ``server.properties`` there if it is missing (as a Minecraft

@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from projections.base import iso, parse_iso
-from projections.db import ReadModelDB, _PortableCursor
+from services.infrastructure.database import PortableCursor, ReadModelDB
 
 TABLE = "zlh_operation_heartbeats"
 
 log = logging.getLogger(__name__)
 
 
-def create_heartbeats_table(cur: _PortableCursor) -> None:
+def create_heartbeats_table(cur: PortableCursor) -> None:
     cur.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (operation_id TEXT PRIMARY KEY, worker_id TEXT NOT NULL, "
                 "beat_at TEXT NOT NULL)")
 

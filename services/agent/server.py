@@ -62,8 +62,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.adapters.local import files
-from services.adapters.local.driver import LocalDriver
+from services.agent import files
+from services.agent.driver import LocalDriver
 from services.ports import DriverError, InstanceSpec
 from services.problem_documents import PROBLEM_JSON, problem_document
 

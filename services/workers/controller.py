@@ -1,7 +1,7 @@
 """The controller: a singleton reconciler that records drift and the repairs it calls for.
 
 Each pass (every `ZLH_CONTROLLER_INTERVAL`) it
-1. holds or takes the leader lease (Redis; `services.leader`) and, on a new term,
+1. holds or takes the leader lease (Redis; `services.infrastructure.leader`) and, on a new term,
    appends `TermBegan` with the next epoch;
 2. reads the whole desired state (instances, running operations and billing state from
    the read models) and the whole observed state (driver);
@@ -51,11 +51,11 @@ from domain.repair import (
 from projections import billing as billing_view
 from projections import repairs as repairs_view
 from projections.base import parse_iso
-from projections.db import ReadModelDB
-from services.heartbeats import last_beats
-from services.leader import LeaderLock, LockUnavailableError
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.heartbeats import last_beats
+from services.infrastructure.leader import LeaderLock, LockUnavailableError
+from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver
-from services.store import ZLH
 
 log = logging.getLogger(__name__)
 

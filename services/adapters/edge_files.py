@@ -18,23 +18,18 @@ lands atomically (temp file in the same directory, fsync, `os.replace`).
 `EdgeSteps` is the edge half of an `InstanceDriver` over these files
 (`publish_dns`, `publish_proxy`, `remove_dns`, `remove_proxy`, `address`,
 `list_dns`, `list_proxy`); the local driver and the agent client share it.
-
-Also home of the two filesystem helpers the local driver shares: `file_lock`
-and `atomic_write_text`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from projections.atomic import atomic_write_text  # re-exported for the driver
+from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec
 
 SRV_SERVICE = "_minecraft._tcp"
@@ -42,18 +37,6 @@ SRV_TARGET = "127.0.0.1"
 SRV_TTL = 60
 SRV_PRIORITY = 0
 SRV_WEIGHT = 5
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` (a directory, or a lock file created if missing)."""
-    flags = os.O_RDONLY | os.O_DIRECTORY if path.is_dir() else os.O_RDWR | os.O_CREAT
-    fd = os.open(path, flags, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the lock
 
 
 def normalize_name(name: str) -> str:

@@ -45,10 +45,10 @@ from domain.lifecycle import InstanceStatus
 from domain.operation import Operation
 from projections import billing as billing_view
 from projections import instances as instances_view
-from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log, read_position
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.store import ZLH
 from services.instances import fingerprint
-from services.store import ZLH
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from eventsourcing.persistence import IntegrityError
 from domain.delivery import Delivery
 from domain.support import SupportTicket
 from projections import deliveries as deliveries_view
-from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log, read_position
-from services.billing_messages import billing_messages
-from services.notify import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
-from services.repair_messages import repair_messages
-from services.store import ZLH
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.store import ZLH
+from services.notification_ports import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
+from services.workers.billing_messages import billing_messages
+from services.workers.repair_messages import repair_messages
 
 log = logging.getLogger(__name__)
 

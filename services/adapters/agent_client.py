@@ -1,7 +1,7 @@
 """`AgentDriver`: the control plane's `InstanceDriver` that runs node steps through a node agent.
 
 Node steps (ports, directories, processes, console, files, backups) are HTTP
-calls to the agent (`services.adapters.agent.server`) with `Authorization:
+calls to the agent (`services.agent.server`) with `Authorization:
 Bearer <secret>`; the agent's problem documents come back as
 `DriverError(code, detail)`, an unreachable agent as `agent_unreachable`, a
 timed-out call as `agent_timeout`, rejected credentials as `agent_unauthorized`,
@@ -29,7 +29,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from services.adapters.local.edge import EdgeFiles, EdgeSteps
+from services.adapters.edge_files import EdgeFiles, EdgeSteps
 from services.ports import DriverError, InstanceSpec
 
 #: Seconds allowed on top of a step's own timeout (wait, stop) for the HTTP round trip.

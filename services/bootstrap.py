@@ -18,21 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from domain.billing import Schedule
-from projections.db import DatabaseURL, ReadModelDB
 from projections.registry import all_projections
-from projections.runner import ProjectionRunner, read_positions
-from services.billing_worker import BillingManager
 from services.console import ConsoleTickets
-from services.controller import Controller
-from services.heartbeats import HeartbeatWriter, heartbeat_every
-from services.leader import LeaderLock, build_lock
-from services.notifications import NotificationsManager
+from services.infrastructure.database import DatabaseURL, ReadModelDB
+from services.infrastructure.files import atomic_write_text
+from services.infrastructure.heartbeats import HeartbeatWriter, heartbeat_every
+from services.infrastructure.leader import LeaderLock, build_lock
+from services.infrastructure.log_following import read_positions
+from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.store import ZLH, LogSignal, PostgresListener, store_env
+from services.infrastructure.watcher import PositionWatcher
 from services.ports import InstanceDriver
-from services.provisioning import ProvisioningManager
-from services.repair_worker import RepairWorker
 from services.settings import Settings
-from services.store import ZLH, LogSignal, PostgresListener, store_env
-from services.watcher import PositionWatcher
+from services.workers.billing import BillingManager
+from services.workers.controller import Controller
+from services.workers.notifications import NotificationsManager
+from services.workers.provisioning import ProvisioningManager
+from services.workers.repair import RepairWorker
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +50,15 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     """
     if settings.driver != "local":
         raise NotImplementedError("the proxmox driver is not available yet; use ZLH_DRIVER=local")
-    from services.adapters.agent.client import AgentDriver
+    from services.adapters.agent_client import AgentDriver
 
     data_dir = Path(settings.data_dir)
     if settings.agent_url:
         if not settings.agent_secret:
             raise ValueError("ZLH_AGENT_URL is set but ZLH_AGENT_SECRET is not")
         return AgentDriver(settings.agent_url, settings.agent_secret, data_dir, settings.dns_zone), lambda: None
-    from services.adapters.agent.server import start_agent_in_thread
-    from services.adapters.local.driver import LocalDriver
+    from services.agent.driver import LocalDriver
+    from services.agent.server import start_agent_in_thread
 
     secret = secrets.token_urlsafe(32)
     url, stop = start_agent_in_thread(LocalDriver(data_dir, settings.dns_zone), secret)
@@ -109,7 +111,7 @@ class Container:
         db = ReadModelDB(url, pool_size=pool_size)
         stop = threading.Event()
         watcher = PositionWatcher(db, stop)
-        projections = all_projections(Path(settings.data_dir))
+        projections = all_projections(Path(settings.data_dir), atomic_write_text)
         runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in projections}
         return cls(settings, url, app, db, driver, runners, watcher, stop)
 

@@ -19,106 +19,26 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from eventsourcing.persistence import Notification
+from typing import Any
 
 from projections.base import Projection, Table
-from projections.db import ReadModelDB, _PortableCursor
+from services.infrastructure.database import PortableCursor, ReadModelDB
+from services.infrastructure.log_following import (
+    POSITIONS,
+    EventLog,
+    advance_position,
+    ensure_position,
+    follow_log,
+    lock_position,
+    read_log_page,
+)
 
 log = logging.getLogger(__name__)
 
-POSITIONS = "zlh_positions"
-SQLITE_EVENTS = "stored_events"  # the library's events table on SQLite (it ignores the app name there)
 SHADOW = "__shadow"
 
 
-class EventLog(Protocol):
-    """The parts of an `eventsourcing` application a runner reads."""
-
-    recorder: Any
-    mapper: Any
-
-
-def create_positions_table(cur: _PortableCursor) -> None:
-    cur.execute(f"CREATE TABLE IF NOT EXISTS {POSITIONS} (name TEXT PRIMARY KEY, position BIGINT NOT NULL)")
-
-
-def ensure_position(cur: _PortableCursor, name: str) -> None:
-    cur.execute(f"INSERT INTO {POSITIONS} (name, position) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING", (name,))
-
-
-def lock_position(cur: _PortableCursor, name: str) -> int:
-    """Read (and on PostgreSQL lock) a position row, creating it at 0 if missing."""
-    ensure_position(cur, name)
-    row = cur.execute(f"SELECT position FROM {POSITIONS} WHERE name = %s FOR UPDATE", (name,)).fetchone()
-    return int(row["position"]) if row else 0
-
-
-def advance_position(cur: _PortableCursor, name: str, position: int) -> None:
-    """Move a position forward; never backward (several workers may share one)."""
-    cur.execute(
-        f"INSERT INTO {POSITIONS} (name, position) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE "
-        f"SET position = excluded.position WHERE {POSITIONS}.position < excluded.position",
-        (name, position),
-    )
-
-
-def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
-               wait_for_events: Callable[[float], object], after_drain: Callable[[], object] = lambda: None) -> None:
-    """The loop of every log follower: drain pages, do `after_drain`, wait for news; until `stop`.
-
-    Errors are logged and retried with capped exponential backoff, so a database
-    outage pauses a follower instead of killing it.
-    """
-    backoff = 0.1
-    while not stop.is_set():
-        try:
-            while not stop.is_set() and drain_page():
-                pass
-            after_drain()
-            backoff = 0.1
-            wait_for_events(1.0)
-        except Exception:
-            log.exception("%s failed; retrying in %.1fs", name, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
-
-
-def read_log_page(log_: EventLog, cur: _PortableCursor, after: int, limit: int) -> list[Notification]:
-    """The notifications after position `after`, oldest first.
-
-    On SQLite the page is read through `cur`, inside the caller's transaction: the
-    library's own SQLite pool makes readers wait for its writer, and its writer may
-    be waiting for our write lock, so reading through the pool here would deadlock.
-    It also gives the page and the position update one consistent snapshot.
-    """
-    if cur.dialect == "postgres":
-        return list(log_.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False))
-    rows = cur.execute(
-        f"SELECT rowid AS id, originator_id, originator_version, topic, state FROM {SQLITE_EVENTS} "
-        "WHERE rowid > %s ORDER BY rowid LIMIT %s",
-        (after, limit),
-    ).fetchall()
-    convert = log_.recorder.convert_originator_id
-    return [
-        Notification(id=r["id"], originator_id=convert(r["originator_id"]),
-                     originator_version=r["originator_version"], topic=r["topic"], state=r["state"])
-        for r in rows
-    ]
-
-
-def read_position(db: ReadModelDB, name: str) -> int:
-    """One consumer's position in the log (0 before its first page)."""
-    rows = db.query(f"SELECT position FROM {POSITIONS} WHERE name = %s", (name,))
-    return int(rows[0]["position"]) if rows else 0
-
-
-def read_positions(db: ReadModelDB) -> dict[str, int]:
-    return {r["name"]: int(r["position"]) for r in db.query(f"SELECT name, position FROM {POSITIONS}")}
-
-
-def create_tables(cur: _PortableCursor, tables: tuple[Table, ...], suffix: str = "") -> None:
+def create_tables(cur: PortableCursor, tables: tuple[Table, ...], suffix: str = "") -> None:
     for table in tables:
         physical = table.name + suffix
         cur.execute(f"CREATE TABLE IF NOT EXISTS {physical} ({table.columns})")
@@ -174,7 +94,7 @@ class ProjectionRunner:
     def name(self) -> str:
         return self.projection.name
 
-    def migrate(self, cur: _PortableCursor) -> None:
+    def migrate(self, cur: PortableCursor) -> None:
         create_tables(cur, self.projection.tables)
         ensure_position(cur, self.name)
 
@@ -200,7 +120,7 @@ class ProjectionRunner:
             pass
         return self.position()
 
-    def _apply_page(self, cur: _PortableCursor, position_name: str, names: dict[str, str]) -> int:
+    def _apply_page(self, cur: PortableCursor, position_name: str, names: dict[str, str]) -> int:
         start = lock_position(cur, position_name)
         page = read_log_page(self.log, cur, start, self.page_size)
         for notification in page:
@@ -269,7 +189,7 @@ class ProjectionRunner:
         if self._on_progress is not None:
             self._on_progress(progress)
 
-    def _swap(self, cur: _PortableCursor) -> None:
+    def _swap(self, cur: PortableCursor) -> None:
         for table in self.projection.tables:
             shadow = table.name + SHADOW
             cur.execute(f"DROP TABLE IF EXISTS {table.name}")

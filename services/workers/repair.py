@@ -32,12 +32,12 @@ from domain.operation import Operation
 from domain.reconcile import DesiredInstance, executable, guard
 from domain.repair import Repair, RepairStatus
 from projections import operations as operations_view
-from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log, read_position
 from services.billing import recorded_state
-from services.heartbeats import last_beats
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.heartbeats import last_beats
+from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
-from services.store import ZLH
 
 log = logging.getLogger(__name__)
 

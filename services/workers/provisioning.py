@@ -31,12 +31,12 @@ from domain.lifecycle import InstanceStatus
 from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
-from projections.db import ReadModelDB
-from projections.runner import advance_position, follow_log, read_position
 from services.billing import operation_block
-from services.logs import operation_context
+from services.infrastructure.database import ReadModelDB
+from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.logs import operation_context
+from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
-from services.store import ZLH
 
 log = logging.getLogger(__name__)
 

@@ -103,20 +103,20 @@ class ReadModelDB:
         return conn
 
     @contextmanager
-    def transaction(self) -> Iterator[_PortableCursor]:
+    def transaction(self) -> Iterator[PortableCursor]:
         """A write transaction: commits on success, rolls back on any exception."""
         if self.dialect == "sqlite":
             conn = self._sqlite()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _PortableCursor(conn.cursor(), "sqlite")
+                yield PortableCursor(conn.cursor(), "sqlite")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         else:
             with self._pool.connection() as conn, conn.transaction():
-                yield _PortableCursor(conn.cursor(), "postgres")
+                yield PortableCursor(conn.cursor(), "postgres")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a read-only query and return its rows as dicts."""
@@ -137,14 +137,14 @@ class ReadModelDB:
             self._local.conn = None
 
 
-class _PortableCursor:
+class PortableCursor:
     """A cursor that takes `%s` placeholders on both dialects and returns dict rows."""
 
     def __init__(self, cursor: Any, dialect: Dialect) -> None:
         self._cursor = cursor
         self.dialect = dialect
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> _PortableCursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> PortableCursor:
         if self.dialect == "sqlite":
             self._cursor.execute(_to_sqlite(sql), tuple(params))
         else:

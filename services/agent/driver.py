@@ -6,15 +6,15 @@ Layout under `data_dir`:
 - `runtime/<id>/`: the runtime files, out of the customer's reach: `port` (the
   allocated port), `server.pid`, `console.log`, `console.in` (command FIFO) and
   `standin.log` (the stand-in's stdout/stderr);
-- `backups/<backup_id>.tar.gz`: see `services.adapters.local.backups`;
-- `edge/dns.json`, `edge/proxy.json`: see `services.adapters.local.edge`.
+- `backups/<backup_id>.tar.gz`: see `services.agent.backups`;
+- `edge/dns.json`, `edge/proxy.json`: see `services.adapters.edge_files`.
 
 Stand-ins run in their own session (`start_new_session`), so they outlive a
 restart or crash of the control plane; the driver finds them again through
 `server.pid`, trusting a pid only if `/proc/PID/cmdline` names the stand-in and
 the instance's runtime directory. Per-instance process, delete and restore steps
 are serialized with an `flock` on the runtime directory; port allocation with
-one on `runtime/`. File access goes through `services.adapters.local.files`.
+one on `runtime/`. File access goes through `services.agent.files`.
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from services.adapters.local import backups, files, standin
-from services.adapters.local.edge import EdgeFiles, EdgeSteps, atomic_write_text, file_lock
+from services.adapters.edge_files import EdgeFiles, EdgeSteps
+from services.agent import backups, files, standin
+from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec
 
-STANDIN_MODULE = "services.adapters.local.standin"
+STANDIN_MODULE = "services.agent.standin"
 PORT_FILE = "port"
 STANDIN_LOG = "standin.log"
 POLL_INTERVAL = 0.05
 #: The directory holding the `services` package: the stand-in's working directory.
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class LocalDriver(EdgeSteps):
