@@ -6,8 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
-
 from domain.announcement import Announcement
 from projections import announcements as view
 from services.infrastructure.database import ReadModelDB
@@ -25,10 +23,9 @@ def publish(app: ZLH, level: str, title: str, body: str, user_id: UUID | None = 
 
 
 def withdraw(app: ZLH, announcement_id: UUID) -> int:
-    try:
-        announcement: Announcement = app.repository.get(announcement_id)
-    except AggregateNotFoundError:
-        raise NotFoundError("no such announcement") from None
+    announcement = app.find(announcement_id, Announcement)
+    if announcement is None:
+        raise NotFoundError("no such announcement")
     announcement.withdraw()
     return app.save(announcement)[-1].notification.id
 

@@ -17,7 +17,6 @@ from typing import Any
 from uuid import UUID
 
 import stripe
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.billing import (
@@ -85,22 +84,15 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str, now: floa
     return event
 
 
-def _get(app: ZLH, aggregate_id: UUID) -> Any:
-    try:
-        return app.repository.get(aggregate_id)
-    except AggregateNotFoundError:
-        return None
-
-
 def load_user(app: ZLH, user_id: UUID) -> User:
-    user = _get(app, user_id)
-    if not isinstance(user, User):
+    user = app.find(user_id, User)
+    if user is None:
         raise UserNotFoundError("no such user")
     return user
 
 
 def load_account(app: ZLH, user_id: UUID) -> BillingAccount | None:
-    return _get(app, account_id(user_id))
+    return app.find(account_id(user_id), BillingAccount)
 
 
 def load_or_open_account(app: ZLH, user_id: UUID) -> BillingAccount:
@@ -127,7 +119,7 @@ def record_stripe_event(app: ZLH, event: dict[str, Any], payload: bytes, schedul
                                object_id=str(obj["id"]) if obj.get("id") else None, payload_sha256=sha, fact=fact)
         extra: list[Any] = []
         if fact is not None and customer is not None:
-            link: StripeCustomer | None = _get(app, stripe_customer_id(customer))
+            link = app.find(stripe_customer_id(customer), StripeCustomer)
             if link is not None and link.user_id is not None:
                 account = load_or_open_account(app, link.user_id)
                 account.record_fact(event["id"], fact, created, schedule)
@@ -139,7 +131,7 @@ def record_stripe_event(app: ZLH, event: dict[str, Any], payload: bytes, schedul
         try:
             recordings = app.save(received, *extra)
         except IntegrityError:
-            if _get(app, stripe_event_id(event["id"])) is not None:
+            if app.find(stripe_event_id(event["id"]), StripeEvent) is not None:
                 return Received(True, app.head())
             continue  # the account or customer moved under us (another event): decide again
         return Received(False, recordings[-1].notification.id)
@@ -150,12 +142,12 @@ def link_customer(app: ZLH, user_id: UUID, customer_id: str, schedule: Schedule)
     """Link a Stripe customer to a user and apply the events kept for it; returns the log position."""
     load_user(app, user_id)
     for _ in range(20):
-        link: StripeCustomer = _get(app, stripe_customer_id(customer_id)) or StripeCustomer(customer_id=customer_id)
+        link = app.find(stripe_customer_id(customer_id), StripeCustomer) or StripeCustomer(customer_id=customer_id)
         kept = link.link(user_id)
         account = load_or_open_account(app, user_id)
         account.link_customer(customer_id, schedule)
         for stripe_id in kept:
-            received: StripeEvent | None = _get(app, stripe_event_id(stripe_id))
+            received = app.find(stripe_event_id(stripe_id), StripeEvent)
             if received is not None and received.fact is not None:
                 account.record_fact(stripe_id, received.fact, received.created, schedule)
         try:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import IdempotencyKeyReusedError, NameTakenError
@@ -82,9 +81,8 @@ def request_instance(
 
 def prior_operation(app: ZLH, operation_id: UUID, print_: str) -> Operation | None:
     """The operation an Idempotency-Key already made, if any; a different request under it is 422."""
-    try:
-        operation: Operation = app.repository.get(operation_id)
-    except AggregateNotFoundError:
+    operation = app.find(operation_id, Operation)
+    if operation is None:
         return None
     if operation.fingerprint != print_:
         raise IdempotencyKeyReusedError("this Idempotency-Key was already used with a different request")
@@ -100,9 +98,8 @@ def _replay(app: ZLH, operation_id: UUID, print_: str) -> Accepted | None:
 
 
 def _claim_name(app: ZLH, owner_id: UUID, name: str, instance_id: UUID) -> NameClaim:
-    try:
-        claim: NameClaim = app.repository.get(NameClaim.create_id(owner_id, name))
-    except AggregateNotFoundError:
+    claim = app.find(NameClaim.create_id(owner_id, name), NameClaim)
+    if claim is None:
         return NameClaim(owner_id=owner_id, name=name, instance_id=instance_id)
     claim.claim(instance_id)
     return claim

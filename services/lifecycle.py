@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.backup import Backup, backup_id_for_operation
@@ -41,11 +40,8 @@ class Queued:
 
 def load_instance(app: ZLH, instance_id: UUID, owner_id: UUID | None) -> Instance:
     """The instance if it exists and `owner_id` owns it (None: any owner, for admins)."""
-    try:
-        instance: Instance = app.repository.get(instance_id)
-    except AggregateNotFoundError:
-        raise NotFoundError("no such instance") from None
-    if owner_id is not None and instance.owner_id != owner_id:
+    instance = app.find(instance_id, Instance)
+    if instance is None or (owner_id is not None and instance.owner_id != owner_id):
         raise NotFoundError("no such instance")
     return instance
 
@@ -74,11 +70,8 @@ def request_backup(app: ZLH, owner_id: UUID, instance_id: UUID, key: str | None 
 
 def request_restore(app: ZLH, owner_id: UUID, instance_id: UUID, backup_id: UUID, key: str | None = None) -> Queued:
     def begin(instance: Instance, op: Operation) -> None:
-        try:
-            backup: Backup = app.repository.get(backup_id)
-        except AggregateNotFoundError:
-            raise NotFoundError("no such backup") from None
-        if backup.instance_id != instance.id:
+        backup = app.find(backup_id, Backup)
+        if backup is None or backup.instance_id != instance.id:
             raise NotFoundError("no such backup")
         backup.check_restorable()
         check_billing_gate(app, instance.owner_id, "restore")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.support import SupportTicket, TicketCounter
@@ -21,10 +20,7 @@ def open_ticket(app: ZLH, user: Principal, subject: str, message: str, instance_
         load_instance(app, instance_id, user.id)  # another customer's instance is 404
     day = (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
     for _ in range(500):
-        try:
-            counter: TicketCounter = app.repository.get(TicketCounter.create_id(day))
-        except AggregateNotFoundError:
-            counter = TicketCounter(day=day)
+        counter = app.find(TicketCounter.create_id(day), TicketCounter) or TicketCounter(day=day)
         number = counter.allocate()
         ticket = SupportTicket(number=number, owner_id=user.id, email=user.email, subject=subject, message=message,
                                instance_id=instance_id)
@@ -37,11 +33,8 @@ def open_ticket(app: ZLH, user: Principal, subject: str, message: str, instance_
 
 
 def load_ticket(app: ZLH, ticket_id: UUID, owner_id: UUID | None) -> SupportTicket:
-    try:
-        ticket: SupportTicket = app.repository.get(ticket_id)
-    except AggregateNotFoundError:
-        raise NotFoundError("no such ticket") from None
-    if not isinstance(ticket, SupportTicket) or (owner_id is not None and ticket.owner_id != owner_id):
+    ticket = app.find(ticket_id, SupportTicket)
+    if ticket is None or (owner_id is not None and ticket.owner_id != owner_id):
         raise NotFoundError("no such ticket")
     return ticket
 

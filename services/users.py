@@ -7,7 +7,6 @@ import secrets
 from dataclasses import dataclass
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import DomainError
@@ -57,10 +56,7 @@ def ensure_bootstrap_admin(app: ZLH, token: str) -> Principal:
     token_hash = hash_token(token)
     user_id = derive("user", BOOTSTRAP_ADMIN_EMAIL)
     for _ in range(5):
-        try:
-            user = app.repository.get(user_id)
-        except AggregateNotFoundError:
-            user = User(email=BOOTSTRAP_ADMIN_EMAIL, admin=True)
+        user = app.find(user_id, User) or User(email=BOOTSTRAP_ADMIN_EMAIL, admin=True)
         if token_hash in user.token_hashes:
             return Principal(user.id, user.email, user.admin)
         try:
@@ -75,9 +71,6 @@ def authenticate(app: ZLH, token: str) -> Principal | None:
     """The user a bearer token belongs to, or None."""
     if not token:
         return None
-    try:
-        credential: Credential = app.repository.get(credential_id(hash_token(token)))
-        user: User = app.repository.get(credential.user_id)
-    except AggregateNotFoundError:
-        return None
-    return Principal(user.id, user.email, user.admin)
+    credential = app.find(credential_id(hash_token(token)), Credential)
+    user = app.find(credential.user_id, User) if credential is not None else None
+    return Principal(user.id, user.email, user.admin) if user is not None else None

@@ -7,7 +7,6 @@ import threading
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from fastapi import APIRouter
 from pydantic import BaseModel
 
@@ -72,11 +71,9 @@ def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> 
         "operation_stale_after_seconds": settings.operation_stale_after, "executable_levels": [1],
         "level2_setting": settings.controller_level2,
     }
-    try:  # the current term, from the log: whichever process leads
-        leadership = container.app.repository.get(ControllerLeadership.create_id())
-        controller |= {"epoch": leadership.epoch, "leader": leadership.holder}
-    except AggregateNotFoundError:
-        controller |= {"epoch": 0, "leader": None}
+    # The current term, from the log: whichever process leads.
+    leadership = container.app.find(ControllerLeadership.create_id(), ControllerLeadership)
+    controller |= {"epoch": leadership.epoch if leadership else 0, "leader": leadership.holder if leadership else None}
     if container.controller is not None:  # the controller of this very process, when it runs one
         controller |= {"this_process": container.controller.status.as_dict(),
                        "state": container.controller.status.state}

@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import get_topic
 
@@ -28,6 +29,8 @@ from services.infrastructure.chain import ChainedPostgresApplicationRecorder, Ch
 from services.infrastructure.database import DatabaseURL
 
 log = logging.getLogger(__name__)
+
+A = TypeVar("A", bound=Aggregate)
 
 APP_NAME = "zlh"
 EVENTS_TABLE = "zlh_events"  # eventsourcing names the PostgreSQL table `<app name>_events`
@@ -103,6 +106,18 @@ class ZLH(Application[UUID]):
         for hook in self.on_saved:
             hook(recordings)
         return recordings
+
+    def find(self, aggregate_id: UUID, kind: type[A]) -> A | None:
+        """The aggregate with this id if it exists and is a `kind`; else None.
+
+        The one way to load-or-none: an id of another kind (an operation's id where an instance's is
+        expected, say) reads as missing, so callers answer 404 and reveal nothing about other ids.
+        """
+        try:
+            aggregate = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        return aggregate if isinstance(aggregate, kind) else None
 
     def head(self) -> int:
         return self.recorder.max_notification_id() or 0

@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.announcement import Announcement
@@ -121,9 +120,8 @@ class BillingManager:
     def evaluate(self, account_id: UUID) -> list[EnforcementState]:
         """Append the transitions the account's facts call for now (optimistic concurrency; retried)."""
         for _ in range(20):
-            try:
-                account: BillingAccount = self.app.repository.get(account_id)
-            except AggregateNotFoundError:
+            account = self.app.find(account_id, BillingAccount)
+            if account is None:
                 return []
             entered = account.enforce(self.now(), self.schedule)
             if not entered:
@@ -159,11 +157,8 @@ class BillingManager:
             self.app.save(announcement)
 
     def _withdraw(self, aid: UUID) -> None:
-        try:
-            announcement: Announcement = self.app.repository.get(aid)
-        except AggregateNotFoundError:
-            return
-        if not announcement.withdrawn:
+        announcement = self.app.find(aid, Announcement)
+        if announcement is not None and not announcement.withdrawn:
             announcement.withdraw()
             with contextlib.suppress(IntegrityError):
                 self.app.save(announcement)
@@ -183,7 +178,9 @@ class BillingManager:
         stopped queues its start. Both operations' ids derive from the transition that entered the
         current state. Returns False when some instance must wait for a pending operation.
         """
-        account: BillingAccount = self.app.repository.get(account_id)
+        account = self.app.find(account_id, BillingAccount)
+        if account is None:
+            return True  # no account, no billing reason on any instance
         suspended = account.state is EnforcementState.SUSPENDED
         done = True
         for row in instances_view.list_for_owner(self.db, str(account.user_id)):
@@ -251,11 +248,8 @@ class BillingManager:
             "SELECT DISTINCT owner_id FROM rm_instances WHERE status = 'suspended'")}
         for owner in owners:
             aid = account_of(UUID(owner))
-            try:
-                if not self.reconcile_instances(aid):
-                    self._outstanding.add(aid)
-            except AggregateNotFoundError:
-                continue
+            if not self.reconcile_instances(aid):
+                self._outstanding.add(aid)
 
     def run(self, wait_for_events: Callable[[float], object]) -> None:
         follow_log("billing", self.stop_event, self.dispatch_page, wait_for_events, after_drain=self.sweep)

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.instance import Instance
@@ -152,10 +151,7 @@ class Controller:
         self.status.state, self.status.epoch, self.status.last_error = state, None, error
 
     def _begin_term(self) -> None:
-        try:
-            leadership: ControllerLeadership = self.app.repository.get(ControllerLeadership.create_id())
-        except AggregateNotFoundError:
-            leadership = ControllerLeadership()
+        leadership = self.app.find(ControllerLeadership.create_id(), ControllerLeadership) or ControllerLeadership()
         epoch = leadership.begin_term(self.holder)
         try:
             self.app.save(leadership)
@@ -237,9 +233,8 @@ class Controller:
 
     def record_target(self, target: str, findings: list[dict[str, str]], proposals: list[Proposal],
                       now: datetime) -> None:
-        try:
-            drift: Drift = self.app.repository.get(Drift.create_id(target))
-        except AggregateNotFoundError:
+        drift = self.app.find(Drift.create_id(target), Drift)
+        if drift is None:
             if not findings:
                 return
             drift = Drift(target)

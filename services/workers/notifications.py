@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
 from domain.delivery import Delivery
@@ -128,9 +127,8 @@ class NotificationsManager:
 
     def deliver(self, delivery_id: UUID) -> str:
         """One attempt, if one is due; returns the delivery's status afterwards."""
-        try:
-            delivery: Delivery = self.app.repository.get(delivery_id)
-        except AggregateNotFoundError:
+        delivery = self.app.find(delivery_id, Delivery)
+        if delivery is None:
             return "missing"
         now = self.now()
         if delivery.is_final or (delivery.status == "retrying" and delivery.retry_at and delivery.retry_at > now):

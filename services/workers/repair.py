@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain.backup import Backup, backup_id_for_operation
@@ -131,12 +131,7 @@ class RepairWorker:
         return None
 
     def _instance(self, instance_id: UUID | None) -> Instance | None:
-        if instance_id is None:
-            return None
-        try:
-            return self.app.repository.get(instance_id)
-        except AggregateNotFoundError:
-            return None
+        return self.app.find(instance_id, Instance) if instance_id is not None else None
 
     def _desired(self, instance: Instance) -> DesiredInstance:
         suspended = recorded_state(self.app, instance.owner_id) == EnforcementState.SUSPENDED  # from the log
@@ -147,10 +142,8 @@ class RepairWorker:
         )
 
     def _version(self, stream_id: UUID) -> int | None:
-        try:
-            return self.app.repository.get(stream_id).version
-        except AggregateNotFoundError:
-            return None
+        aggregate = self.app.find(stream_id, Aggregate)
+        return aggregate.version if aggregate is not None else None
 
     # The Level 1 repairs.
 
@@ -180,13 +173,10 @@ class RepairWorker:
                                 process_stopped=operation.stopped_process)
         extra: list[Any] = [operation, instance]
         if operation.kind.value == "backup":
-            try:
-                backup: Backup = self.app.repository.get(backup_id_for_operation(operation.id))
-                if backup.status == "pending":
-                    backup.fail("interrupted", message)
-                    extra.append(backup)
-            except AggregateNotFoundError:
-                pass
+            backup = self.app.find(backup_id_for_operation(operation.id), Backup)
+            if backup is not None and backup.status == "pending":
+                backup.fail("interrupted", message)
+                extra.append(backup)
         repair.succeed({"operation_id": str(operation.id), "last_step": step, "instance_status":
                         instance.status.value})
         return extra
