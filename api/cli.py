@@ -182,7 +182,8 @@ def users_create(
 
     container = _container()
     try:
-        principal, token = create_user(container.app, email, admin)
+        registered = create_user(container.app, email, admin)
+        principal, token = registered.principal, registered.token
     except DomainError as exc:
         typer.echo(f"zlh: {exc.message}", err=True)
         raise typer.Exit(1) from exc

@@ -32,7 +32,7 @@ from bench.stats import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "bench-admin-token"
-RYW_TIMEOUT_MARK = "did not reach"  # what Container.wait_for_projections logs when it gives up
+RYW_TIMEOUT_MARK = "read-your-writes timed out"  # what Container.wait_for_projections logs when it gives up
 
 
 def free_port() -> int:

@@ -203,15 +203,20 @@ class Container:
 
     # Read-your-writes.
 
-    def wait_for_projections(self, position: int, names: tuple[str, ...] | None = None,
-                             timeout: float = 5.0) -> bool:
-        """Block until the named projections have applied `position`; False on timeout."""
-        if position <= 0:
+    def wait_for_projections(self, position: int, names: tuple[str, ...], timeout: float | None = None) -> bool:
+        """Block until the named projections have applied `position`; False (and a warning) on timeout.
+
+        `timeout` defaults to `ZLH_READ_YOUR_WRITES_TIMEOUT`.
+        """
+        timeout = self.settings.read_your_writes_timeout if timeout is None else timeout
+        unknown = set(names) - set(self.runners)
+        if unknown or not names:
+            raise ValueError(f"wait for which read models? unknown: {sorted(unknown)}")
+        if position <= 0 or self.watcher.wait(position, names, timeout):
             return True
-        names = names or tuple(self.runners)
-        if self.watcher.wait(position, names, timeout):
-            return True
-        log.warning("projections %s did not reach %d within %.1fs", names, position, timeout)
+        lagging = {n: p for n, p in read_positions(self.db).items() if n in names and p < position}
+        log.warning("read-your-writes timed out after %.1fs waiting for position %d; lagging: %s",
+                    timeout, position, lagging)
         return False
 
     def projection_status(self) -> list[dict[str, Any]]:

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     #: The per-node secret shared by the control plane and the agent. `zlh agent` refuses to start without it;
     #: in embedded mode a fresh random one is made at every start.
     agent_secret: str | None = Field(default=None, repr=False)
+    #: Not in the contract: how long a state-changing route waits for its read models before answering anyway
+    #: (with `ZLH-Read-Your-Writes: timeout` and a warning in the log).
+    read_your_writes_timeout: Duration = 5.0
     #: Not in the contract: how long a provisioning step may wait for a server to accept connections.
     connect_timeout: Duration = 30.0
     #: Not in the contract: worker threads of one provisioning process manager.

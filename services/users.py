@@ -36,16 +36,25 @@ def new_token() -> str:
     return "zlh_" + secrets.token_urlsafe(32)
 
 
-def create_user(app: ZLH, email: str, admin: bool) -> tuple[Principal, str]:
-    """Register a user with a fresh token; return the user and the token (shown once)."""
+@dataclass(frozen=True)
+class Registered:
+    """A new user, their first token (shown once) and the log position of the registration."""
+
+    principal: Principal
+    token: str
+    position: int
+
+
+def create_user(app: ZLH, email: str, admin: bool) -> Registered:
+    """Register a user with a fresh token."""
     token = new_token()
     user = User(email=email.strip().lower(), admin=admin)
     credential = user.issue_token(hash_token(token))
     try:
-        app.save(user, credential)
+        recordings = app.save(user, credential)
     except IntegrityError:
         raise EmailTakenError(f"a user with email {email!r} already exists") from None
-    return Principal(user.id, user.email, user.admin), token
+    return Registered(Principal(user.id, user.email, user.admin), token, recordings[-1].notification.id)
 
 
 BOOTSTRAP_ADMIN_EMAIL = "admin@zlh.localhost"

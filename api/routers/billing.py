@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
 from api.problems import Problem
 from api.schemas import Stream, StreamEvent
@@ -48,7 +49,7 @@ class AdminAction(BaseModel):
 
 
 @router.post("/api/billing/stripe/webhook", response_model=WebhookReceived)
-async def stripe_webhook(request: Request, container: ContainerDep,
+async def stripe_webhook(request: Request, response: Response, container: ContainerDep,
                          stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None
                          ) -> WebhookReceived:
     """Verify the raw body's signature first; record the event and its fact once (redeliveries: duplicate)."""
@@ -66,7 +67,7 @@ async def stripe_webhook(request: Request, container: ContainerDep,
         raise Problem(400, "bad_payload", exc.message) from None
     received = await run_in_threadpool(billing.record_stripe_event, container.app, event, payload,
                                        container.schedule)
-    await run_in_threadpool(container.wait_for_projections, received.position)
+    await read_your_writes(container, response, received.position, "billing")
     return WebhookReceived(received=True, duplicate=received.duplicate)
 
 
@@ -81,11 +82,12 @@ def my_billing(user: UserDep, container: ContainerDep) -> BillingOut:
 
 
 @router.put("/api/admin/users/{user_id}/stripe", response_model=BillingOut)
-async def link_stripe_customer(user_id: UUID, body: LinkCustomer, _: AdminDep, container: ContainerDep) -> BillingOut:
+async def link_stripe_customer(user_id: UUID, body: LinkCustomer, response: Response, _: AdminDep,
+                               container: ContainerDep) -> BillingOut:
     """Link the user's Stripe customer; events kept for that customer are applied now."""
     position = await run_in_threadpool(billing.link_customer, container.app, user_id, body.customer_id,
                                        container.schedule)
-    await run_in_threadpool(container.wait_for_projections, position)
+    await read_your_writes(container, response, position, "billing", "users")
     row = billing_view.get_for_user(container.db, str(user_id)) or {}
     return BillingOut(state=row.get("state", "good_standing"), since=row.get("since"),
                       next_step_at=row.get("next_step_at"), customer_id=row.get("customer_id"),

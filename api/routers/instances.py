@@ -8,6 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
 from api.problems import Problem
 from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
@@ -54,7 +55,7 @@ async def create_instance(
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    await run_in_threadpool(container.wait_for_projections, accepted.position)
+    await read_your_writes(container, response, accepted.position, "instances", "operations")
     status_url = f"/api/operations/{accepted.operation_id}"
     response.headers["Location"] = status_url
     return Accepted(operation_id=str(accepted.operation_id), instance_id=str(accepted.instance_id),

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
+from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
 from api.routers.instances import check_optional_key
 from projections import backups as backups_view
@@ -52,10 +53,11 @@ def _owner(user: Principal) -> UUID | None:
     return None if user.admin else user.id
 
 
-async def _answer(queued: Queued, response: Response, container: ContainerDep) -> dict[str, str]:
+async def _answer(queued: Queued, response: Response, container: ContainerDep, *views: str) -> dict[str, str]:
+    """The 202 answer, once the instance, its operation (and any `views` more) show the change."""
     if queued.replayed:
         response.headers["Idempotent-Replayed"] = "true"
-    await run_in_threadpool(container.wait_for_projections, queued.position)
+    await read_your_writes(container, response, queued.position, "instances", "operations", *views)
     status_url = f"/api/operations/{queued.operation_id}"
     response.headers["Location"] = status_url
     return {"operation_id": str(queued.operation_id), "status_url": status_url}
@@ -86,7 +88,7 @@ async def create_backup(instance_id: UUID, response: Response, user: UserDep, co
     key = check_optional_key(idempotency_key)
     owner = await run_in_threadpool(_owner_of, container, user, instance_id)
     queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key)
-    return {**await _answer(queued, response, container), "backup_id": str(queued.backup_id)}
+    return {**await _answer(queued, response, container, "backups"), "backup_id": str(queued.backup_id)}
 
 
 @router.get("/{instance_id}/backups", response_model=BackupList)

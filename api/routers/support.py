@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
 from api.problems import Problem
 from domain.support import SupportTicket
@@ -111,10 +112,10 @@ def _detail(ticket: SupportTicket) -> TicketDetail:
 # Support tickets.
 
 @router.post("/support/create", status_code=201, response_model=TicketCreated)
-async def open_ticket(body: OpenTicket, user: UserDep, container: ContainerDep) -> TicketCreated:
+async def open_ticket(body: OpenTicket, response: Response, user: UserDep, container: ContainerDep) -> TicketCreated:
     ticket, position = await run_in_threadpool(support.open_ticket, container.app, user, body.subject, body.message,
                                                body.instance_id)
-    await run_in_threadpool(container.wait_for_projections, position)
+    await read_your_writes(container, response, position, "tickets")
     return TicketCreated(id=str(ticket.id), number=ticket.number, status=ticket.status)
 
 
@@ -130,9 +131,10 @@ def my_ticket(ticket_id: UUID, user: UserDep, container: ContainerDep) -> Ticket
 
 
 @router.post("/support/tickets/{ticket_id}/reply", response_model=TicketDetail)
-async def reply(ticket_id: UUID, body: TicketMessage, user: UserDep, container: ContainerDep) -> TicketDetail:
+async def reply(ticket_id: UUID, body: TicketMessage, response: Response, user: UserDep,
+                container: ContainerDep) -> TicketDetail:
     ticket, position = await run_in_threadpool(support.reply, container.app, user, ticket_id, body.message)
-    await run_in_threadpool(container.wait_for_projections, position)
+    await read_your_writes(container, response, position, "tickets")
     return _detail(ticket)
 
 
@@ -142,16 +144,17 @@ def all_tickets(_: AdminDep, container: ContainerDep, status: Literal["open", "c
 
 
 @router.post("/admin/support/tickets/{ticket_id}/reply", response_model=TicketDetail)
-async def staff_reply(ticket_id: UUID, body: TicketMessage, admin: AdminDep, container: ContainerDep) -> TicketDetail:
+async def staff_reply(ticket_id: UUID, body: TicketMessage, response: Response, admin: AdminDep,
+                      container: ContainerDep) -> TicketDetail:
     ticket, position = await run_in_threadpool(support.reply, container.app, admin, ticket_id, body.message)
-    await run_in_threadpool(container.wait_for_projections, position)
+    await read_your_writes(container, response, position, "tickets")
     return _detail(ticket)
 
 
 @router.post("/admin/support/tickets/{ticket_id}/close", response_model=TicketDetail)
-async def close_ticket(ticket_id: UUID, admin: AdminDep, container: ContainerDep) -> TicketDetail:
+async def close_ticket(ticket_id: UUID, response: Response, admin: AdminDep, container: ContainerDep) -> TicketDetail:
     ticket, position = await run_in_threadpool(support.close, container.app, admin, ticket_id)
-    await run_in_threadpool(container.wait_for_projections, position)
+    await read_your_writes(container, response, position, "tickets")
     return _detail(ticket)
 
 
@@ -163,14 +166,14 @@ def current_announcements(user: UserDep, container: ContainerDep) -> Announcemen
 
 
 @router.post("/admin/announcements", status_code=201, response_model=AnnouncementOut)
-async def publish(body: NewAnnouncement, _: AdminDep, container: ContainerDep) -> AnnouncementOut:
+async def publish(body: NewAnnouncement, response: Response, _: AdminDep, container: ContainerDep) -> AnnouncementOut:
     for when in (body.starts_at, body.ends_at):
         if when is not None and when.tzinfo is None:
             raise Problem(422, "validation_error", "starts_at and ends_at need a timezone (RFC 3339)")
     announcement, position = await run_in_threadpool(
         announcements.publish, container.app, body.level, body.title, body.body, body.user_id, body.starts_at,
         body.ends_at)
-    await run_in_threadpool(container.wait_for_projections, position)
+    await read_your_writes(container, response, position, "announcements")
     row = next(r for r in announcements_view.list_all(container.db) if r["id"] == str(announcement.id))
     return AnnouncementOut(**row)
 
@@ -183,8 +186,9 @@ def all_announcements(_: AdminDep, container: ContainerDep) -> AnnouncementList:
 @router.delete("/admin/announcements/{announcement_id}", status_code=204)
 async def withdraw(announcement_id: UUID, _: AdminDep, container: ContainerDep) -> Response:
     position = await run_in_threadpool(announcements.withdraw, container.app, announcement_id)
-    await run_in_threadpool(container.wait_for_projections, position)
-    return Response(status_code=204)
+    response = Response(status_code=204)
+    await read_your_writes(container, response, position, "announcements")
+    return response
 
 
 # Notepad.

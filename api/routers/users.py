@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
 from api.schemas import CreateUser, UserCreated, UserOut
 from projections import users as users_view
@@ -20,9 +21,10 @@ def me(user: UserDep) -> UserOut:
 
 
 @router.post("/admin/users", status_code=201, response_model=UserCreated)
-async def create(body: CreateUser, _: AdminDep, container: ContainerDep) -> UserCreated:
-    principal, token = await run_in_threadpool(create_user, container.app, body.email, body.admin)
-    await run_in_threadpool(container.wait_for_projections, container.app.head(), ("users",))  # read-your-writes
+async def create(body: CreateUser, response: Response, _: AdminDep, container: ContainerDep) -> UserCreated:
+    registered = await run_in_threadpool(create_user, container.app, body.email, body.admin)
+    await read_your_writes(container, response, registered.position, "users")
+    principal, token = registered.principal, registered.token
     return UserCreated(id=str(principal.id), email=principal.email, admin=principal.admin, token=token)
 
 

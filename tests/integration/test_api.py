@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from uuid import UUID
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -80,6 +81,7 @@ def test_create_is_async_and_reaches_running(make_container: Callable[..., Conta
     assert r.status_code == 202, r.text
     body = r.json()
     assert r.headers["location"] == body["status_url"] == f"/api/operations/{body['operation_id']}"
+    assert r.headers["zlh-read-your-writes"] == "caught-up"
     # Read-your-writes: the pending instance is listed at once, with its operation.
     items = client.get("/api/instances", headers=alice).json()["items"]
     assert [i["id"] for i in items] == [body["instance_id"]]
@@ -96,6 +98,23 @@ def test_create_is_async_and_reaches_running(make_container: Callable[..., Conta
                     lambda i: i["status"] == "running")
     assert instance["address"] and instance["pending_operation_id"] is None
     assert instance["kind"] == "game" and instance["name"] == "alpha" and instance["template"] == "minecraft"
+
+
+def test_a_read_your_writes_wait_that_runs_out_is_reported(make_container: Callable[..., Container],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Only the read models the caller reads next are waited for, and a timeout is visible, not hidden."""
+    container = make_container(workers=(), read_your_writes_timeout=0.05)  # no read model follows the log
+    client = TestClient(create_app(container))
+    alice = make_customer(client, "alice@example.com")  # times out on `users` too; the token works regardless
+    r = create(client, alice, "k-1")
+    assert r.status_code == 202, r.text
+    assert r.headers["zlh-read-your-writes"] == "timeout; views=instances,operations"
+    assert "read-your-writes timed out" in caplog.text and "'instances'" in caplog.text
+    for name in ("instances", "operations"):
+        container.runners[name].catch_up()
+    again = create(client, alice, "k-1")  # a replay waits for the same read models, now caught up
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["zlh-read-your-writes"] == "caught-up"
 
 
 def test_idempotency_key_semantics(client: TestClient, new_user: Callable) -> None:

@@ -55,7 +55,7 @@ def app(database_url: str) -> Iterator[ZLH]:
 
 def populate(app: ZLH) -> dict[str, UUID]:
     """A user (2 events, one save, with its credential), an operation at 4 versions, a note at 5."""
-    user, _ = create_user(app, f"{uuid4().hex[:8]}@example.com", admin=False)
+    user = create_user(app, f"{uuid4().hex[:8]}@example.com", admin=False).principal
     accepted = request_instance(app, user.id, "k1", "game", "alpha", "minecraft")
     op = app.repository.get(accepted.operation_id)
     op.claim("w1")

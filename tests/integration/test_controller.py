@@ -39,7 +39,7 @@ def controller(container: Container, mode: str = "live", lock: Any = None, **kw:
 
 
 def caught_up(container: Container) -> None:
-    assert container.wait_for_projections(container.app.head(), timeout=20)
+    assert container.wait_for_projections(container.app.head(), tuple(container.runners), timeout=20)
 
 
 def repair_rows(container: Container) -> list[dict[str, Any]]:

@@ -118,7 +118,7 @@ def test_rebuild_never_shows_readers_an_empty_list(make_container: Callable[...,
     container = make_container()
     owner = uuid4()
     accepted = [request_instance(container.app, owner, f"k{n}", "game", f"s{n}", "minecraft") for n in range(30)]
-    container.wait_for_projections(max(a.position for a in accepted))
+    container.wait_for_projections(max(a.position for a in accepted), ("instances", "operations"))
     expected = {str(a.instance_id) for a in accepted}
     seen_sizes: list[int] = []
     done = threading.Event()

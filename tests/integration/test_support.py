@@ -105,7 +105,7 @@ def test_ticket_mails_the_customer_and_alerts_staff_once(client: TestClient, cha
 
 
 def test_forty_concurrent_tickets_get_forty_numbers(container: Container) -> None:
-    user, _ = create_user(container.app, "many@example.com", False)
+    user = create_user(container.app, "many@example.com", False).principal
     with ThreadPoolExecutor(max_workers=40) as pool:
         tickets = list(pool.map(lambda n: open_ticket(container.app, user, f"s{n}", "m", None)[0], range(40)))
     numbers = [t.number for t in tickets]
@@ -119,7 +119,7 @@ def test_transient_failures_are_retried_then_sent_exactly_once(container: Contai
     clock = [datetime(2026, 11, 24, 12, 0, tzinfo=UTC)]
     manager = NotificationsManager(container.app, container.db, email, alerts, now=lambda: clock[0])
     container.notifications.stop_event.set()  # type: ignore[union-attr]
-    user = Principal(create_user(container.app, "r@example.com", False)[0].id, "r@example.com", False)
+    user = Principal(create_user(container.app, "r@example.com", False).principal.id, "r@example.com", False)
     ticket, _ = open_ticket(container.app, user, "s", "m", None)
     mail_id = delivery_id(ticket.id, 1, "email")
     manager.request(ticket.id, 1, "email", "ticket_acknowledgement", {"to": "r@example.com", "subject": "s",
