@@ -34,13 +34,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bench.procs import ROOT, Resources, RssSampler, project_env, sigterm_as_interrupt, wait_until
+from bench.procs import ROOT, Resources, RssSampler, project_env, sigterm_as_interrupt, stop_process, wait_until
 from bench.run import context_line, log
 from bench.stats import EN_DASH, TIMES
 from bench.wrk import CREATE_LUA, INSTALL_HINT, WrkError, WrkResult, run_wrk
@@ -123,7 +123,7 @@ class ProjectServer:
         self.log_path = workdir / "zlh-serve.log"
 
     def start(self) -> Target:
-        database_url = self.res.database("project")
+        database_url = self.database_url = self.res.database("project")
         if self.queued:
             self._fill_queue(database_url)
         env = project_env(database_url, self.workdir / "data", ZLH_BOOTSTRAP_ADMIN_TOKEN=ADMIN_TOKEN,
@@ -142,6 +142,7 @@ class ProjectServer:
         self.settle(timeout=3600 if self.queued else 120)
         if self.queued:
             log(f"project: caught up with the {self.queued:,} queued operations in {time.monotonic() - started:.0f}s")
+        log(f"project: {self.log_state()}")
         return Target("project", self.url, self.proc.pid, reader, writer, operations[0], rss, self.settle,
                       self.log_path)
 
@@ -186,6 +187,18 @@ class ProjectServer:
         if response.status_code != 202:
             raise RuntimeError(f"POST /api/instances answered {response.status_code}: {response.text}")
         return str(response.json()["operation_id"])
+
+    def log_state(self) -> str:
+        """The log's head and the operations' phases, from the project's database (read models)."""
+        import psycopg
+
+        from projections.db import DatabaseURL
+
+        with psycopg.connect(DatabaseURL.parse(self.database_url).conninfo()) as conn:
+            head = conn.execute("SELECT max(notification_id) FROM zlh_events").fetchone()
+            phases = conn.execute("SELECT phase, count(*) FROM rm_operations GROUP BY phase ORDER BY phase").fetchall()
+        return (f"{(head[0] if head else 0) or 0:,} events in the log; operations by phase: "
+                + ", ".join(f"{phase} {n:,}" for phase, n in phases))
 
     def lags(self) -> dict[str, int]:
         """Every projection's and every queue's lag behind the log (what the admin API reports)."""
@@ -260,6 +273,35 @@ class Load:
     connections: int
     duration: float
     lua: Path
+    py_spy: Path | None = None
+
+
+@contextlib.contextmanager
+def profiled(target: Target, load: Load, name: str) -> Iterator[None]:
+    """With `--py-spy DIR`: py-spy records `target` (the project only) while the block runs."""
+    if load.py_spy is None or target.name != "project":
+        yield
+        return
+    import shutil
+    import subprocess
+
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    load.py_spy.mkdir(parents=True, exist_ok=True)
+    command = [binary, "record", "--pid", str(target.pid), "--duration", f"{max(1, int(load.duration) - 1)}",
+               "--rate", "100", "--format", "raw", "--nolineno", "--threads", "--nonblocking",
+               "--output", str(load.py_spy / f"{name}.txt")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        yield
+    finally:
+        try:
+            _, err = proc.communicate(timeout=30)
+            if proc.returncode:
+                log(f"py-spy exited with {proc.returncode}: {err.strip()[-500:]}")
+        except BaseException:
+            stop_process(proc, grace=5)
+            raise
 
 
 def drive(target: Target, work: str, load: Load) -> tuple[WrkResult, float]:
@@ -283,20 +325,27 @@ def drive(target: Target, work: str, load: Load) -> tuple[WrkResult, float]:
     return result, cpu
 
 
+def quiet(targets: list[Target], pause: float) -> None:
+    """Before any run: every server has caught up (the project's workers would steal the other's CPU), then a pause."""
+    for target in targets:
+        target.settle()
+    time.sleep(pause)
+
+
 def measure(targets: list[Target], works: list[str], load: Load, rounds: int, warmup: float,
             pause: float) -> Measurements:
     measured = Measurements()
     for work in works:
         if warmup > 0:
             for target in targets:
-                target.settle()
+                quiet(targets, 0)
                 log(f"{work}: warm-up of {target.name} ({warmup:g}s)")
                 drive(target, work, Load(load.threads, load.connections, warmup, load.lua))
         for round_ in range(1, rounds + 1):
             for target in targets:
-                target.settle()
-                time.sleep(pause)
-                result, cpu = drive(target, work, load)
+                quiet(targets, pause)
+                with profiled(target, load, f"{work}-round{round_}"):
+                    result, cpu = drive(target, work, load)
                 measured.runs.append(Run(work, target.name, round_, result, cpu))
                 errors = f", {result.errors} errors" if result.errors else ""
                 log(f"{work} round {round_}/{rounds} {target.name}: {result.requests_per_second:,.0f} r/s, "
@@ -394,6 +443,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fill the project's log with this many queued create operations first (e.g. 10000)")
     parser.add_argument("--events", type=int, default=200_000, help="events in the rebuild log (default 200,000)")
     parser.add_argument("--rebuild-rounds", type=int, default=1, help="rounds of the rebuild measure (default 1)")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="record zlh serve with py-spy (raw collapsed stacks, thread ids) during every project "
+                             "run, into DIR/WORK-roundN.txt (pip install py-spy)")
     return parser.parse_args(argv)
 
 
@@ -441,9 +493,10 @@ def main(argv: list[str] | None = None) -> int:
 def http_section(args: argparse.Namespace, works: list[str], res: Resources, tmp: Path) -> list[str]:
     lua = tmp / "create.lua"
     lua.write_text(CREATE_LUA)
-    project = ProjectServer(res, tmp, args.queued).start()
+    server = ProjectServer(res, tmp, args.queued)
+    project = server.start()
     baseline = BaselineServer(res, tmp).start()
-    load = Load(args.threads, args.connections, args.duration, lua)
+    load = Load(args.threads, args.connections, args.duration, lua, args.py_spy)
     measured = measure([project, baseline], works, load, args.rounds, args.warmup, args.pause)
     project.rss.sample()
     baseline.rss.sample()
@@ -452,10 +505,12 @@ def http_section(args: argparse.Namespace, works: list[str], res: Resources, tmp
         "", f"### HTTP: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, {args.rounds} round(s) "
         f"interleaved{queued}", "",
         side_by_side(measured, works), "",
-        "ratio: mean project r/s over mean baseline r/s; p99 ratio: mean project p99 over mean baseline p99; "
-        "⚠: some answers were errors (see every run).", "",
+        "ratio: mean project r/s over mean baseline r/s; p99 ratio: mean project p99 over mean baseline p99"
+        + ("; ⚠: some answers were errors (see every run)." if any(r.result.errors for r in measured.runs) else "."),
+        "",
         f"- resident memory of `zlh serve`: {project.rss.describe()}",
         f"- resident memory of the baseline: {baseline.rss.describe()}",
+        f"- the project at the end: {server.log_state()}",
         "", "Every run:", "", every_run(measured),
     ]
     return lines

@@ -116,8 +116,10 @@ def rebuild_benchmark(database_url: str, workdir: Path, n_events: int, rounds: i
         rebuild.rates.append(head / seconds)
         rebuild.seconds.append(seconds)
         if rates:
-            rebuild.notes.append(f"{len(per_projection)} projections, each reading the whole log at "
-                                 f"{min(rates):,.0f}{EN_DASH}{max(rates):,.0f} events/s by its own count")
+            each = ", ".join(f"{p['name']} {p['events_per_second']:,.0f}"
+                             for p in sorted(per_projection, key=lambda p: p["events_per_second"]))
+            rebuild.notes.append(f"round {round_}: {len(per_projection)} projections, one after the other, each "
+                                 f"reading the whole log; events/s by their own count: {each}")
 
         log(f"rebuild round {round_}/{rounds}: zlh audit verify --all ...")
         code, out, err, seconds = run_child(_zlh("audit", "verify", "--all"), env, ROOT, timeout=3600)
