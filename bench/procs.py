@@ -30,11 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def sigterm_as_interrupt() -> None:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, so every `finally` runs."""
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt in the main thread, so every `finally` runs.
+
+    SIGINT too, because a shell starts a background job with SIGINT ignored, and Python keeps it so.
+    """
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
 
