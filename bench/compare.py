@@ -148,9 +148,9 @@ class ProjectServer:
 
     def _fill_queue(self, database_url: str) -> None:
         from bench.eventlog import queued_creates
-        from projections.db import DatabaseURL
-        from services.migrate import migrate
-        from services.store import ZLH, store_env
+        from services.infrastructure.database import DatabaseURL
+        from services.infrastructure.migrations import migrate
+        from services.infrastructure.store import ZLH, store_env
 
         url = DatabaseURL.parse(database_url)
         migrate(url)
@@ -192,7 +192,7 @@ class ProjectServer:
         """The log's head and the operations' phases, from the project's database (read models)."""
         import psycopg
 
-        from projections.db import DatabaseURL
+        from services.infrastructure.database import DatabaseURL
 
         with psycopg.connect(DatabaseURL.parse(self.database_url).conninfo()) as conn:
             head = conn.execute("SELECT max(notification_id) FROM zlh_events").fetchone()

@@ -26,8 +26,8 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
 from domain.plans import create_steps
 from domain.user import User
+from services.infrastructure.store import ZLH
 from services.instances import fingerprint
-from services.store import ZLH
 from services.users import hash_token, new_token
 
 CREATES_PER_CUSTOMER = 10

@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from bench.run import log, with_dbname
-from projections.db import DatabaseURL
+from services.infrastructure.database import DatabaseURL
 
 ROOT = Path(__file__).resolve().parents[1]
 

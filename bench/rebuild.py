@@ -27,9 +27,9 @@ from bench.eventlog import completed_creates
 from bench.procs import ROOT, Resources, project_env, run_child, sigterm_as_interrupt
 from bench.run import DEFAULT_PG, context_line, log
 from bench.stats import EN_DASH
-from projections.db import DatabaseURL
-from services.migrate import migrate
-from services.store import EVENTS_TABLE, ZLH, store_env
+from services.infrastructure.database import DatabaseURL
+from services.infrastructure.migrations import migrate
+from services.infrastructure.store import EVENTS_TABLE, ZLH, store_env
 
 RAW_PAGE = 1000
 
