@@ -222,7 +222,12 @@ def plan_unregister(current: ProxyMap, server: str, comment: str) -> ProxyMap | 
     servers, forced = dict(current.servers), {h: list(s) for h, s in current.forced.items()}
     marks, forced_marks = dict(current.marks), dict(current.forced_marks)
     key = find_key(servers, server)
-    ours_forced = [h for h, mark in forced_marks.items() if mark == comment]
+    lowered = server.lower()
+    ours_forced = [
+        h
+        for h, mark in forced_marks.items()
+        if mark == comment and any(t.lower() == lowered for t in forced.get(h, []))
+    ]
     if key is None and not ours_forced:
         return None
     if key is not None:
@@ -230,7 +235,6 @@ def plan_unregister(current: ProxyMap, server: str, comment: str) -> ProxyMap | 
             raise DriverError(
                 "record_not_ours", f"proxy server {key!r} is not ZLH's (mark {marks.get(key)!r}); left as it is"
             )
-        lowered = key.lower()
         for host, targets in forced.items():
             if host not in ours_forced and any(t.lower() == lowered for t in targets):
                 raise DriverError(
