@@ -4,10 +4,17 @@
 (readiness is polled against a deadline, never slept for); `stop()` shuts it down
 and joins the thread. It is also a context manager. Pass `ssl_certfile` (a PEM
 holding the key and the certificate chain, e.g. from `trustme`) to serve HTTPS.
+
+The server runs on its own plain asyncio loop. `stop()` aborts the connections
+clients still hold open: a keep-alive connection kept by a live response (an
+exception's traceback is enough) would otherwise hold a graceful shutdown up,
+for as long as a TLS close waits for the peer.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -29,13 +36,23 @@ class ServedApp:
     _server: uvicorn.Server = field(repr=False)
     _thread: threading.Thread = field(repr=False)
     _sock: socket.socket = field(repr=False)
+    _loop: asyncio.AbstractEventLoop = field(repr=False)
 
     def stop(self) -> None:
-        """Shut the server down and wait for its thread (idempotent)."""
+        """Shut the server down, cutting open connections, and wait for its thread (idempotent)."""
         self._server.should_exit = True
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=15.0)
+        if self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                self._loop.call_soon_threadsafe(self._abort_connections)
+            if self._thread is not threading.current_thread():
+                self._thread.join(timeout=15.0)
         self._sock.close()
+
+    def _abort_connections(self) -> None:
+        for connection in list(self._server.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
 
     def __enter__(self) -> ServedApp:
         return self
@@ -72,9 +89,17 @@ def serve_app(
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"fake-{port}", daemon=True)
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(server.serve(sockets=[sock]))
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name=f"fake-{port}", daemon=True)
     scheme = "https" if ssl_certfile else "http"
-    served = ServedApp(f"{scheme}://{host}:{port}", host, port, server, thread, sock)
+    served = ServedApp(f"{scheme}://{host}:{port}", host, port, server, thread, sock, loop)
     thread.start()
     deadline = time.monotonic() + timeout
     while True:
