@@ -486,3 +486,71 @@ def test_retry_after_parses_seconds_and_dates() -> None:
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0
     assert retry_after_seconds({"retry-after": "soon"}) is None
     assert retry_after_seconds({}) is None
+
+
+# -- the fake itself, through the real library --------------------------------------------------------
+
+
+@pytest.fixture
+def library(served: ServedApp) -> Iterator[Any]:
+    import cloudflare
+
+    client = cloudflare.Cloudflare(api_token=TOKEN, base_url=f"{served.url}/client/v4", max_retries=0)
+    yield client
+    client.close()
+
+
+def test_fake_put_replaces_patch_merges_delete_forgets(library: Any, fake: FakeCloudflare) -> None:
+    records = library.dns.records
+    created = records.create(zone_id=ZONE_ID, type="A", name="www", content="203.0.113.1", ttl=300, comment="hand")
+    assert (created.name, created.comment, created.ttl) == (f"www.{ZONE}", "hand", 300)
+    patched = records.edit(created.id, zone_id=ZONE_ID, type="A", name="www", ttl=120, content="203.0.113.2")
+    assert (patched.content, patched.comment, patched.ttl) == ("203.0.113.2", "hand", 120)
+    replaced = records.update(created.id, zone_id=ZONE_ID, type="A", name="www", ttl=1, content="203.0.113.3")
+    assert (replaced.content, replaced.comment, replaced.ttl) == ("203.0.113.3", None, 1)
+    records.delete(created.id, zone_id=ZONE_ID)
+    import cloudflare
+
+    with pytest.raises(cloudflare.NotFoundError) as info:
+        records.get(created.id, zone_id=ZONE_ID)
+    assert info.value.errors[0].code == 81044
+
+
+def test_fake_filters_like_cloudflare(library: Any, fake: FakeCloudflare) -> None:
+    fake.add_record(ZONE_ID, type="A", name="a", ttl=60, content="203.0.113.1", comment="zlh instance 1")
+    fake.add_record(ZONE_ID, type="A", name="b", ttl=60, content="203.0.113.2", comment="Zlh Instance 2")
+    fake.add_record(ZONE_ID, type="TXT", name="a", ttl=60, content="hello")
+    names = lambda **q: sorted(r.name for r in library.dns.records.list(zone_id=ZONE_ID, **q))  # noqa: E731
+    assert names(name={"exact": f"A.{ZONE}"}) == [f"a.{ZONE}", f"a.{ZONE}"]
+    assert names(name={"exact": f"a.{ZONE}"}, type="TXT") == [f"a.{ZONE}"]
+    assert names(comment={"exact": "zlh instance 2"}) == [f"b.{ZONE}"]  # case-insensitive
+    assert names(comment={"startswith": "zlh instance"}) == [f"a.{ZONE}", f"b.{ZONE}"]
+    assert names(comment={"absent": "true"}) == [f"a.{ZONE}"]
+    assert names(type="TXT", comment={"exact": "zlh instance 2"}, match="any") == [f"a.{ZONE}", f"b.{ZONE}"]
+
+
+def test_fake_refuses_like_cloudflare(library: Any, fake: FakeCloudflare, served: ServedApp) -> None:
+    import cloudflare
+    import httpx
+
+    records = library.dns.records
+    records.create(zone_id=ZONE_ID, type="A", name="www", content="203.0.113.1", ttl=60)
+    cases = [
+        (lambda: records.create(zone_id=ZONE_ID, type="A", name="www", content="203.0.113.1", ttl=60), 400, 81058),
+        (
+            lambda: records.create(zone_id=ZONE_ID, type="CNAME", name="www", content="x.example.org", ttl=60),
+            400,
+            81053,
+        ),
+        (lambda: records.create(zone_id=ZONE_ID, type="A", name="v4", content="2001:db8::1", ttl=60), 400, 1004),
+        (lambda: records.create(zone_id=ZONE_ID, type="A", name="t", content="203.0.113.9", ttl=7), 400, 1004),
+        (lambda: records.list(zone_id="0" * 32), 404, 7003),
+    ]
+    for call, status, code in cases:
+        with pytest.raises(cloudflare.APIStatusError) as info:
+            call()
+        assert (info.value.status_code, info.value.errors[0].code) == (status, code)
+    answer = httpx.get(f"{served.url}/client/v4/zones/{ZONE_ID}/dns_records")
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["code"] == 6003
+    assert answer.json()["success"] is False

@@ -147,7 +147,9 @@ class FakeCloudflare:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def _answer(self, request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None):
+    def _answer(
+        self, request: Request, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> JSONResponse:
         self.requests.append(LoggedRequest(request.method, request.url.path, request.url.query, status))
         return JSONResponse(body, status_code=status, headers=headers)
 
