@@ -7,9 +7,10 @@ default) has no A records on this machine, so the only target a client on
 localhost can actually reach is the loopback address.
 
 `proxy.json` is a JSON object from server name (`EDGE_NAME`) to `host:port`, as
-in Velocity's `[servers]`. What Velocity keeps beside it lives in the sidecar
-`proxy-meta.json`: `{"owners": {server: "zlh instance ID"}, "forced_hosts":
-{host: {"servers": [server], "comment": "zlh instance ID"}}}`. An entry of
+in Velocity's `[servers]`. Our ownership marks and the forced hosts (Velocity's
+`[forced-hosts]`) live in the sidecar `proxy-meta.json`, so proxy.json keeps its
+shape: `{"owners": {server: "zlh instance ID"}, "forced_hosts": {host:
+{"servers": [server], "comment": "zlh instance ID"}}}`. An entry of
 proxy.json without an owner there was not made by us (a hand edit) and is never
 changed or removed through `LocalEdge`. Registering writes the owner claim
 before proxy.json, unregistering drops it after, so a crash in between never
