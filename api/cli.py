@@ -169,7 +169,7 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir), settings.dns_zone), settings.agent_secret, host, port)
+    run_agent(LocalDriver(Path(settings.data_dir)), settings.agent_secret, host, port)
 
 
 @users_cli.command("create")

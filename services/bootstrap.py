@@ -20,6 +20,7 @@ from typing import Any
 from domain.billing import Schedule
 from projections.registry import all_projections
 from services.console import ConsoleTickets
+from services.edge import Edge
 from services.infrastructure import dead_letters
 from services.infrastructure.database import DatabaseURL, ReadModelDB
 from services.infrastructure.files import atomic_write_text
@@ -29,7 +30,7 @@ from services.infrastructure.log_following import read_positions
 from services.infrastructure.projection_runner import ProjectionRunner
 from services.infrastructure.store import ZLH, LogSignal, PostgresListener, store_env
 from services.infrastructure.watcher import PositionWatcher
-from services.ports import InstanceDriver
+from services.ports import DnsProvider, InstanceDriver, ProxyRegistry
 from services.settings import Settings
 from services.workers.billing import BillingManager
 from services.workers.controller import Controller
@@ -59,13 +60,42 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     if settings.agent_url:
         if not settings.agent_secret:
             raise ValueError("ZLH_AGENT_URL is set but ZLH_AGENT_SECRET is not")
-        return AgentDriver(settings.agent_url, settings.agent_secret, data_dir, settings.dns_zone), lambda: None
+        return AgentDriver(settings.agent_url, settings.agent_secret), lambda: None
     from services.agent.driver import LocalDriver
     from services.agent.server import start_agent_in_thread
 
     secret = secrets.token_urlsafe(32)
-    url, stop = start_agent_in_thread(LocalDriver(data_dir, settings.dns_zone), secret)
-    return AgentDriver(url, secret, data_dir, settings.dns_zone), stop
+    url, stop = start_agent_in_thread(LocalDriver(data_dir), secret)
+    return AgentDriver(url, secret), stop
+
+
+class MissingSettingError(ValueError):
+    """A setting the configuration needs is not set: the message names it, in a sentence."""
+
+
+def build_edge(settings: Settings) -> Edge:
+    """DNS (`ZLH_DNS`: local file or Cloudflare) and the proxy (`ZLH_PROXY`: local file or Velocity)."""
+    from services.adapters.edge_files import LocalEdge
+
+    local = LocalEdge(Path(settings.data_dir) / "edge")
+    dns: DnsProvider = local
+    proxy: ProxyRegistry = local
+    if settings.dns == "cloudflare":
+        from services.adapters.cloudflare_dns import CloudflareDns
+
+        for name in ("cloudflare_token", "cloudflare_zone_id"):
+            if not getattr(settings, name):
+                raise MissingSettingError(f"ZLH_DNS=cloudflare needs ZLH_{name.upper()}; it is not set")
+        dns = CloudflareDns(token=settings.cloudflare_token or "", zone_id=settings.cloudflare_zone_id or "",
+                            zone_name=settings.dns_zone, api_url=settings.cloudflare_api_url)
+    if settings.proxy == "velocity":
+        from services.adapters.velocity import VelocityProxy
+
+        for name in ("velocity_config", "velocity_reload_command"):
+            if not getattr(settings, name):
+                raise MissingSettingError(f"ZLH_PROXY=velocity needs ZLH_{name.upper()}; it is not set")
+        proxy = VelocityProxy(settings.velocity_config or "", settings.velocity_reload_command)
+    return Edge(dns, proxy, settings.dns_zone)
 
 
 def build_channels(settings: Settings) -> tuple[Any, Any]:
@@ -83,6 +113,7 @@ class Container:
     app: ZLH
     db: ReadModelDB
     given_driver: InstanceDriver | None
+    edge: Edge
     runners: dict[str, ProjectionRunner]
     watcher: PositionWatcher
     stop_event: threading.Event
@@ -107,8 +138,11 @@ class Container:
     started: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, settings: Settings, driver: InstanceDriver | None = None, pool_size: int = 8) -> Container:
+    def build(cls, settings: Settings, driver: InstanceDriver | None = None, pool_size: int = 8,
+              edge: Edge | None = None) -> Container:
+        """Wire everything `settings` asks for; a given `driver` or `edge` (tests, fakes) replaces the built one."""
         url = DatabaseURL.parse(settings.database_url)
+        edge = edge or build_edge(settings)
         signal = LogSignal()
         app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)
         db = ReadModelDB(url, pool_size=pool_size)
@@ -116,7 +150,7 @@ class Container:
         watcher = PositionWatcher(db, stop)
         projections = all_projections(Path(settings.data_dir), atomic_write_text)
         runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in projections}
-        return cls(settings, url, app, db, driver, runners, watcher, stop)
+        return cls(settings, url, app, db, driver, edge, runners, watcher, stop)
 
     # Workers.
 
@@ -131,7 +165,7 @@ class Container:
                 self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal.wait)
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(
-                self.app, self.db, self.driver,
+                self.app, self.db, self.driver, self.edge,
                 worker_id=f"{socket.gethostname()}:{os.getpid()}:{id(self):x}",
                 step_delay=self.settings.local_step_delay,
                 connect_timeout=self.settings.connect_timeout,
@@ -146,7 +180,7 @@ class Container:
             self.notifications = NotificationsManager(self.app, self.db, email, alerts)
             self._spawn("notifications", self.notifications.run, self.app.signal.wait)
         if "repair" in workers:
-            self.repair = RepairWorker(self.app, self.db, self.driver, worker_id=self.worker_id("repair"),
+            self.repair = RepairWorker(self.app, self.db, self.driver, self.edge, worker_id=self.worker_id("repair"),
                                        stale_after=self.settings.operation_stale_after,
                                        level2=self.settings.controller_level2)
             self._spawn("repair", self.repair.run, self.app.signal.wait)
@@ -167,7 +201,7 @@ class Container:
         """Run the reconciler in a thread of this process; it acts only while it holds the leader lease."""
         s = self.settings
         self.controller = Controller(
-            self.app, self.db, self.driver, lock or build_lock(s.redis_url, s.controller_lease),
+            self.app, self.db, self.driver, self.edge, lock or build_lock(s.redis_url, s.controller_lease),
             mode=s.controller_mode, interval=s.controller_interval, stale_after=s.operation_stale_after,
             zone=s.dns_zone, holder=self.worker_id("controller"), level2=s.controller_level2,
         )

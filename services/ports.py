@@ -6,6 +6,7 @@ in-memory fakes live in `services.adapters` and both satisfy the same contract.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -28,6 +29,19 @@ class InstanceSpec:
     kind: str  # "game" | "dev"
     template: str
     edge_name: str  # NAME-SHORTID, unique across customers
+
+
+def customer_address(kind: str, host: str, port: int) -> str:
+    """What a customer connects to: `host:port` for a game server, the IDE's URL for a dev container."""
+    return f"http://{host}:{port}/" if kind == "dev" else f"{host}:{port}"
+
+
+class ConsoleSocket(Protocol):
+    """One live console session (a websockets client connection, or the fake's stand-in)."""
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str) -> None: ...
 
 
 class InstanceDriver(Protocol):
@@ -60,12 +74,8 @@ class InstanceDriver(Protocol):
         """Return once the instance accepts connections on `port`; `DriverError` after `timeout` s."""
         ...
 
-    def publish_dns(self, spec: InstanceSpec, port: int) -> dict:
-        """Upsert the instance's SRV record (game only); return the record."""
-        ...
-
-    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
-        """Upsert the proxy entry `edge_name -> host:port` (game only); return `host:port`."""
+    def public_host(self, spec: InstanceSpec) -> str:
+        """The host name or address players reach the instance's node at (the edge points there)."""
         ...
 
     def address(self, spec: InstanceSpec, port: int) -> str:
@@ -82,10 +92,6 @@ class InstanceDriver(Protocol):
         """Graceful stop: the `stop` console command, then SIGTERM, then SIGKILL after `timeout`."""
         ...
 
-    def remove_dns(self, spec: InstanceSpec) -> None: ...
-
-    def remove_proxy(self, spec: InstanceSpec) -> None: ...
-
     def remove_directory(self, spec: InstanceSpec) -> None:
         """Delete the instance's files (the process must be stopped: else `still_running`)."""
         ...
@@ -93,6 +99,16 @@ class InstanceDriver(Protocol):
     # Console and files. Paths are relative to the instance root; escaping it is `bad_path`.
 
     def send_console(self, spec: InstanceSpec, line: str) -> None: ...
+
+    def console_log(self, spec: InstanceSpec, lines: int = 100) -> str:
+        """The last `lines` lines of the server's console output, newline-terminated."""
+        ...
+
+    def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> AbstractAsyncContextManager[ConsoleSocket]:
+        """The live console: `async with driver.console(spec) as ws` gives a socket whose `recv()` yields
+        output lines (the recent ones first) and whose `send(line)` runs a command. Connecting takes at
+        most `connect_timeout` s (`agent_timeout`); the socket ends when the server stops."""
+        ...
 
     def list_files(self, spec: InstanceSpec, path: str) -> list[dict]:
         """`[{"name", "type": "file"|"dir", "size"}]` of a directory; `not_found` if missing."""
@@ -124,14 +140,6 @@ class InstanceDriver(Protocol):
         a data directory]}` on this driver's host(s)."""
         ...
 
-    def list_dns(self) -> list[dict]:
-        """Every DNS record in the zone, as stored (Cloudflare-shaped)."""
-        ...
-
-    def list_proxy(self) -> dict[str, str]:
-        """The proxy's server map, `server name -> host:port`."""
-        ...
-
 
 # -- the edge: DNS and the proxy, each its own port -------------------------------------------------
 
@@ -143,6 +151,16 @@ OWNERSHIP_PREFIX = "zlh instance "
 def ownership_comment(instance_id: UUID | str) -> str:
     """The ownership mark of an instance's records: `zlh instance INSTANCE_ID`."""
     return f"{OWNERSHIP_PREFIX}{instance_id}"
+
+
+def owner_of(mark: str | None) -> UUID | None:
+    """The instance an ownership mark names; None for anything that is not exactly ZLH's mark."""
+    if not isinstance(mark, str) or not mark.startswith(OWNERSHIP_PREFIX):
+        return None
+    try:
+        return UUID(mark.removeprefix(OWNERSHIP_PREFIX))
+    except ValueError:
+        return None
 
 
 class DnsProvider(Protocol):

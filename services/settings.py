@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     operation_stale_after: Duration = 15 * 60.0
     local_step_delay: Duration = 0.0
     dns_zone: str = "play.zlh.localhost"
+    dns: Literal["local", "cloudflare"] = "local"
+    proxy: Literal["local", "velocity"] = "local"
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_token: str | None = Field(default=None, repr=False)
+    cloudflare_zone_id: str | None = None
+    velocity_config: str | None = None
+    velocity_reload_command: str | None = None
     discord_webhook_url: str | None = Field(default=None, repr=False)
     smtp_url: str | None = Field(default=None, repr=False)
     #: Not in the contract: the node agent. Unset URL = `zlh serve` starts one in-process (embedded mode).

@@ -5,10 +5,8 @@ calls to the agent (`services.agent.server`) with `Authorization:
 Bearer <secret>`; the agent's problem documents come back as
 `DriverError(code, detail)`, an unreachable agent as `agent_unreachable`, a
 timed-out call as `agent_timeout`, rejected credentials as `agent_unauthorized`,
-anything else unexpected as `agent_error`. Edge steps (DNS and proxy, and the
-customer-facing `address`) stay on the control plane: they stand for Cloudflare
-and Velocity, not the node, and use `EdgeFiles` under the control plane's own
-`data_dir/edge`.
+anything else unexpected as `agent_error`. The edge (DNS and the proxy) is not the
+node's business: the control plane publishes it (`services.edge`).
 
 `console(spec)` opens the agent's console WebSocket for the API to relay a
 browser's console to. The secret is only ever sent in the header: it is not in
@@ -19,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -29,33 +26,27 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from services.adapters.edge_files import EdgeFiles, EdgeSteps
-from services.ports import DriverError, InstanceSpec
+from services.ports import DriverError, InstanceSpec, customer_address
 
 #: Seconds allowed on top of a step's own timeout (wait, stop) for the HTTP round trip.
 SLACK = 15.0
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
 
-class AgentDriver(EdgeSteps):
+class AgentDriver:
     """`InstanceDriver` over a node agent's HTTP API; see the module docstring."""
 
     def __init__(
         self,
         agent_url: str,
         secret: str,
-        data_dir: Path,
-        dns_zone: str,
         host: str = "127.0.0.1",
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         if not secret:
             raise ValueError("AgentDriver needs the node agent's secret")
         self.agent_url = agent_url.rstrip("/")
-        self.data_dir = Path(data_dir).resolve()
-        self.dns_zone = dns_zone
         self.host = host
-        self.edge = EdgeFiles(self.data_dir / "edge")
         self._auth = {"Authorization": f"Bearer {secret}"}
         self._http = httpx.Client(base_url=self.agent_url, headers=self._auth, timeout=timeout, trust_env=False)
 
@@ -104,6 +95,12 @@ class AgentDriver(EdgeSteps):
         return DriverError("agent_error", f"the node agent at {self.agent_url} answered HTTP {response.status_code}")
 
     # -- InstanceDriver: node steps ----------------------------------------------------------------
+
+    def public_host(self, spec: InstanceSpec) -> str:
+        return self.host
+
+    def address(self, spec: InstanceSpec, port: int) -> str:
+        return customer_address(spec.kind, self.host, port)
 
     def observe(self) -> dict[str, list[str]]:
         body = self._call("GET", "/v1/observe").json()

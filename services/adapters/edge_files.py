@@ -22,11 +22,7 @@ rather than being silently overwritten. Every write is a read-modify-write under
 an `fcntl.flock` on `edge/.lock` (serialized across threads and processes) and
 lands atomically (temp file in the same directory, fsync, `os.replace`).
 
-`EdgeSteps` is the edge half of an `InstanceDriver` over these files
-(`publish_dns`, `publish_proxy`, `remove_dns`, `remove_proxy`, `address`,
-`list_dns`, `list_proxy`); the local driver and the agent client share it.
-
-`LocalEdge` is the same files behind the `DnsProvider` and `ProxyRegistry` ports
+`LocalEdge` is these files behind the `DnsProvider` and `ProxyRegistry` ports
 (`ZLH_DNS=local`, `ZLH_PROXY=local`), with their ownership rules
 (`services.adapters.edge_rules`): a record or entry without the caller's mark
 is never changed or deleted (`record_not_ours`). Unlike Cloudflare, it keeps an
@@ -37,7 +33,6 @@ reason above.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,53 +42,15 @@ from services.adapters.edge_rules import (
     ProxyMap,
     address_fields,
     plan_register,
-    plan_remove,
     plan_unregister,
-    plan_upsert,
+    remove_in,
     srv_fields,
+    upsert_in,
 )
 from services.infrastructure.files import atomic_write_text, file_lock
-from services.ports import DriverError, InstanceSpec, ownership_comment
-
-SRV_SERVICE = "_minecraft._tcp"
-SRV_TARGET = "127.0.0.1"
-SRV_TTL = 60
-SRV_PRIORITY = 0
-SRV_WEIGHT = 5
+from services.ports import DriverError
 
 T = TypeVar("T")
-
-
-def normalize_name(name: str) -> str:
-    """DNS names compare case-insensitively and without the trailing dot."""
-    return name.strip().rstrip(".").lower()
-
-
-def srv_name(edge_name: str, zone: str) -> str:
-    """The SRV record name of a game instance: `_minecraft._tcp.EDGE_NAME.ZONE`."""
-    return f"{SRV_SERVICE}.{edge_name}.{zone}"
-
-
-def record_id(name: str) -> str:
-    """A deterministic Cloudflare-style id (32 hex characters) for a record name."""
-    return hashlib.sha256(normalize_name(name).encode()).hexdigest()[:32]
-
-
-def srv_record(
-    name: str, port: int, *, target: str = SRV_TARGET, comment: str = "", keep_id: str | None = None
-) -> dict[str, Any]:
-    """An SRV record shaped like Cloudflare's (`data` holds priority, weight, port, target)."""
-    return {
-        "id": keep_id or record_id(name),
-        "type": "SRV",
-        "name": name,
-        "content": f"{SRV_WEIGHT} {port} {target}",
-        "priority": SRV_PRIORITY,
-        "data": {"priority": SRV_PRIORITY, "weight": SRV_WEIGHT, "port": port, "target": target},
-        "ttl": SRV_TTL,
-        "proxied": False,
-        "comment": comment,
-    }
 
 
 class EdgeFiles:
@@ -177,11 +134,6 @@ class EdgeFiles:
             forced_marks={host: e["comment"] for host, e in meta["forced_hosts"].items() if e.get("comment")},
         )
 
-    def find_record(self, name: str) -> dict[str, Any] | None:
-        """The first record named `name` (case-insensitive), if any."""
-        wanted = normalize_name(name)
-        return next((r for r in self.read_dns() if _name_of(r) == wanted), None)
-
     # -- writing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -195,49 +147,6 @@ class EdgeFiles:
 
     def _write(self, path: Path, data: Any) -> None:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-    def upsert_srv(self, name: str, port: int, *, target: str = SRV_TARGET, comment: str = "") -> dict[str, Any]:
-        """Create or replace the SRV record named `name`; keep an existing record's id.
-
-        Duplicates of the name (hand edits) collapse into one record. A no-op upsert does not write.
-        """
-        wanted = normalize_name(name)
-        with self._locked():
-            records = self.read_dns()
-            same = [r for r in records if _name_of(r) == wanted]
-            existing_id = same[0].get("id") if same else None
-            record = srv_record(
-                name,
-                port,
-                target=target,
-                comment=comment,
-                keep_id=existing_id if isinstance(existing_id, str) and existing_id else None,
-            )
-            if same == [record]:
-                return record
-            out: list[dict[str, Any]] = []
-            placed = False
-            for r in records:
-                if _name_of(r) != wanted:
-                    out.append(r)
-                elif not placed:
-                    out.append(record)
-                    placed = True
-            if not placed:
-                out.append(record)
-            self._write(self.dns_path, out)
-            return record
-
-    def remove_record(self, name: str) -> bool:
-        """Remove every record named `name`; return whether any was there."""
-        wanted = normalize_name(name)
-        with self._locked():
-            records = self.read_dns()
-            kept = [r for r in records if _name_of(r) != wanted]
-            if len(kept) == len(records):
-                return False
-            self._write(self.dns_path, kept)
-            return True
 
     def update_dns(self, change: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]] | None, T]]) -> T:
         """Read-modify-write dns.json under the lock: `change(records)` returns `(new records or None, result)`."""
@@ -271,84 +180,6 @@ class EdgeFiles:
                 self._write(self.meta_path, new_meta)
             return True
 
-    def upsert_proxy(self, server: str, address: str, comment: str | None = None) -> str:
-        """Set `server -> address` (recording `comment` as its owner, when given); return `address`."""
-        with self._locked():
-            meta = self.read_proxy_meta()
-            if comment is not None and meta["owners"].get(server) != comment:
-                meta["owners"][server] = comment
-                self._write(self.meta_path, meta)
-            entries = self.read_proxy()
-            if entries.get(server) != address:
-                entries[server] = address
-                self._write(self.proxy_path, entries)
-            return address
-
-    def remove_proxy(self, server: str) -> bool:
-        """Remove the entry for `server` (and its owner claim); return whether it was there."""
-        with self._locked():
-            entries = self.read_proxy()
-            found = server in entries
-            if found:
-                del entries[server]
-                self._write(self.proxy_path, entries)
-            meta = self.read_proxy_meta()
-            if server in meta["owners"]:
-                del meta["owners"][server]
-                self._write(self.meta_path, meta)
-            return found
-
-
-class EdgeSteps:
-    """The edge steps of an `InstanceDriver`, over `self.edge`; needs `host` and `dns_zone`."""
-
-    edge: EdgeFiles
-    host: str
-    dns_zone: str
-
-    def dns_name(self, spec: InstanceSpec) -> str:
-        """The SRV record name of a game instance."""
-        return srv_name(spec.edge_name, self.dns_zone)
-
-    def publish_dns(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
-        """Upsert the SRV record `_minecraft._tcp.EDGE_NAME.ZONE` (game); `{}` for dev."""
-        if spec.kind != "game":
-            return {}
-        return self.edge.upsert_srv(
-            self.dns_name(spec), port, target=self.host, comment=f"zlh instance {spec.instance_id}"
-        )
-
-    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
-        """Upsert `EDGE_NAME -> host:port` in proxy.json (game); `""` for dev."""
-        if spec.kind != "game":
-            return ""
-        return self.edge.upsert_proxy(
-            spec.edge_name, f"{self.host}:{port}", comment=ownership_comment(spec.instance_id)
-        )
-
-    def address(self, spec: InstanceSpec, port: int) -> str:
-        """`host:port` for game, `http://host:port/` for dev."""
-        if spec.kind == "dev":
-            return f"http://{self.host}:{port}/"
-        return f"{self.host}:{port}"
-
-    def remove_dns(self, spec: InstanceSpec) -> None:
-        """Remove the instance's SRV record (game); idempotent."""
-        if spec.kind == "game":
-            self.edge.remove_record(self.dns_name(spec))
-
-    def remove_proxy(self, spec: InstanceSpec) -> None:
-        """Remove the instance's proxy entry (game); idempotent."""
-        if spec.kind == "game":
-            self.edge.remove_proxy(spec.edge_name)
-
-    def list_dns(self) -> list[dict[str, Any]]:
-        """Every record in dns.json (observed state)."""
-        return self.edge.read_dns()
-
-    def list_proxy(self) -> dict[str, str]:
-        """The proxy.json mapping (observed state)."""
-        return self.edge.read_proxy()
 
 
 class LocalEdge:
@@ -363,42 +194,13 @@ class LocalEdge:
     # -- DnsProvider ------------------------------------------------------------------------------
 
     def upsert_srv(self, name: str, target: str, port: int, comment: str) -> dict[str, Any]:
-        wanted = srv_fields(name, target, port, comment)
-        return self._upsert(
-            wanted, lambda keep_id: srv_record(wanted["name"], port, target=target, comment=comment, keep_id=keep_id)
-        )
+        return self.edge.update_dns(lambda records: upsert_in(records, srv_fields(name, target, port, comment)))
 
     def upsert_address(self, name: str, ip: str, comment: str) -> dict[str, Any]:
-        wanted = address_fields(name, ip, comment)
-        return self._upsert(
-            wanted, lambda keep_id: {"id": keep_id or record_id(f"{wanted['name']} {wanted['type']}"), **wanted}
-        )
-
-    def _upsert(self, wanted: dict[str, Any], build: Callable[[str | None], dict[str, Any]]) -> dict[str, Any]:
-        def change(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-            plan = plan_upsert([r for r in records if _name_of(r) == wanted["name"]], wanted)
-            if plan.keep is not None:
-                return None, dict(plan.keep)
-            drop = {id(r) for r in plan.delete}
-            if plan.update is not None:
-                kept = plan.update.get("id")
-                record = build(kept if isinstance(kept, str) and kept else None)
-                return [record if r is plan.update else r for r in records if id(r) not in drop], record
-            record = build(None)
-            return [r for r in records if id(r) not in drop] + [record], record
-
-        return self.edge.update_dns(change)
+        return self.edge.update_dns(lambda records: upsert_in(records, address_fields(name, ip, comment)))
 
     def remove(self, name: str, comment: str) -> bool:
-        wanted = normalize_name(name)
-
-        def change(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, bool]:
-            drop = {id(r) for r in plan_remove([r for r in records if _name_of(r) == wanted], comment)}
-            if not drop:
-                return None, False
-            return [r for r in records if id(r) not in drop], True
-
-        return self.edge.update_dns(change)
+        return self.edge.update_dns(lambda records: remove_in(records, name, comment))
 
     def list_records(self) -> list[dict[str, Any]]:
         return self.edge.read_dns()
@@ -432,7 +234,3 @@ def _meta_of(proxy: ProxyMap) -> dict[str, Any]:
         forced[host] = entry
     return {"owners": dict(proxy.marks), "forced_hosts": forced}
 
-
-def _name_of(record: dict[str, Any]) -> str | None:
-    name = record.get("name")
-    return normalize_name(name) if isinstance(name, str) else None

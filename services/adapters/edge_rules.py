@@ -9,6 +9,7 @@ any change to a record or entry that does not carry the caller's ownership mark
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -153,6 +154,53 @@ def plan_remove(at_name: Iterable[Mapping[str, Any]], comment: str) -> list[Mapp
 
 # -- proxy plans ---------------------------------------------------------------------------------
 
+
+
+# -- records kept as a list (the local file, the in-memory fake) -------------------------------
+
+
+def record_id(name: str) -> str:
+    """A deterministic Cloudflare-style id (32 hex characters) for a record name."""
+    return hashlib.sha256(normalize_name(name).encode()).hexdigest()[:32]
+
+
+def stored_record(wanted: Mapping[str, Any], keep_id: str | None) -> dict[str, Any]:
+    """A record as a list-backed provider stores it: Cloudflare's shape (`content` and `priority` spelled
+    out for SRV), with the id it had or a deterministic one."""
+    if wanted["type"] != "SRV":
+        return {"id": keep_id or record_id(f"{wanted['name']} {wanted['type']}"), **wanted}
+    data = wanted["data"]
+    return {"id": keep_id or record_id(wanted["name"]), "type": "SRV", "name": wanted["name"],
+            "content": f"{data['weight']} {data['port']} {data['target']}", "priority": data["priority"],
+            "data": dict(data), "ttl": wanted["ttl"], "proxied": False, "comment": wanted["comment"]}
+
+
+def name_of(record: Mapping[str, Any]) -> str | None:
+    name = record.get("name")
+    return normalize_name(name) if isinstance(name, str) else None
+
+
+def upsert_in(records: list[dict[str, Any]], wanted: Mapping[str, Any]) -> tuple[list[dict[str, Any]] | None, dict]:
+    """Apply an upsert to a list of records: `(the new list, or None if unchanged, the record)`."""
+    plan = plan_upsert([r for r in records if name_of(r) == wanted["name"]], wanted)
+    if plan.keep is not None:
+        return None, dict(plan.keep)
+    drop = {id(r) for r in plan.delete}
+    if plan.update is not None:
+        kept = plan.update.get("id")
+        record = stored_record(wanted, kept if isinstance(kept, str) and kept else None)
+        return [record if r is plan.update else r for r in records if id(r) not in drop], record
+    record = stored_record(wanted, None)
+    return [r for r in records if id(r) not in drop] + [record], record
+
+
+def remove_in(records: list[dict[str, Any]], name: str, comment: str) -> tuple[list[dict[str, Any]] | None, bool]:
+    """Apply a removal to a list of records: `(the new list, or None if unchanged, whether anything went)`."""
+    wanted = normalize_name(name)
+    drop = {id(r) for r in plan_remove([r for r in records if name_of(r) == wanted], comment)}
+    if not drop:
+        return None, False
+    return [r for r in records if id(r) not in drop], True
 
 @dataclass(frozen=True)
 class ProxyMap:

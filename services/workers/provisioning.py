@@ -32,6 +32,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from services.billing import operation_block
+from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.log_following import LogFollower
 from services.infrastructure.logs import operation_context
@@ -53,12 +54,13 @@ class ProvisioningManager:
         app: ZLH,
         db: ReadModelDB,
         driver: InstanceDriver,
+        edge: Edge,
         worker_id: str,
         step_delay: float = 0.0,
         connect_timeout: float = 30.0,
         concurrency: int = 4,
     ) -> None:
-        self.app, self.db, self.driver = app, db, driver
+        self.app, self.db, self.driver, self.edge = app, db, driver, edge
         self.worker_id = worker_id
         self.step_delay = step_delay
         self.connect_timeout = connect_timeout
@@ -296,9 +298,9 @@ class ProvisioningManager:
             driver.wait_connectable(spec, port, self.connect_timeout)
             return {}
         if step == "publish_dns":
-            return {"record": driver.publish_dns(spec, port)}
+            return {"record": self.edge.publish_dns(spec, driver.public_host(spec), port)}
         if step == "publish_proxy":
-            return {"target": driver.publish_proxy(spec, port)}
+            return {"target": self.edge.publish_proxy(spec, driver.public_host(spec), port)}
         if step == "stop_process":
             driver.stop_process(spec)
             return {}
@@ -308,10 +310,10 @@ class ProvisioningManager:
             driver.restore_backup(spec, context["backup_id"], context["sha256"])
             return {}
         if step == "remove_proxy":
-            driver.remove_proxy(spec)
+            self.edge.remove_proxy(spec)
             return {}
         if step == "remove_dns":
-            driver.remove_dns(spec)
+            self.edge.remove_dns(spec)
             return {}
         if step == "remove_directory":
             driver.remove_directory(spec)

@@ -33,6 +33,7 @@ from domain.reconcile import DesiredInstance, executable, guard
 from domain.repair import Repair, RepairStatus
 from projections import operations as operations_view
 from services.billing import recorded_state
+from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.heartbeats import last_beats
 from services.infrastructure.log_following import LogFollower
@@ -47,10 +48,10 @@ PERMANENT_CODES = frozenset({"edge_file_corrupt", "bad_request", "not_found"})
 
 
 class RepairWorker:
-    def __init__(self, app: ZLH, db: ReadModelDB, driver: InstanceDriver, *, worker_id: str,
+    def __init__(self, app: ZLH, db: ReadModelDB, driver: InstanceDriver, edge: Edge, *, worker_id: str,
                  stale_after: float, level2: bool = False,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.app, self.db, self.driver = app, db, driver
+        self.app, self.db, self.driver, self.edge = app, db, driver, edge
         self.worker_id, self.stale_after, self.level2, self.now = worker_id, stale_after, level2, now
         self.stop_event = threading.Event()
         self.follower = LogFollower(POSITION, app, db, lambda n: self.execute(n.originator_id),
@@ -148,8 +149,9 @@ class RepairWorker:
             instance = self._instance(repair.instance_id)
             assert instance is not None and instance.port is not None
             spec = InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
-            record = self.driver.publish_dns(spec, instance.port)
-            proxy = self.driver.publish_proxy(spec, instance.port)
+            host = self.driver.public_host(spec)
+            record = self.edge.publish_dns(spec, host, instance.port)
+            proxy = self.edge.publish_proxy(spec, host, instance.port)
             repair.succeed({"dns": record.get("name") if record else None, "proxy": proxy})
             return []
         if repair.kind == "clear_stale_operation_lock":

@@ -1,4 +1,5 @@
-"""The `DnsProvider` contract, run against `LocalEdge` (dns.json) and `CloudflareDns` on `FakeCloudflare`.
+"""The `DnsProvider` contract, run against `LocalEdge` (dns.json), `CloudflareDns` on `FakeCloudflare`, and the
+in-memory `FakeDns` the other tests use.
 
 The Cloudflare adapter uses the real `cloudflare` library over HTTP against the fake,
 with an injected clock and sleep: waits (Retry-After, the request budget) advance a
@@ -19,8 +20,9 @@ from uuid import uuid4
 import pytest
 
 from services.adapters.cloudflare_dns import CloudflareDns, TokenBucket, retry_after_seconds
-from services.adapters.edge_files import EdgeSteps, LocalEdge
-from services.ports import DnsProvider, DriverError, InstanceSpec, ownership_comment
+from services.adapters.edge_files import LocalEdge
+from services.adapters.fake_edge import FakeDns
+from services.ports import DnsProvider, DriverError, ownership_comment
 from tests.fakes.cloudflare_api import FakeCloudflare
 from tests.fakes.serve import ServedApp, serve_app
 
@@ -123,10 +125,18 @@ def cloudflare(served: ServedApp, time: FakeTime) -> Iterator[CloudflareDns]:
     adapter.close()
 
 
-@pytest.fixture(params=["local", "cloudflare"])
+def fake_backend() -> Backend:
+    dns = FakeDns()
+    return Backend("fake", dns, lambda **record: dns.records.append({"id": uuid4().hex, **record}),
+                   lambda: dns.writes)
+
+
+@pytest.fixture(params=["local", "cloudflare", "fake"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "local":
         return local_backend(tmp_path)
+    if request.param == "fake":
+        return fake_backend()
     fake: FakeCloudflare = request.getfixturevalue("fake")
     adapter: CloudflareDns = request.getfixturevalue("cloudflare")
     return Backend(
@@ -284,19 +294,20 @@ def test_local_keeps_an_ip_target_and_makes_no_address_record(tmp_path: Path) ->
     assert edge.list_records() == [record]
 
 
-def test_local_adopts_what_the_driver_edge_steps_published(tmp_path: Path) -> None:
-    class Steps(EdgeSteps):
-        def __init__(self) -> None:
-            self.edge = LocalEdge(tmp_path / "edge").edge
-            self.host = "127.0.0.1"
-            self.dns_zone = ZONE
-
-    spec = InstanceSpec(instance_id=uuid4(), kind="game", template="minecraft", edge_name="alpha-1a2b3c4d")
-    published = Steps().publish_dns(spec, 30001)
+def test_local_adopts_the_records_earlier_versions_wrote(tmp_path: Path) -> None:
+    """dns.json as the driver's edge steps wrote it before DNS had its own port: adopted, not rewritten."""
     edge = LocalEdge(tmp_path / "edge")
-    owner = ownership_comment(spec.instance_id)
-    assert edge.upsert_srv(srv(), "127.0.0.1", 30001, owner) == published
-    assert edge.remove(srv(), owner) is True
+    owner = mark()
+    name = srv()
+    old = {"id": "5d1c0b1f9a4e4c3a8f0e2d7b6a5c4e3f", "type": "SRV", "name": name, "content": "5 30001 127.0.0.1",
+           "priority": 0, "data": {"priority": 0, "weight": 5, "port": 30001, "target": "127.0.0.1"}, "ttl": 60,
+           "proxied": False, "comment": owner}
+    edge.edge.dir.mkdir(parents=True)
+    edge.edge.dns_path.write_text(json.dumps([old], indent=2) + "\n")
+    before = edge.edge.dns_path.read_bytes()
+    assert edge.upsert_srv(name, "127.0.0.1", 30001, owner) == old
+    assert edge.edge.dns_path.read_bytes() == before
+    assert edge.remove(name, owner) is True
 
 
 def test_local_corrupt_file_is_reported_and_kept(tmp_path: Path) -> None:

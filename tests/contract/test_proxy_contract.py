@@ -12,16 +12,17 @@ import stat
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 import tomlkit
 
-from services.adapters.edge_files import EdgeSteps, LocalEdge
+from services.adapters.edge_files import LocalEdge
+from services.adapters.fake_edge import FakeProxy
 from services.adapters.velocity import VelocityProxy
-from services.ports import DriverError, InstanceSpec, ProxyRegistry, ownership_comment
+from services.ports import DriverError, ProxyRegistry, ownership_comment
 
 ZONE = "play.example.com"
 
@@ -179,8 +180,22 @@ def velocity_backend(tmp_path: Path) -> Backend:
     )
 
 
-@pytest.fixture(params=["local", "velocity"])
+def fake_backend() -> Backend:
+    proxy = FakeProxy()
+
+    def add_foreign(server: str, address: str) -> None:
+        proxy.map = replace(proxy.map, servers={**proxy.map.servers, server: address})
+
+    def add_foreign_forced(forced: str, servers: list[str]) -> None:
+        proxy.map = replace(proxy.map, forced={**proxy.map.forced, forced: servers})
+
+    return Backend("fake", proxy, add_foreign, add_foreign_forced, lambda: repr(proxy.map).encode())
+
+
+@pytest.fixture(params=["local", "velocity", "fake"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "fake":
+        return fake_backend()
     return local_backend(tmp_path) if request.param == "local" else velocity_backend(tmp_path)
 
 
@@ -309,24 +324,18 @@ def test_local_proxy_json_keeps_its_contract_shape(tmp_path: Path) -> None:
     }
 
 
-def test_local_adopts_what_the_driver_edge_steps_published(tmp_path: Path) -> None:
-    class Steps(EdgeSteps):
-        def __init__(self) -> None:
-            self.edge = LocalEdge(tmp_path / "edge").edge
-            self.host = "127.0.0.1"
-            self.dns_zone = ZONE
-
-    spec = InstanceSpec(instance_id=uuid4(), kind="game", template="minecraft", edge_name="alpha-1a2b3c4d")
-    steps = Steps()
-    steps.publish_proxy(spec, 30001)
+def test_local_adopts_the_entries_earlier_versions_wrote(tmp_path: Path) -> None:
+    """proxy.json with an owner claim and no forced host, as the driver's edge steps left it: still ours."""
     edge = LocalEdge(tmp_path / "edge")
-    owner = ownership_comment(spec.instance_id)
+    owner = mark()
+    edge.edge.dir.mkdir(parents=True)
+    edge.edge.proxy_path.write_text(json.dumps({"alpha-1a2b3c4d": "127.0.0.1:30001"}))
+    edge.edge.meta_path.write_text(json.dumps({"owners": {"alpha-1a2b3c4d": owner}, "forced_hosts": {}}))
     assert edge.list_owners() == {"alpha-1a2b3c4d": owner}
+    assert edge.register("alpha-1a2b3c4d", "127.0.0.1:30001", host("alpha-1a2b3c4d"), owner) == "127.0.0.1:30001"
+    assert edge.list_forced_hosts() == {host("alpha-1a2b3c4d"): ["alpha-1a2b3c4d"]}
     assert edge.unregister("alpha-1a2b3c4d", owner) is True
-    steps.publish_proxy(spec, 30001)
-    steps.remove_proxy(spec)
-    assert edge.list_servers() == {}
-    assert edge.list_owners() == {}
+    assert edge.list_servers() == {} and edge.list_owners() == {}
 
 
 def test_local_a_stale_owner_claim_does_not_block(tmp_path: Path) -> None:
