@@ -25,12 +25,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec
+
+log = logging.getLogger(__name__)
 
 SRV_SERVICE = "_minecraft._tcp"
 SRV_TARGET = "127.0.0.1"
@@ -88,13 +91,14 @@ class EdgeFiles:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise DriverError("edge_file_corrupt", f"cannot read {path}: {exc}") from exc
+            log.warning("cannot read the edge file %s: %s", path, exc)
+            raise DriverError("edge_file_corrupt", f"cannot read the edge file {path.name}") from exc
         if not text.strip():
             return None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DriverError("edge_file_corrupt", f"{path} is not valid JSON: {exc}") from exc
+            raise DriverError("edge_file_corrupt", f"the edge file {path.name} is not valid JSON: {exc}") from exc
 
     def read_dns(self) -> list[dict[str, Any]]:
         """Every record in dns.json, as stored."""
@@ -102,7 +106,7 @@ class EdgeFiles:
         if data is None:
             return []
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise DriverError("edge_file_corrupt", f"{self.dns_path} must be a JSON list of objects")
+            raise DriverError("edge_file_corrupt", f"the edge file {self.dns_path.name} must be a JSON list of objects")
         return data
 
     def read_proxy(self) -> dict[str, str]:
@@ -111,7 +115,8 @@ class EdgeFiles:
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise DriverError("edge_file_corrupt", f"{self.proxy_path} must be a JSON object of strings")
+            raise DriverError("edge_file_corrupt",
+                              f"the edge file {self.proxy_path.name} must be a JSON object of strings")
         return data
 
     def find_record(self, name: str) -> dict[str, Any] | None:
@@ -128,7 +133,9 @@ class EdgeFiles:
             with file_lock(self.lock_path):
                 yield
         except OSError as exc:
-            raise DriverError("edge_io_error", f"edge files under {self.dir}: {exc}") from exc
+            log.warning("edge files under %s: %s", self.dir, exc)
+            reason = exc.strerror or type(exc).__name__
+            raise DriverError("edge_io_error", f"cannot write the edge files: {reason}") from exc
 
     def _write(self, path: Path, data: Any) -> None:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
