@@ -136,7 +136,8 @@ def install(app: FastAPI) -> None:
             # An id of the wrong shape names nothing, like an id of the wrong kind: 404, not 422.
             return problem_response(404, "not_found", f"nothing at {_printable(request.url.path)}")
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+        loc = first["loc"][1:] if first["loc"][:1] in (["body"], ["query"], ["header"], ["path"]) else first["loc"]
+        where = ".".join(str(p) for p in loc) or "request"
         return problem_response(422, "validation_error", f"{where}: {first['msg']}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)

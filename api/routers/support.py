@@ -22,7 +22,7 @@ from services import announcements, notes, support
 router = APIRouter(prefix="/api", tags=["support"])
 
 #: The notepad's `If-Match`: a version, bare or as an ETag (`"3"`, `W/"3"`); ASCII digits only (not "²").
-IF_MATCH = re.compile(r'(?:W/)?"?([0-9]{1,18})"?', re.ASCII)
+IF_MATCH = re.compile(r'(?:W/)?"([0-9]{1,18})"|([0-9]{1,18})', re.ASCII)
 
 
 class OpenTicket(BaseModel):
@@ -209,6 +209,6 @@ def save_note(body: NoteIn, user: UserDep, container: ContainerDep, response: Re
     match = IF_MATCH.fullmatch(if_match.strip())
     if match is None:
         raise Problem(400, "bad_if_match", "If-Match must be the note's version: 1-18 ASCII digits, may be quoted")
-    content, version = notes.save_note(container.app, user.id, body.content, int(match.group(1)))
+    content, version = notes.save_note(container.app, user.id, body.content, int(match.group(1) or match.group(2)))
     response.headers["ETag"] = f'"{version}"'
     return NoteOut(content=content, version=version)
