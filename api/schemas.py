@@ -32,10 +32,23 @@ def _timestamp(value: datetime) -> datetime:
     return value
 
 
+#: The OpenAPI pattern of free text (JSON Schema cannot say "no lone surrogate"; the server does).
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+
+
+def _free_text_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("pattern", FREE_TEXT_PATTERN)  # a field's own pattern (emails) is stricter already
+
+
+def _timestamp_schema(schema: dict[str, Any]) -> None:
+    schema["description"] = (schema.get("description", "") + " Between 1970-01-01T00:00:00Z and "
+                             "9999-12-30T23:59:59Z in UTC, with a timezone.").strip()
+
+
 #: A string a customer stores: no NUL, no other control character but tab, LF and CR, no lone surrogate.
-FreeText = Annotated[str, AfterValidator(_free_text)]
+FreeText = Annotated[str, AfterValidator(_free_text), Field(json_schema_extra=_free_text_schema)]
 #: An RFC 3339 date-time with a timezone, within what every read model can hold.
-Timestamp = Annotated[datetime, AfterValidator(_timestamp)]
+Timestamp = Annotated[datetime, AfterValidator(_timestamp), Field(json_schema_extra=_timestamp_schema)]
 
 
 class CreateInstance(BaseModel):
