@@ -134,12 +134,28 @@ class Stream(BaseModel):
     events: list[StreamEvent]
 
 
+class DeadLetter(BaseModel):
+    """An event a follower could not handle and skipped (see ops/runbooks/dead-letters.md)."""
+
+    follower: str
+    position: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    error: str
+    attempts: int
+    first_attempt_at: str
+    last_attempt_at: str
+    retry_requested_at: str | None
+
+
 class ProjectionOut(BaseModel):
     name: str
     position: int
     head: int
     lag: int
     rebuild: dict[str, Any]
+    dead_letters: list[DeadLetter]
 
 
 class ProjectionList(BaseModel):

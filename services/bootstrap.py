@@ -20,6 +20,7 @@ from typing import Any
 from domain.billing import Schedule
 from projections.registry import all_projections
 from services.console import ConsoleTickets
+from services.infrastructure import dead_letters
 from services.infrastructure.database import DatabaseURL, ReadModelDB
 from services.infrastructure.files import atomic_write_text
 from services.infrastructure.heartbeats import HeartbeatWriter, heartbeat_every
@@ -39,6 +40,8 @@ from services.workers.repair import RepairWorker
 log = logging.getLogger(__name__)
 
 WORKERS = ("projections", "provisioning", "notifications", "repair", "billing")
+#: The log positions (and dead-letter names) of the process managers.
+PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
@@ -178,6 +181,17 @@ class Container:
         thread.start()
         self.threads.append(thread)
 
+    def stop_worker(self, name: str) -> None:
+        """Stop one process manager's thread of this process and wait until it has stopped."""
+        worker = {"notifications": self.notifications, "repair": self.repair, "billing": self.billing}[name]
+        assert worker is not None, f"{name} is not running in this process"
+        worker.stop_event.set()
+        self.app.signal.notify()
+        for thread in self.threads:
+            if thread.name == f"zlh-{name}":
+                thread.join(timeout=10)
+                assert not thread.is_alive(), f"{name} did not stop"
+
     def close(self) -> None:
         self.stop_event.set()
         if self.provisioning is not None:
@@ -222,9 +236,25 @@ class Container:
     def projection_status(self) -> list[dict[str, Any]]:
         head = self.app.head()
         positions = read_positions(self.db)
+        letters = dead_letters.unresolved(self.db)
         items = []
         for name, runner in self.runners.items():
             position = positions.get(name, 0)
             items.append({"name": name, "position": position, "head": head, "lag": max(head - position, 0),
-                          "rebuild": runner.progress.as_dict()})
+                          "rebuild": runner.progress.as_dict(),
+                          "dead_letters": [d for d in letters if d["follower"] == name]})
         return items
+
+    def retry_dead_letters(self, name: str) -> str:
+        """Apply a follower's dead letters again: a read model by a rebuild, a process manager by its workers.
+
+        Returns what was done: `rebuilt` (a read model, synchronously) or `requested` (the running workers of
+        that process manager pick the request up as soon as they have caught up). Unknown name: KeyError.
+        """
+        if name in self.runners:
+            self.runners[name].rebuild()
+            return "rebuilt"
+        if name not in PROCESS_MANAGERS:
+            raise KeyError(name)
+        dead_letters.request_retry(self.db, name)
+        return "requested"

@@ -131,3 +131,102 @@ class InstanceDriver(Protocol):
     def list_proxy(self) -> dict[str, str]:
         """The proxy's server map, `server name -> host:port`."""
         ...
+
+
+# -- the edge: DNS and the proxy, each its own port -------------------------------------------------
+
+#: The ownership mark on every DNS record and proxy entry the control plane creates (CONTRACT.md,
+#: "Records that ZLH owns"): `comment` is exactly `zlh instance INSTANCE_ID`.
+OWNERSHIP_PREFIX = "zlh instance "
+
+
+def ownership_comment(instance_id: UUID | str) -> str:
+    """The ownership mark of an instance's records: `zlh instance INSTANCE_ID`."""
+    return f"{OWNERSHIP_PREFIX}{instance_id}"
+
+
+class DnsProvider(Protocol):
+    """Publishes game servers' records in one DNS zone (`ZLH_DNS`: the local file or Cloudflare).
+
+    Records are Cloudflare-shaped dicts (`id`, `type`, `name`, `content`, `data`, `ttl`, `proxied`,
+    `comment`, ...). Names are fully qualified and compare case-insensitively, without a trailing dot.
+
+    Contract, for every method:
+    - ownership: `comment` is the caller's mark (`ownership_comment(instance_id)`). A record of a type
+      the call manages (SRV for `upsert_srv`, A/AAAA for `upsert_address`, SRV/A/AAAA for `remove`)
+      whose comment is not exactly that mark is never changed or deleted: the call raises
+      `DriverError("record_not_ours", ...)` before writing anything, so the controller can report a
+      conflict. Records of other types at the same name are ignored.
+    - idempotent by (name, type): an upsert updates our record in place (same id) or creates one;
+      upserting what is already there writes nothing and returns the stored record; duplicates of
+      ours under one name collapse into one.
+    - failures raise `DriverError` with a stable `code` (`record_not_ours`, `edge_file_corrupt`,
+      `cloudflare_error`, `cloudflare_unauthorized`, `cloudflare_rate_limited`, `cloudflare_unavailable`).
+    """
+
+    def upsert_srv(self, name: str, target: str, port: int, comment: str) -> dict:
+        """Create or update the SRV record `name` (`_minecraft._tcp.HOST`) -> `target:port`; return it.
+
+        `target` is a host name or an IP address. A provider that publishes real DNS cannot point
+        an SRV record at an address: it then also upserts an A/AAAA record at HOST (the SRV name
+        without its `_service._proto.` labels) with the same comment, and the SRV targets HOST.
+        """
+        ...
+
+    def upsert_address(self, name: str, ip: str, comment: str) -> dict:
+        """Create or update the A (IPv4) or AAAA (IPv6) record `name` -> `ip`; return it.
+
+        Our record of the other address family at `name` is removed.
+        """
+        ...
+
+    def remove(self, name: str, comment: str) -> bool:
+        """Delete our SRV/A/AAAA records at `name` (and the address record `upsert_srv` made for it);
+        return whether anything was deleted. Nothing there is `False`, not an error."""
+        ...
+
+    def list_records(self) -> list[dict]:
+        """Every record in the zone, ours and others, as stored (observed state for the controller)."""
+        ...
+
+
+class ProxyRegistry(Protocol):
+    """The game proxy's server map (`ZLH_PROXY`: the local file or Velocity's `velocity.toml`).
+
+    An entry is `server name -> host:port` (Velocity's `[servers]`) plus, optionally, a forced host
+    `NAME-SHORTID.ZONE -> [server]` (Velocity's `[forced-hosts]`), so players who connect through
+    that host name land on that server.
+
+    Contract, for every method:
+    - ownership: `comment` is the caller's mark (`ownership_comment(instance_id)`); how it is stored
+      is the adapter's business. A server entry or forced host without exactly that mark is never
+      changed or removed: the call raises `DriverError("record_not_ours", ...)` before writing
+      anything. So does an `unregister` that would leave an entry we do not own pointing at the
+      removed server (a forced host or Velocity's `try` list).
+    - idempotent: registering what is already there writes (and reloads) nothing; unregistering
+      what is not there returns `False`.
+    - server names and host names compare case-insensitively (Velocity lower-cases server names).
+    - failures raise `DriverError` with a stable `code` (`record_not_ours`, `edge_file_corrupt`,
+      `proxy_config_invalid`, `proxy_reload_failed`, `edge_io_error`).
+    """
+
+    def register(self, server: str, address: str, forced_host: str | None, comment: str) -> str:
+        """Upsert `server -> address` and, unless None, the forced host `forced_host -> [server]`;
+        our other forced hosts with this comment are removed. Return `address`."""
+        ...
+
+    def unregister(self, server: str, comment: str) -> bool:
+        """Remove the server entry and our forced hosts for it; return whether anything was removed."""
+        ...
+
+    def list_servers(self) -> dict[str, str]:
+        """Every server entry, ours and others: `server name -> host:port`."""
+        ...
+
+    def list_forced_hosts(self) -> dict[str, list[str]]:
+        """Every forced host, ours and others: `host name -> [server names]`."""
+        ...
+
+    def list_owners(self) -> dict[str, str]:
+        """The server entries that carry an ownership mark: `server name -> comment`."""
+        ...

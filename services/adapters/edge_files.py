@@ -7,7 +7,14 @@ default) has no A records on this machine, so the only target a client on
 localhost can actually reach is the loopback address.
 
 `proxy.json` is a JSON object from server name (`EDGE_NAME`) to `host:port`, as
-in Velocity's `[servers]`.
+in Velocity's `[servers]`. Our ownership marks and the forced hosts (Velocity's
+`[forced-hosts]`) live in the sidecar `proxy-meta.json`, so proxy.json keeps its
+shape: `{"owners": {server: "zlh instance ID"}, "forced_hosts": {host:
+{"servers": [server], "comment": "zlh instance ID"}}}`. An entry of
+proxy.json without an owner there was not made by us (a hand edit) and is never
+changed or removed through `LocalEdge`. Registering writes the owner claim
+before proxy.json, unregistering drops it after, so a crash in between never
+makes one of our entries look foreign.
 
 Operators may edit both by hand. Missing or empty files read as empty; a file
 that is not valid JSON of the right shape raises `DriverError("edge_file_corrupt")`
@@ -18,6 +25,13 @@ lands atomically (temp file in the same directory, fsync, `os.replace`).
 `EdgeSteps` is the edge half of an `InstanceDriver` over these files
 (`publish_dns`, `publish_proxy`, `remove_dns`, `remove_proxy`, `address`,
 `list_dns`, `list_proxy`); the local driver and the agent client share it.
+
+`LocalEdge` is the same files behind the `DnsProvider` and `ProxyRegistry` ports
+(`ZLH_DNS=local`, `ZLH_PROXY=local`), with their ownership rules
+(`services.adapters.edge_rules`): a record or entry without the caller's mark
+is never changed or deleted (`record_not_ours`). Unlike Cloudflare, it keeps an
+IP address as an SRV target as it is and makes no A record for it, for the
+reason above.
 """
 
 from __future__ import annotations
@@ -26,12 +40,21 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from services.adapters.edge_rules import (
+    ProxyMap,
+    address_fields,
+    plan_register,
+    plan_remove,
+    plan_unregister,
+    plan_upsert,
+    srv_fields,
+)
 from services.infrastructure.files import atomic_write_text, file_lock
-from services.ports import DriverError, InstanceSpec
+from services.ports import DriverError, InstanceSpec, ownership_comment
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +63,8 @@ SRV_TARGET = "127.0.0.1"
 SRV_TTL = 60
 SRV_PRIORITY = 0
 SRV_WEIGHT = 5
+
+T = TypeVar("T")
 
 
 def normalize_name(name: str) -> str:
@@ -81,6 +106,7 @@ class EdgeFiles:
         self.dir = Path(edge_dir)
         self.dns_path = self.dir / "dns.json"
         self.proxy_path = self.dir / "proxy.json"
+        self.meta_path = self.dir / "proxy-meta.json"
         self.lock_path = self.dir / ".lock"
 
     # -- reading ------------------------------------------------------------------------------
@@ -118,6 +144,43 @@ class EdgeFiles:
             raise DriverError("edge_file_corrupt",
                               f"the edge file {self.proxy_path.name} must be a JSON object of strings")
         return data
+
+    def read_proxy_meta(self) -> dict[str, Any]:
+        """The proxy-meta.json sidecar: `{"owners": {...}, "forced_hosts": {...}}` (empty when missing)."""
+        data = self._load(self.meta_path)
+        if data is None:
+            return {"owners": {}, "forced_hosts": {}}
+        owners = data.get("owners", {}) if isinstance(data, dict) else None
+        forced = data.get("forced_hosts", {}) if isinstance(data, dict) else None
+        if (
+            not isinstance(owners, dict)
+            or not all(isinstance(v, str) for v in owners.values())
+            or not isinstance(forced, dict)
+            or not all(
+                isinstance(v, dict)
+                and isinstance(v.get("servers"), list)
+                and all(isinstance(x, str) for x in v["servers"])
+                and isinstance(v.get("comment", ""), str)
+                for v in forced.values()
+            )
+        ):
+            raise DriverError(
+                "edge_file_corrupt",
+                f'the edge file {self.meta_path.name} must be {{"owners": {{server: comment}}, '
+                f'"forced_hosts": {{host: {{"servers": [...], "comment": ...}}}}}}',
+            )
+        return {"owners": owners, "forced_hosts": forced}
+
+    def read_proxy_map(self) -> ProxyMap:
+        """proxy.json and its sidecar as one `ProxyMap` (owner claims of absent servers are dropped)."""
+        servers = self.read_proxy()
+        meta = self.read_proxy_meta()
+        return ProxyMap(
+            servers=servers,
+            forced={host: list(entry["servers"]) for host, entry in meta["forced_hosts"].items()},
+            marks={name: mark for name, mark in meta["owners"].items() if name in servers},
+            forced_marks={host: e["comment"] for host, e in meta["forced_hosts"].items() if e.get("comment")},
+        )
 
     def find_record(self, name: str) -> dict[str, Any] | None:
         """The first record named `name` (case-insensitive), if any."""
@@ -183,9 +246,45 @@ class EdgeFiles:
             self._write(self.dns_path, kept)
             return True
 
-    def upsert_proxy(self, server: str, address: str) -> str:
-        """Set `server -> address`; return `address`."""
+    def update_dns(self, change: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]] | None, T]]) -> T:
+        """Read-modify-write dns.json under the lock: `change(records)` returns `(new records or None, result)`."""
         with self._locked():
+            records = self.read_dns()
+            new, result = change(records)
+            if new is not None and new != records:
+                self._write(self.dns_path, new)
+            return result
+
+    def update_proxy(self, change: Callable[[ProxyMap], ProxyMap | None]) -> bool:
+        """Read-modify-write proxy.json and its sidecar under the lock; return whether anything changed.
+
+        New owner claims land before proxy.json, dropped ones after it (see the module docstring).
+        """
+        with self._locked():
+            old = self.read_proxy_map()
+            new = change(old)
+            if new is None or new == old:
+                return False
+            old_meta, new_meta = _meta_of(old), _meta_of(new)
+            claims = {
+                "owners": {**old_meta["owners"], **new_meta["owners"]},
+                "forced_hosts": {**old_meta["forced_hosts"], **new_meta["forced_hosts"]},
+            }
+            if claims != self.read_proxy_meta():
+                self._write(self.meta_path, claims)
+            if new.servers != old.servers:
+                self._write(self.proxy_path, new.servers)
+            if new_meta != claims:
+                self._write(self.meta_path, new_meta)
+            return True
+
+    def upsert_proxy(self, server: str, address: str, comment: str | None = None) -> str:
+        """Set `server -> address` (recording `comment` as its owner, when given); return `address`."""
+        with self._locked():
+            meta = self.read_proxy_meta()
+            if comment is not None and meta["owners"].get(server) != comment:
+                meta["owners"][server] = comment
+                self._write(self.meta_path, meta)
             entries = self.read_proxy()
             if entries.get(server) != address:
                 entries[server] = address
@@ -193,14 +292,18 @@ class EdgeFiles:
             return address
 
     def remove_proxy(self, server: str) -> bool:
-        """Remove the entry for `server`; return whether it was there."""
+        """Remove the entry for `server` (and its owner claim); return whether it was there."""
         with self._locked():
             entries = self.read_proxy()
-            if server not in entries:
-                return False
-            del entries[server]
-            self._write(self.proxy_path, entries)
-            return True
+            found = server in entries
+            if found:
+                del entries[server]
+                self._write(self.proxy_path, entries)
+            meta = self.read_proxy_meta()
+            if server in meta["owners"]:
+                del meta["owners"][server]
+                self._write(self.meta_path, meta)
+            return found
 
 
 class EdgeSteps:
@@ -226,7 +329,9 @@ class EdgeSteps:
         """Upsert `EDGE_NAME -> host:port` in proxy.json (game); `""` for dev."""
         if spec.kind != "game":
             return ""
-        return self.edge.upsert_proxy(spec.edge_name, f"{self.host}:{port}")
+        return self.edge.upsert_proxy(
+            spec.edge_name, f"{self.host}:{port}", comment=ownership_comment(spec.instance_id)
+        )
 
     def address(self, spec: InstanceSpec, port: int) -> str:
         """`host:port` for game, `http://host:port/` for dev."""
@@ -251,6 +356,88 @@ class EdgeSteps:
     def list_proxy(self) -> dict[str, str]:
         """The proxy.json mapping (observed state)."""
         return self.edge.read_proxy()
+
+
+class LocalEdge:
+    """`DnsProvider` and `ProxyRegistry` over the edge files under `edge_dir`; see the module docstring."""
+
+    def __init__(self, edge_dir: Path) -> None:
+        self.edge = EdgeFiles(edge_dir)
+
+    def __repr__(self) -> str:
+        return f"LocalEdge({str(self.edge.dir)!r})"
+
+    # -- DnsProvider ------------------------------------------------------------------------------
+
+    def upsert_srv(self, name: str, target: str, port: int, comment: str) -> dict[str, Any]:
+        wanted = srv_fields(name, target, port, comment)
+        return self._upsert(
+            wanted, lambda keep_id: srv_record(wanted["name"], port, target=target, comment=comment, keep_id=keep_id)
+        )
+
+    def upsert_address(self, name: str, ip: str, comment: str) -> dict[str, Any]:
+        wanted = address_fields(name, ip, comment)
+        return self._upsert(
+            wanted, lambda keep_id: {"id": keep_id or record_id(f"{wanted['name']} {wanted['type']}"), **wanted}
+        )
+
+    def _upsert(self, wanted: dict[str, Any], build: Callable[[str | None], dict[str, Any]]) -> dict[str, Any]:
+        def change(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+            plan = plan_upsert([r for r in records if _name_of(r) == wanted["name"]], wanted)
+            if plan.keep is not None:
+                return None, dict(plan.keep)
+            drop = {id(r) for r in plan.delete}
+            if plan.update is not None:
+                kept = plan.update.get("id")
+                record = build(kept if isinstance(kept, str) and kept else None)
+                return [record if r is plan.update else r for r in records if id(r) not in drop], record
+            record = build(None)
+            return [r for r in records if id(r) not in drop] + [record], record
+
+        return self.edge.update_dns(change)
+
+    def remove(self, name: str, comment: str) -> bool:
+        wanted = normalize_name(name)
+
+        def change(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]] | None, bool]:
+            drop = {id(r) for r in plan_remove([r for r in records if _name_of(r) == wanted], comment)}
+            if not drop:
+                return None, False
+            return [r for r in records if id(r) not in drop], True
+
+        return self.edge.update_dns(change)
+
+    def list_records(self) -> list[dict[str, Any]]:
+        return self.edge.read_dns()
+
+    # -- ProxyRegistry ----------------------------------------------------------------------------
+
+    def register(self, server: str, address: str, forced_host: str | None, comment: str) -> str:
+        self.edge.update_proxy(lambda current: plan_register(current, server, address, forced_host, comment))
+        return address
+
+    def unregister(self, server: str, comment: str) -> bool:
+        return self.edge.update_proxy(lambda current: plan_unregister(current, server, comment))
+
+    def list_servers(self) -> dict[str, str]:
+        return self.edge.read_proxy()
+
+    def list_forced_hosts(self) -> dict[str, list[str]]:
+        return self.edge.read_proxy_map().forced
+
+    def list_owners(self) -> dict[str, str]:
+        return self.edge.read_proxy_map().marks
+
+
+def _meta_of(proxy: ProxyMap) -> dict[str, Any]:
+    """The sidecar document for a `ProxyMap`."""
+    forced: dict[str, Any] = {}
+    for host, servers in proxy.forced.items():
+        entry: dict[str, Any] = {"servers": list(servers)}
+        if host in proxy.forced_marks:
+            entry["comment"] = proxy.forced_marks[host]
+        forced[host] = entry
+    return {"owners": dict(proxy.marks), "forced_hosts": forced}
 
 
 def _name_of(record: dict[str, Any]) -> str | None:

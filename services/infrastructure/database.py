@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
 Dialect = Literal["sqlite", "postgres"]
@@ -60,12 +60,6 @@ class DatabaseURL:
         if self.password:
             parts["password"] = self.password
         return " ".join(f"{k}='{v}'" for k, v in parts.items())
-
-
-class Cursor(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
 
 
 class ReadModelDB:
@@ -161,6 +155,18 @@ class PortableCursor:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
+
+    @contextmanager
+    def savepoint(self, name: str = "zlh_event") -> Iterator[None]:
+        """Run a block that can fail without aborting the transaction: on error, roll back only the block."""
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.execute(f"RELEASE SAVEPOINT {name}")
 
 
 def _to_sqlite(sql: str) -> str:

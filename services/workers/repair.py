@@ -35,7 +35,7 @@ from projections import operations as operations_view
 from services.billing import recorded_state
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.heartbeats import last_beats
-from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.log_following import LogFollower
 from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 
@@ -53,22 +53,17 @@ class RepairWorker:
         self.app, self.db, self.driver = app, db, driver
         self.worker_id, self.stale_after, self.level2, self.now = worker_id, stale_after, level2, now
         self.stop_event = threading.Event()
+        self.follower = LogFollower(POSITION, app, db, lambda n: self.execute(n.originator_id),
+                                    topics={Repair.Queued.TOPIC})
 
     def position(self) -> int:
-        return read_position(self.db, POSITION)
+        return self.follower.position()
 
     def run(self, wait_for_events: Any) -> None:
-        follow_log("repair worker", self.stop_event, self.dispatch_page, wait_for_events)
+        self.follower.run(self.stop_event, wait_for_events)
 
-    def dispatch_page(self, limit: int = 200) -> int:
-        page = self.app.recorder.select_notifications(start=self.position(), limit=limit, inclusive_of_start=False)
-        for notification in page:
-            if notification.topic == Repair.Queued.TOPIC:
-                self.execute(notification.originator_id)
-        if page:
-            with self.db.transaction() as cur:
-                advance_position(cur, POSITION, page[-1].id)
-        return len(page)
+    def dispatch_page(self) -> int:
+        return self.follower.process_page()
 
     def execute(self, repair_id: UUID) -> str:
         """Check, claim, act, record. Returns the repair's final status."""

@@ -320,7 +320,7 @@ def test_a_suspended_server_is_not_repaired(make_container: Callable[..., Contai
 
 def test_the_worker_checks_suspension_again_right_before_acting(live: tuple, driver: FakeDriver) -> None:
     container, _, _, iid = live
-    container.repair.stop_event.set()  # this test runs the worker's step by hand
+    container.stop_worker("repair")  # this test runs the worker's step by hand
     driver.dns.pop(srv_name(driver, iid))
     controller(container).tick()
     queued = repair_rows(container)[0]
