@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routers import admin, billing, console, files, instances, lifecycle, portal, probes, support, users
+from api.limits import BodyLimit
+from api.routers import admin, billing, console, docs, files, instances, lifecycle, portal, probes, support, users
+from api.security import SecurityHeaders
 from services.bootstrap import Container
 
 
@@ -22,12 +24,19 @@ def create_app(container: Container) -> FastAPI:
         version="0.1.0",
         description="Game servers and dev containers, provisioned asynchronously from an event log.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/routers/docs.py from installed assets, not a CDN
+        redoc_url=None,
     )
     app.state.container = container
     problems.install(app)
+    # Pure ASGI middleware, innermost first: body limits before routing and authentication, browser
+    # headers on every answer; the metrics middleware (outermost) measures them all.
+    app.add_middleware(BodyLimit, max_body=container.settings.max_body)
+    app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, instances, lifecycle, files, console, support, admin, billing)
     for module in routers:
         app.include_router(module.router)
+    docs.install(app)
     portal.install(app)  # last: every API route, probe and /docs keeps precedence over the static files
     return app

@@ -22,8 +22,8 @@ def open_ticket(app: ZLH, user: Principal, subject: str, message: str, instance_
     for _ in range(500):
         counter = app.find(TicketCounter.create_id(day), TicketCounter) or TicketCounter(day=day)
         number = counter.allocate()
-        ticket = SupportTicket(number=number, owner_id=user.id, email=user.email, subject=subject, message=message,
-                               instance_id=instance_id)
+        ticket = SupportTicket.open(number=number, owner_id=user.id, email=user.email, subject=subject,
+                                    message=message, instance_id=instance_id)
         try:
             recordings = app.save(counter, ticket)
         except IntegrityError:

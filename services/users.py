@@ -11,6 +11,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.errors import DomainError
 from domain.ids import credential_id, derive
+from domain.text import check_text
 from domain.user import Credential, User
 from services.infrastructure.store import ZLH
 
@@ -47,6 +48,7 @@ class Registered:
 
 def create_user(app: ZLH, email: str, admin: bool) -> Registered:
     """Register a user with a fresh token."""
+    check_text("email", email)
     token = new_token()
     user = User(email=email.strip().lower(), admin=admin)
     credential = user.issue_token(hash_token(token))

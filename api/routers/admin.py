@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from api.deps import AdminDep, ContainerDep
 from api.problems import Problem
 from api.schemas import DeadLetter, ProjectionList, ProjectionOut, Stream, StreamEvent
-from domain.repair import ControllerLeadership
+from domain.repair import ControllerLeadership, RepairStatus
 from projections import repairs as repairs_view
 from services.audit import stream_events, verify_stream
 from services.infrastructure.projection_runner import ProjectionRunner
@@ -63,7 +63,7 @@ class RepairList(BaseModel):
 
 
 @router.get("/repairs", response_model=RepairList)
-def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> RepairList:
+def repairs(_: AdminDep, container: ContainerDep, status: RepairStatus | None = None) -> RepairList:
     """Every repair, newest first (`?status=` filters), with the controller's mode and the current drift."""
     settings = container.settings
     controller: dict[str, Any] = {
@@ -77,7 +77,8 @@ def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> 
     if container.controller is not None:  # the controller of this very process, when it runs one
         controller |= {"this_process": container.controller.status.as_dict(),
                        "state": container.controller.status.state}
-    return RepairList(items=[RepairOut(**r) for r in repairs_view.list_repairs(container.db, status)],
+    rows = repairs_view.list_repairs(container.db, status.value if status else None)
+    return RepairList(items=[RepairOut(**r) for r in rows],
                       controller=controller, drift=repairs_view.current_drift(container.db))
 
 

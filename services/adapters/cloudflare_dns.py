@@ -316,7 +316,7 @@ class CloudflareDns:
                     self._sleep(min(self.max_wait, 0.5 * 2 ** (attempt - 1)))
                     continue
                 raise DriverError(
-                    "cloudflare_unavailable", f"{what}: cannot reach Cloudflare at {self.api_url}: {type(exc).__name__}"
+                    "cloudflare_unavailable", f"{what}: cannot reach Cloudflare: {type(exc).__name__}"
                 ) from exc
             body = response.json()
             if not isinstance(body, dict) or body.get("success") is False:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +50,8 @@ from services.adapters.edge_rules import (
 )
 from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -71,13 +74,14 @@ class EdgeFiles:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise DriverError("edge_file_corrupt", f"cannot read {path}: {exc}") from exc
+            log.warning("cannot read the edge file %s: %s", path, exc)
+            raise DriverError("edge_file_corrupt", f"cannot read the edge file {path.name}") from exc
         if not text.strip():
             return None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DriverError("edge_file_corrupt", f"{path} is not valid JSON: {exc}") from exc
+            raise DriverError("edge_file_corrupt", f"the edge file {path.name} is not valid JSON: {exc}") from exc
 
     def read_dns(self) -> list[dict[str, Any]]:
         """Every record in dns.json, as stored."""
@@ -85,7 +89,7 @@ class EdgeFiles:
         if data is None:
             return []
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise DriverError("edge_file_corrupt", f"{self.dns_path} must be a JSON list of objects")
+            raise DriverError("edge_file_corrupt", f"the edge file {self.dns_path.name} must be a JSON list of objects")
         return data
 
     def read_proxy(self) -> dict[str, str]:
@@ -94,7 +98,8 @@ class EdgeFiles:
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise DriverError("edge_file_corrupt", f"{self.proxy_path} must be a JSON object of strings")
+            raise DriverError("edge_file_corrupt",
+                              f"the edge file {self.proxy_path.name} must be a JSON object of strings")
         return data
 
     def read_proxy_meta(self) -> dict[str, Any]:
@@ -118,7 +123,7 @@ class EdgeFiles:
         ):
             raise DriverError(
                 "edge_file_corrupt",
-                f'{self.meta_path} must be {{"owners": {{server: comment}}, '
+                f'the edge file {self.meta_path.name} must be {{"owners": {{server: comment}}, '
                 f'"forced_hosts": {{host: {{"servers": [...], "comment": ...}}}}}}',
             )
         return {"owners": owners, "forced_hosts": forced}
@@ -143,7 +148,9 @@ class EdgeFiles:
             with file_lock(self.lock_path):
                 yield
         except OSError as exc:
-            raise DriverError("edge_io_error", f"edge files under {self.dir}: {exc}") from exc
+            log.warning("edge files under %s: %s", self.dir, exc)
+            reason = exc.strerror or type(exc).__name__
+            raise DriverError("edge_io_error", f"cannot write the edge files: {reason}") from exc
 
     def _write(self, path: Path, data: Any) -> None:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")

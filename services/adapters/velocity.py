@@ -100,11 +100,12 @@ class VelocityProxy:
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
-            raise DriverError("edge_io_error", f"cannot read the Velocity config {self.path}: {exc}") from exc
+            reason = exc.strerror or type(exc).__name__
+            raise DriverError("edge_io_error", f"cannot read the Velocity config {self.path.name}: {reason}") from exc
         try:
             doc = tomlkit.parse(raw.decode("utf-8"))
         except (UnicodeDecodeError, TOMLKitError) as exc:
-            raise DriverError("proxy_config_invalid", f"{self.path} is not valid TOML: {exc}") from exc
+            raise DriverError("proxy_config_invalid", f"{self.path.name} is not valid TOML: {exc}") from exc
         return raw, _proxy_map(doc, self.path), doc
 
     def _change(self, plan: Callable[[ProxyMap], ProxyMap | None]) -> bool:
@@ -125,7 +126,8 @@ class VelocityProxy:
                     raise DriverError("proxy_reload_failed", f"the previous {self.path.name} is back: {failure}")
                 return True
         except OSError as exc:
-            raise DriverError("edge_io_error", f"cannot update the Velocity config {self.path}: {exc}") from exc
+            reason = exc.strerror or type(exc).__name__
+            raise DriverError("edge_io_error", f"cannot update the Velocity config {self.path.name}: {reason}") from exc
 
     def _reload(self) -> str | None:
         """Run the reload command; None on success, else what went wrong (with the output's tail)."""
@@ -166,7 +168,7 @@ def _table(doc: tomlkit.TOMLDocument, name: str, path: Path) -> Table | None:
     value = doc.get(name)
     if value is None or isinstance(value, Table):
         return value
-    raise DriverError("proxy_config_invalid", f"`{name}` in {path} must be a table")
+    raise DriverError("proxy_config_invalid", f"`{name}` in {path.name} must be a table")
 
 
 def _proxy_map(doc: tomlkit.TOMLDocument, path: Path) -> ProxyMap:

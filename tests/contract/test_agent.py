@@ -232,6 +232,48 @@ def test_errors_never_contain_the_secret(agent: Agent, tmp_path: Path) -> None:
     assert agent.secret not in repr(agent.driver.console(spec))
 
 
+def test_errors_never_name_the_agent_or_the_node(agent: Agent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                 ) -> None:
+    """What a customer reads (and an operation stores) has no agent address, host or node path; the log has."""
+    spec = make_spec()
+    port, _pid = provision(agent.driver, spec)
+    dead_port = _free_port()
+    unreachable = AgentDriver(f"http://127.0.0.1:{dead_port}", agent.secret)
+    calls: list[Callable[[], Any]] = [
+        lambda: agent.driver.wait_connectable(make_spec(), port, 0.5),  # process_exited, with a log tail
+        lambda: agent.driver.restore_backup(spec, uuid4(), "0" * 64),
+        lambda: unreachable.allocate_port(spec),
+        lambda: asyncio.run(unreachable.console(spec, connect_timeout=2.0).__aenter__()),
+    ]
+    node_dir = str(agent.node.data_dir)
+    try:
+        for call in calls:
+            with pytest.raises(DriverError) as info:
+                call()
+            shown = info.value.message
+            for leak in (agent.url, str(dead_port), "127.0.0.1", node_dir, agent.secret):
+                assert leak not in shown, (info.value.code, shown)
+    finally:
+        unreachable.close()
+    assert str(dead_port) in caplog.text  # staff still find the address in the log
+
+
+@pytest.mark.parametrize("path", ["/" + "n" * 256, "/d/" + "é" * 128, "/" + "a/" * 2048 + "b"])
+def test_names_and_paths_too_long_are_bad_path_not_a_server_error(agent: Agent, path: str) -> None:
+    spec = make_spec()
+    agent.driver.create_directory(spec)
+    for call in (lambda: agent.driver.list_files(spec, path), lambda: agent.driver.read_file(spec, path),
+                 lambda: agent.driver.write_file(spec, path, b"x")):
+        with pytest.raises(DriverError) as info:
+            call()
+        assert info.value.code == "bad_path", info.value.message
+    with httpx.Client(trust_env=False, timeout=10, headers=agent.headers()) as http:
+        r = http.get(f"{agent.url}/v1/instances/{spec.instance_id}/files", params={"path": path})
+    assert r.status_code == 400 and r.json()["code"] == "bad_path"
+    agent.driver.write_file(spec, "/" + "n" * 255, b"fits")
+    assert agent.driver.read_file(spec, "/" + "n" * 255) == b"fits"
+
+
 # -- console -------------------------------------------------------------------------------------
 
 
