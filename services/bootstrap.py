@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 WORKERS = ("projections", "provisioning", "notifications", "repair", "billing", "schedules")
 #: The log positions (and dead-letter names) of the process managers.
-PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement", "schedules")
+PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement", "scheduler")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:

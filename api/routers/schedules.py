@@ -174,7 +174,8 @@ def _owner(user: Principal) -> UUID | None:
 
 
 def _page(rows: list[dict[str, Any]], limit: int, *keys: str) -> str | None:
-    return encode_cursor(*(str(rows[-1][k]) for k in keys)) if len(rows) > limit else None
+    """The cursor after the page's last item when there is more (`rows` holds one more than the page)."""
+    return encode_cursor(*(str(rows[limit - 1][k]) for k in keys)) if len(rows) > limit else None
 
 
 def _after(cursor: str | None) -> tuple[str, str] | None:

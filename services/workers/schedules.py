@@ -63,7 +63,7 @@ from services.ports import DriverError, InstanceDriver, InstanceSpec
 
 log = logging.getLogger(__name__)
 
-POSITION = "schedules"
+POSITION = "scheduler"  # not "schedules": that is the read model's
 TOPICS = frozenset({
     Instance.DeletionRequested.TOPIC, Operation.Succeeded.TOPIC, Operation.Failed.TOPIC,
     ScheduleRun.Planned.TOPIC, ScheduleRun.Finished.TOPIC, ScheduleRun.Missed.TOPIC,
