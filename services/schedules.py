@@ -17,12 +17,21 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import IllegalTransitionError
+from domain.errors import DomainError, IllegalTransitionError
 from domain.lifecycle import InstanceStatus
 from domain.schedule import Schedule, ScheduleRun, manual_run_id
+from projections import schedules as schedules_view
+from projections.base import Database
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
 from services.lifecycle import NotFoundError, load_instance
+
+#: Live schedules one server may have; one more is 409 `quota_exceeded` and nothing is written.
+MAX_SCHEDULES_PER_INSTANCE = 20
+
+
+class ScheduleQuotaError(DomainError):
+    code = "quota_exceeded"
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,13 @@ def load_schedule(app: ZLH, instance_id: UUID, schedule_id: UUID, owner_id: UUID
 
 
 def create_schedule(app: ZLH, owner_id: UUID | None, actor_id: UUID, instance_id: UUID, fields: dict[str, Any],
-                    now: datetime) -> Written:
+                    now: datetime, db: Database | None = None) -> Written:
+    """A new schedule; with `db` (the read models), refused past `MAX_SCHEDULES_PER_INSTANCE` (counted there, so
+    requests racing at the limit may pass it by the few that overlap)."""
     instance = _live_instance(app, instance_id, owner_id)
     check_billing_gate(app, instance.owner_id, "create")
+    if db is not None and len(schedules_view.for_instance_ids(db, str(instance.id))) >= MAX_SCHEDULES_PER_INSTANCE:
+        raise ScheduleQuotaError(f"a server may have {MAX_SCHEDULES_PER_INSTANCE} schedules; delete one first")
     schedule = Schedule.define(
         instance_id=instance.id, owner_id=instance.owner_id, name=fields["name"], cron=fields["cron"],
         timezone=fields.get("timezone", "UTC"), only_when_running=fields.get("only_when_running", False),

@@ -203,7 +203,7 @@ async def create(instance_id: UUID, body: ScheduleIn, response: Response, user: 
                  container: ContainerDep) -> dict[str, Any]:
     fields = body.model_dump()
     written = await run_in_threadpool(schedules.create_schedule, container.app, _owner(user), user.id, instance_id,
-                                      fields, datetime.now(UTC))
+                                      fields, datetime.now(UTC), container.db)
     await read_your_writes(container, response, written.position, "schedules")
     response.headers["Location"] = f"/api/instances/{instance_id}/schedules/{written.id}"
     return await run_in_threadpool(_schedule_out, container, written.id)

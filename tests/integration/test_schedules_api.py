@@ -219,6 +219,17 @@ def test_runs_paginate_newest_first(setup: tuple[Container, TestClient]) -> None
                         headers=me).json()
     assert len(first["items"]) == 3 and len(second["items"]) == 1 and second["next_cursor"] is None
     assert second["items"][0]["id"] == sid
+    from services.schedules import MAX_SCHEDULES_PER_INSTANCE
+
+    for _ in range(MAX_SCHEDULES_PER_INSTANCE - 4):
+        assert client.post(f"/api/instances/{iid}/schedules", json={
+            "name": "fill", "cron": "@daily", "tasks": [{"action": "backup"}]}, headers=me).status_code == 201
+    over = client.post(f"/api/instances/{iid}/schedules", json={
+        "name": "one too many", "cron": "@daily", "tasks": [{"action": "backup"}]}, headers=me)
+    assert_problem(over, 409, "quota_exceeded")
+    names = [s["name"] for s in client.get(f"/api/instances/{iid}/schedules", params={"limit": 500},
+                                            headers=me).json()["items"]]
+    assert len(names) == MAX_SCHEDULES_PER_INSTANCE and "one too many" not in names
 
 
 def test_deleting_the_server_deletes_its_schedules(setup: tuple[Container, TestClient]) -> None:

@@ -19,6 +19,7 @@ import pytest
 from domain.billing import BillingAccount, EnforcementState, fact_from_stripe
 from domain.billing import Schedule as BillingSchedule
 from domain.schedule import Schedule, ScheduleRun, run_id_for
+from projections.schedules import queue_stats
 from services import schedules
 from services.adapters.fake_driver import FakeDriver
 from services.bootstrap import Container
@@ -199,9 +200,13 @@ def test_delays_wait_for_the_clock(world: World) -> None:
     sid = world.schedule([{"action": "command", "payload": "say one"},
                           {"action": "command", "payload": "say two", "delay_seconds": 600}])
     world.clock.now = datetime(2030, 1, 7, 4, 0, 0, tzinfo=UTC)
+    world.catch_up()
+    owed = queue_stats(world.container.db, world.clock.now)  # what the operators' `scheduler` queue shows
+    assert owed == {"pending": 1, "oldest": "2030-01-07T04:00:00.000000Z"}
     worker = world.worker()
     world.settle(worker)
     assert world.commands() == ["say one"]
+    assert queue_stats(world.container.db, world.clock.now)["pending"] == 0  # waiting out a delay is not owed
     world.clock.now += timedelta(seconds=599)
     world.settle(worker)
     assert world.commands() == ["say one"]

@@ -71,6 +71,7 @@ const MESSAGES = {
   invalid_window: 'The end of the window must come after its start.',
   // Schedules and lists.
   bad_cursor: 'That page of the list is no longer valid. Reload the list.',
+  quota_exceeded: 'You have reached a limit (a server has at most 20 schedules). Delete one first.',
   instance_deleted: 'The server was deleted.',
   previous_run_active: 'The previous run of this schedule was still under way.',
   operation_timeout: 'The action did not finish in time; the schedule went on without it.',
