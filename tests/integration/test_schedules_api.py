@@ -174,9 +174,14 @@ def test_a_failing_run_tells_the_customer_once_a_day(setup: tuple[Container, Tes
     notices = poll(lambda: client.get("/api/announcements", headers=me).json()["items"],
                    lambda items: any("bad start" in a["title"] for a in items))
     assert [a["level"] for a in notices if "bad start" in a["title"]] == ["warning"]
-    rows = poll(lambda: container.db.query("SELECT kind, channel, status FROM rm_deliveries "
+    rows = poll(lambda: container.db.query("SELECT id, kind, channel, status FROM rm_deliveries "
                                            "WHERE kind = 'schedule_notice'"), lambda rows: len(rows) == 1)
     assert rows[0]["channel"] == "email"
+    from uuid import UUID
+
+    email = container.app.repository.get(UUID(rows[0]["id"])).message
+    assert email["to"] == "told@example.com" and "bad start" in email["subject"]
+    assert "illegal_transition" in email["body"]
     second = client.post(f"/api/instances/{iid}/schedules/{sid}/run", headers=me).json()["run_id"]
     assert finished_run(client, me, iid, sid, second)["status"] == "failed"
     # The same schedule failing again the same day: still one notice and one email.

@@ -21,6 +21,7 @@ from domain.billing import Schedule as BillingSchedule
 from domain.schedule import Schedule, ScheduleRun, run_id_for
 from projections.schedules import queue_stats
 from services import schedules
+from services.activity import record_console_command, record_file_write
 from services.adapters.fake_driver import FakeDriver
 from services.bootstrap import Container
 from services.infrastructure.projection_runner import ProjectionRunner
@@ -301,7 +302,15 @@ def test_rebuilt_schedule_and_activity_read_models_equal_the_live_ones(world: Wo
         world.settle(worker)
     schedules.revise_schedule(world.container.app, world.owner, world.owner, world.instance, sid,
                               {"enabled": False}, world.clock.now)
+    record_console_command(world.container.app, world.instance, world.owner, "say rebuilt")
+    record_file_write(world.container.app, world.instance, world.owner, "/ops.txt", 42)
+    request_power(world.container.app, world.owner, world.instance, "stop", actor_id=world.owner)
+    world.operations()
+    schedules.delete_schedule(world.container.app, world.owner, world.owner, world.instance, sid)
     world.catch_up()
+    actions = {r["action"] for r in world.container.db.query("SELECT action FROM rm_activity")}
+    assert {"console.command", "file.write", "power.stop", "schedule.run", "schedule.delete",
+            "backup.create"} <= actions
     for name in ("schedules", "activity"):
         runner: ProjectionRunner = world.container.runners[name]
         tables = [t.name for t in runner.projection.tables]
