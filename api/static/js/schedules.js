@@ -259,8 +259,8 @@ export class SchedulesView {
         this.openRuns = null;
         fill(this.runsHolder);
       }
-      say(this.message, `“${schedule.name}” is deleted.`, 'ok');
       await this.load(true);
+      say(this.message, `“${schedule.name}” is deleted.`, 'ok');
     } catch (error) {
       say(this.message, describe(error), 'error');
     }
