@@ -219,10 +219,6 @@ def active_runs(db: Database, now: datetime, waiting: bool) -> list[dict[str, An
                     "ORDER BY planned_at", (iso(now),))
 
 
-def runs_waiting_for(db: Database, operation_id: str) -> list[str]:
-    return [r["id"] for r in db.query(f"SELECT id FROM {RUNS} WHERE waiting_operation_id = %s", (operation_id,))]
-
-
 def for_instance_ids(db: Database, instance_id: str) -> list[str]:
     """Every live schedule of an instance (for deleting them with it)."""
     return [r["id"] for r in db.query(f"SELECT id FROM {SCHEDULES} WHERE instance_id = %s AND deleted = 0",

@@ -68,7 +68,8 @@ TOPICS = frozenset({
     Instance.DeletionRequested.TOPIC, Operation.Succeeded.TOPIC, Operation.Failed.TOPIC,
     ScheduleRun.Planned.TOPIC, ScheduleRun.Finished.TOPIC, ScheduleRun.Missed.TOPIC,
 })
-#: Runs that wait for an operation are looked at when it ends (from the log) and, as a safety net, this often.
+#: Runs that wait for an operation are looked at when it ends (its end in the log names the run through the
+#: operation's Idempotency-Key) and, as a safety net, this often.
 WAITING_CHECK_EVERY = 5.0
 #: How long a failure notice stays in the portal.
 NOTICE_FOR = timedelta(days=3)
@@ -108,8 +109,9 @@ class ScheduleManager:
         if topic == Instance.DeletionRequested.TOPIC:
             self.delete_schedules_of(notification.originator_id)
         elif topic in (Operation.Succeeded.TOPIC, Operation.Failed.TOPIC):
-            for run_id in schedules_view.runs_waiting_for(self.db, str(notification.originator_id)):
-                self.advance(UUID(run_id))
+            run_id = run_of_operation(self.app.find(notification.originator_id, Operation))
+            if run_id is not None:
+                self.advance(run_id)
         elif topic == ScheduleRun.Planned.TOPIC:
             self.advance(notification.originator_id)
         else:  # a run ended: tell the owner if it failed or was missed
@@ -335,6 +337,16 @@ class ScheduleManager:
                 if reloaded is None:
                     return
                 schedule = reloaded
+
+
+def run_of_operation(operation: Operation | None) -> UUID | None:
+    """The run whose task asked for `operation` (its Idempotency-Key says so: `operation_key`), if any."""
+    if operation is None or not operation.request_key.startswith("schedule-run:"):
+        return None
+    try:
+        return UUID(operation.request_key.split(":")[1])
+    except (IndexError, ValueError):
+        return None
 
 
 def _fmt(at: datetime) -> str:
