@@ -1,5 +1,5 @@
 """Schedules and the activity log in the portal: create a schedule with a chain of tasks, a bad cron expression
-answered by a message naming the field, pause and resume, run now and see every task's result, the activity log
+answered by a message naming the field, edit, pause and resume, run now and see every task's result, the activity log
 naming who did what, and delete."""
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def owner(portal_server: Server) -> Iterator[tuple[Customer, httpx.Client, str]]
         yield customer, api, iid
 
 
-def test_schedule_create_pause_run_now_activity_and_delete(page: Page,
-                                                           owner: tuple[Customer, httpx.Client, str]) -> None:
+def test_schedule_create_edit_pause_run_now_activity_and_delete(page: Page,
+                                                                owner: tuple[Customer, httpx.Client, str]) -> None:
     customer, api, iid = owner
     sign_in(page, customer.token)
     page.get_by_role("button", name="Manage cronbox").click()
@@ -65,6 +65,17 @@ def test_schedule_create_pause_run_now_activity_and_delete(page: Page,
     schedule = api.get(f"/api/instances/{iid}/schedules").json()["items"][0]
     assert schedule["next_run_at"] and schedule["tasks"][1] == {"action": "backup", "payload": None,
                                                                 "delay_seconds": 2, "continue_on_failure": False}
+
+    # Edit: the form comes back filled in; a new time is saved with PATCH.
+    row.get_by_role("button", name="Edit morning greeting").click()
+    form = tab.locator("form.schedule-form")
+    expect(form.get_by_label("Cron expression")).to_have_value("0 4 * * *")
+    expect(form.locator("li.task-row")).to_have_count(2)
+    form.get_by_label("Cron expression").fill("30 5 * * 1-5")
+    form.get_by_role("button", name="Save schedule").click()
+    expect(tab.locator(".schedules-message")).to_have_text("Schedule saved.")
+    expect(row).to_contain_text("30 5 * * 1-5")
+    assert api.get(f"/api/instances/{iid}/schedules").json()["items"][0]["cron"] == "30 5 * * 1-5"
 
     # Pause and resume.
     row.get_by_role("button", name="Pause morning greeting").click()
