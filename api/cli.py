@@ -118,7 +118,8 @@ def _bootstrap(container, settings, ensure_bootstrap_admin) -> str:  # type: ign
 
 @cli.command()
 def worker(
-    name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections")],
+    name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections | "
+                                              "schedules")],
 ) -> None:
     """Run one process manager until SIGTERM."""
     from services.bootstrap import WORKERS

@@ -7,6 +7,7 @@ event store imports this module for that reason.
 
 from __future__ import annotations
 
+from domain.activity import InstanceActivity
 from domain.announcement import Announcement
 from domain.backup import Backup
 from domain.billing import BillingAccount, StripeCustomer, StripeEvent
@@ -16,9 +17,10 @@ from domain.name_claim import NameClaim
 from domain.note import Note
 from domain.operation import Operation
 from domain.repair import ControllerLeadership, Drift, Repair
+from domain.schedule import Schedule, ScheduleRun
 from domain.support import SupportTicket, TicketCounter
 from domain.user import Credential, User
 
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
-              BillingAccount, StripeEvent, StripeCustomer)
+              BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity)

@@ -43,7 +43,10 @@ class Operation(Aggregate):
         TOPIC = "zlh.Operation.Event"
 
     class Requested(Event, Aggregate.Created):
-        """`fingerprint` identifies the request body, for Idempotency-Key replays."""
+        """`fingerprint` identifies the request body, for Idempotency-Key replays. `owner_id` is the instance's
+        owner (the operation runs as them); `actor_id` is who asked (an operator, a schedule's owner), `origin`
+        what asked when it was not a person directly (`schedule_run:ID`, `billing`). Events recorded before
+        these two fields existed decode with None: the owner asked."""
 
         TOPIC = "zlh.Operation.Requested"
         request_key: str
@@ -52,6 +55,8 @@ class Operation(Aggregate):
         owner_id: UUID
         fingerprint: str
         params: dict[str, Any]
+        actor_id: UUID | None = None
+        origin: str | None = None
 
     class Claimed(Event):
         TOPIC = "zlh.Operation.Claimed"
@@ -91,6 +96,8 @@ class Operation(Aggregate):
         owner_id: UUID,
         fingerprint: str,
         params: dict[str, Any],
+        actor_id: UUID | None = None,
+        origin: str | None = None,
     ) -> None:
         self.request_key = request_key
         self.kind = OperationKind(kind)
@@ -98,6 +105,8 @@ class Operation(Aggregate):
         self.owner_id = owner_id
         self.fingerprint = fingerprint
         self.params = params
+        self.actor_id = actor_id if actor_id is not None else owner_id
+        self.origin = origin
         self.phase = Phase.QUEUED
         self.worker_id: str | None = None
         self.steps: list[dict[str, Any]] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from projections.activity import ActivityProjection
 from projections.announcements import AnnouncementsProjection
 from projections.backups import BackupsProjection
 from projections.base import Projection
@@ -14,6 +15,7 @@ from projections.instances import InstancesProjection
 from projections.monitoring import MonitoringTargetsProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
+from projections.schedules import SchedulesProjection
 from projections.tickets import TicketsProjection
 from projections.users import UsersProjection
 
@@ -23,4 +25,5 @@ def all_projections(data_dir: Path | None = None,
     """Every projection; with `data_dir` and `write_text`, the monitoring one also exports its file_sd targets."""
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
-            RepairsProjection(), BillingProjection(), UsersProjection()]
+            RepairsProjection(), BillingProjection(), UsersProjection(), SchedulesProjection(),
+            ActivityProjection()]

@@ -37,12 +37,13 @@ from services.workers.controller import Controller
 from services.workers.notifications import NotificationsManager
 from services.workers.provisioning import ProvisioningManager
 from services.workers.repair import RepairWorker
+from services.workers.schedules import ScheduleManager
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("projections", "provisioning", "notifications", "repair", "billing")
+WORKERS = ("projections", "provisioning", "notifications", "repair", "billing", "schedules")
 #: The log positions (and dead-letter names) of the process managers.
-PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement")
+PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement", "scheduler")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
@@ -121,6 +122,7 @@ class Container:
     notifications: NotificationsManager | None = None
     repair: RepairWorker | None = None
     billing: BillingManager | None = None
+    schedules: ScheduleManager | None = None
     controller: Controller | None = None
     channels: tuple[Any, Any] | None = None
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
@@ -187,6 +189,9 @@ class Container:
         if "billing" in workers:
             self.billing = BillingManager(self.app, self.db, self.schedule)
             self._spawn("billing", self.billing.run, self.app.signal)
+        if "schedules" in workers:
+            self.schedules = ScheduleManager(self.app, self.db, self.driver, grace=self.settings.schedule_grace)
+            self._spawn("schedules", self.schedules.run, self.app.signal)
         self.started |= set(workers)
 
     @property
@@ -218,7 +223,8 @@ class Container:
 
     def stop_worker(self, name: str) -> None:
         """Stop one process manager's thread of this process and wait until it has stopped."""
-        worker = {"notifications": self.notifications, "repair": self.repair, "billing": self.billing}[name]
+        worker = {"notifications": self.notifications, "repair": self.repair, "billing": self.billing,
+                  "schedules": self.schedules}[name]
         assert worker is not None, f"{name} is not running in this process"
         worker.stop_event.set()
         self.app.signal.notify()
@@ -237,6 +243,8 @@ class Container:
             self.repair.stop_event.set()
         if self.billing is not None:
             self.billing.stop_event.set()
+        if self.schedules is not None:
+            self.schedules.stop_event.set()
         if self.controller is not None:
             self.controller.stop()
         self.app.signal.notify()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from domain.lifecycle import InstanceStatus
+from services.activity import record_file_write
 from services.agent.files import MAX_WRITE_BYTES, normalize
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
@@ -35,7 +36,11 @@ def read_file(app: ZLH, driver: InstanceDriver, owner_id: UUID | None, instance_
 
 
 def write_file(app: ZLH, driver: InstanceDriver, owner_id: UUID | None, instance_id: UUID, path: str,
-               content: bytes) -> None:
+               content: bytes, actor_id: UUID | None = None) -> int | None:
+    """Write through the node; then record the write (path and size) for `actor_id`: the log position."""
     spec = _spec(app, owner_id, instance_id, path)
     check_billing_gate(app, load_instance(app, instance_id, None).owner_id, "write_files")
     driver.write_file(spec, path, content)
+    if actor_id is None:
+        return None
+    return record_file_write(app, instance_id, actor_id, path, len(content))

@@ -3,7 +3,10 @@
 Each writes the `Operation` and the instance's `OperationBegun` (or
 `DeletionRequested`) in one atomic save, so "one pending operation per instance"
 is decided by the instance stream's optimistic concurrency. An optional
-Idempotency-Key makes a retry replay the first answer, as for create.
+Idempotency-Key makes a retry replay the first answer, as for create. `actor_id` is who asked (the
+owner when not given; an operator acting on a customer's server; a schedule's owner), `origin` what
+asked when not a person directly (`schedule_run:ID`): both are recorded on the operation, for the
+activity log.
 """
 
 from __future__ import annotations
@@ -46,29 +49,33 @@ def load_instance(app: ZLH, instance_id: UUID, owner_id: UUID | None) -> Instanc
     return instance
 
 
-def request_power(app: ZLH, owner_id: UUID, instance_id: UUID, action: str, key: str | None = None) -> Queued:
+def request_power(app: ZLH, owner_id: UUID, instance_id: UUID, action: str, key: str | None = None, *,
+                  actor_id: UUID | None = None, origin: str | None = None) -> Queued:
     def begin(instance: Instance, op: Operation) -> None:
         check_billing_gate(app, instance.owner_id, action)  # start and restart: 402 while suspended
         instance.begin_operation(op.id, action)
 
-    return _request(app, owner_id, instance_id, action, {"action": action}, key, begin)
+    return _request(app, owner_id, instance_id, action, {"action": action}, key, begin, actor_id, origin)
 
 
-def request_delete(app: ZLH, owner_id: UUID, instance_id: UUID, keep_backups: bool, key: str | None = None) -> Queued:
+def request_delete(app: ZLH, owner_id: UUID, instance_id: UUID, keep_backups: bool, key: str | None = None, *,
+                   actor_id: UUID | None = None) -> Queued:
     return _request(app, owner_id, instance_id, "delete", {"keep_backups": keep_backups}, key,
-                    lambda instance, op: instance.begin_deletion(op.id, keep_backups))
+                    lambda instance, op: instance.begin_deletion(op.id, keep_backups), actor_id)
 
 
-def request_backup(app: ZLH, owner_id: UUID, instance_id: UUID, key: str | None = None) -> Queued:
+def request_backup(app: ZLH, owner_id: UUID, instance_id: UUID, key: str | None = None, *,
+                   actor_id: UUID | None = None, origin: str | None = None) -> Queued:
     def begin(instance: Instance, op: Operation) -> list[Any]:
         check_billing_gate(app, instance.owner_id, "backup")
         instance.begin_operation(op.id, "backup")
         return [Backup(instance_id=instance.id, owner_id=instance.owner_id, operation_id=op.id)]
 
-    return _request(app, owner_id, instance_id, "backup", {}, key, begin)
+    return _request(app, owner_id, instance_id, "backup", {}, key, begin, actor_id, origin)
 
 
-def request_restore(app: ZLH, owner_id: UUID, instance_id: UUID, backup_id: UUID, key: str | None = None) -> Queued:
+def request_restore(app: ZLH, owner_id: UUID, instance_id: UUID, backup_id: UUID, key: str | None = None, *,
+                    actor_id: UUID | None = None) -> Queued:
     def begin(instance: Instance, op: Operation) -> None:
         backup = app.find(backup_id, Backup)
         if backup is None or backup.instance_id != instance.id:
@@ -77,7 +84,7 @@ def request_restore(app: ZLH, owner_id: UUID, instance_id: UUID, backup_id: UUID
         check_billing_gate(app, instance.owner_id, "restore")
         instance.begin_operation(op.id, "restore")
 
-    return _request(app, owner_id, instance_id, "restore", {"backup_id": str(backup_id)}, key, begin)
+    return _request(app, owner_id, instance_id, "restore", {"backup_id": str(backup_id)}, key, begin, actor_id)
 
 
 def _request(
@@ -88,6 +95,8 @@ def _request(
     params: dict[str, Any],
     key: str | None,
     begin: Callable[[Instance, Operation], Any],
+    actor_id: UUID | None = None,
+    origin: str | None = None,
 ) -> Queued:
     request_key = key if key is not None else f"auto:{uuid.uuid4()}"
     print_ = fingerprint(f"{kind} {instance_id}", params)
@@ -97,7 +106,7 @@ def _request(
             return replay
         instance = load_instance(app, instance_id, owner_id)
         operation = Operation(request_key=request_key, kind=kind, instance_id=instance.id, owner_id=owner_id,
-                              fingerprint=print_, params=params)
+                              fingerprint=print_, params=params, actor_id=actor_id, origin=origin)
         extra = begin(instance, operation) or []
         try:
             recordings = app.save(operation, instance, *extra)

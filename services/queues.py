@@ -15,7 +15,7 @@ from services.infrastructure import dead_letters
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.log_following import read_positions
 
-QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications")
+QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications", "scheduler")
 
 
 def _age(oldest: str | None, now: datetime) -> float | None:
@@ -41,6 +41,7 @@ def queue_stats(db: ReadModelDB, head: int, now: datetime | None = None) -> list
         {"name": "notifications", "pending": int(deliveries["n"]),
          "oldest_pending_age_seconds": _age(deliveries["oldest"], now),
          "lag": max(head - positions.get("notifications", 0), 0)},
+        _schedules_queue(db, now, max(head - positions.get("scheduler", 0), 0)),
     ]
     letters = dead_letters.unresolved(db)
     for item in items:
@@ -56,6 +57,15 @@ def _billing_queue(db: ReadModelDB, now: datetime, lag: int) -> dict[str, Any]:
     rows = due(db, now)
     oldest = min((r["next_step_at"] for r in rows if r["next_step_at"]), default=None)
     return {"name": "billing_enforcement", "pending": len(rows), "oldest_pending_age_seconds": _age(oldest, now),
+            "lag": lag}
+
+
+def _schedules_queue(db: ReadModelDB, now: datetime, lag: int) -> dict[str, Any]:
+    """Schedules whose due time has come and runs under way, and the oldest due time among them."""
+    from projections.schedules import queue_stats as schedules_queue
+
+    stats = schedules_queue(db, now)
+    return {"name": "scheduler", "pending": stats["pending"], "oldest_pending_age_seconds": _age(stats["oldest"], now),
             "lag": lag}
 
 

@@ -99,3 +99,6 @@ class Settings(BaseSettings):
     #: Not in the contract: the second key to Level 2 repairs (restart_instance, remove_orphan). Off by
     #: default; and no Level 2 kind is in the code allow-list, so today they are proposed and recorded only.
     controller_level2: bool = False
+    #: Not in the contract: a schedule's due time that passed while no schedules worker ran is still run (once, at
+    #: start-up) when it is at most this old; older ones are recorded as `missed`.
+    schedule_grace: Duration = Field(default=300.0, ge=1.0)

@@ -5,6 +5,9 @@ reason, so a client never hangs at "connecting":
 4401 bad or expired ticket, 4409 the server is not running, 4504 the node agent
 did not answer within 10 s, 4410 the server stopped, 1011 the agent failed.
 Idle sockets are pinged by uvicorn (WebSocket ping every 20 s).
+
+Every command line is recorded, with the ticket's user, in the instance's activity before it is sent
+(services/activity.py); a line that cannot be recorded is not sent (the socket closes with 1011).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ContainerDep, UserDep
 from api.problems import Problem
 from domain.lifecycle import InstanceStatus
+from services.activity import record_console_command
 from services.lifecycle import NotFoundError, load_instance
 from services.ports import DriverError, InstanceSpec
 
@@ -53,7 +57,8 @@ async def open_console(instance_id: UUID, request: Request, user: UserDep, conta
 async def console_socket(websocket: WebSocket, instance_id: UUID, ticket: str = "") -> None:
     container = websocket.app.state.container
     await websocket.accept()
-    if container.console_tickets.redeem(ticket, instance_id) is None:
+    redeemed = container.console_tickets.redeem(ticket, instance_id)
+    if redeemed is None:
         await websocket.close(code=4401, reason="invalid, used or expired console ticket")
         return
     try:
@@ -65,13 +70,14 @@ async def console_socket(websocket: WebSocket, instance_id: UUID, ticket: str = 
         await websocket.close(code=4409, reason="the server is not running")
         return
     spec = InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
-    code, reason = await _connect_and_relay(websocket, container.driver.console, spec, container, instance_id)
+    code, reason = await _connect_and_relay(websocket, container.driver.console, spec, container, instance_id,
+                                            redeemed.user_id)
     with contextlib.suppress(Exception):
         await websocket.close(code=code, reason=reason)
 
 
 async def _connect_and_relay(websocket: WebSocket, opener: Any, spec: InstanceSpec, container: Any,
-                             instance_id: UUID) -> tuple[int, str]:
+                             instance_id: UUID, user_id: UUID) -> tuple[int, str]:
     """Connect to the agent's console within CONNECT_TIMEOUT (enforced here too), then relay."""
     session = opener(spec, connect_timeout=CONNECT_TIMEOUT)
     try:
@@ -83,7 +89,7 @@ async def _connect_and_relay(websocket: WebSocket, opener: Any, spec: InstanceSp
             return 4504, f"the node agent did not answer within {CONNECT_TIMEOUT:g} s"
         return 1011, f"console unavailable: {exc.code}"
     try:
-        return await _relay(websocket, upstream, container, instance_id)
+        return await _relay(websocket, upstream, container, instance_id, user_id)
     except Exception:
         return 1011, "console relay failed"
     finally:
@@ -91,7 +97,8 @@ async def _connect_and_relay(websocket: WebSocket, opener: Any, spec: InstanceSp
             await session.__aexit__(None, None, None)
 
 
-async def _relay(websocket: WebSocket, upstream: Any, container: Any, instance_id: UUID) -> tuple[int, str]:
+async def _relay(websocket: WebSocket, upstream: Any, container: Any, instance_id: UUID,
+                 user_id: UUID) -> tuple[int, str]:
     async def downstream() -> tuple[int, str]:
         async for message in upstream:
             await websocket.send_text(message if isinstance(message, str) else message.decode(errors="replace"))
@@ -100,7 +107,9 @@ async def _relay(websocket: WebSocket, upstream: Any, container: Any, instance_i
     async def commands() -> tuple[int, str]:
         try:
             while True:
-                await upstream.send(await websocket.receive_text())
+                line = await websocket.receive_text()
+                await run_in_threadpool(record_console_command, container.app, instance_id, user_id, line)
+                await upstream.send(line)
         except WebSocketDisconnect:
             return 1000, "client closed"
 

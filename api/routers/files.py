@@ -52,5 +52,6 @@ async def write_file(instance_id: UUID, request: Request, user: UserDep, contain
     async for chunk in request.stream():
         body += chunk
     owner = None if user.admin else user.id
-    await run_in_threadpool(files.write_file, container.app, container.driver, owner, instance_id, path, bytes(body))
+    await run_in_threadpool(files.write_file, container.app, container.driver, owner, instance_id, path, bytes(body),
+                            user.id)
     return Response(status_code=204)

@@ -68,7 +68,8 @@ async def power(instance_id: UUID, body: PowerRequest, response: Response, user:
                 container: ContainerDep, idempotency_key: KeyHeader = None) -> dict[str, str]:
     key = check_optional_key(idempotency_key)
     owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_power, container.app, owner, instance_id, body.action, key)
+    queued = await run_in_threadpool(request_power, container.app, owner, instance_id,
+                                     body.action, key, actor_id=user.id)
     return await _answer(queued, response, container)
 
 
@@ -78,7 +79,8 @@ async def delete(instance_id: UUID, response: Response, user: UserDep, container
                  idempotency_key: KeyHeader = None) -> dict[str, str]:
     key = check_optional_key(idempotency_key)
     owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_delete, container.app, owner, instance_id, keep_backups, key)
+    queued = await run_in_threadpool(request_delete, container.app, owner, instance_id,
+                                     keep_backups, key, actor_id=user.id)
     return await _answer(queued, response, container)
 
 
@@ -87,7 +89,7 @@ async def create_backup(instance_id: UUID, response: Response, user: UserDep, co
                         idempotency_key: KeyHeader = None) -> dict[str, str]:
     key = check_optional_key(idempotency_key)
     owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key)
+    queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key, actor_id=user.id)
     return {**await _answer(queued, response, container, "backups"), "backup_id": str(queued.backup_id)}
 
 
@@ -103,7 +105,8 @@ async def restore(instance_id: UUID, backup_id: UUID, response: Response, user: 
                   idempotency_key: KeyHeader = None) -> dict[str, str]:
     key = check_optional_key(idempotency_key)
     owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_restore, container.app, owner, instance_id, backup_id, key)
+    queued = await run_in_threadpool(request_restore, container.app, owner, instance_id,
+                                     backup_id, key, actor_id=user.id)
     return await _answer(queued, response, container)
 
 

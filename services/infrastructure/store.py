@@ -23,8 +23,10 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import Recording
 from eventsourcing.utils import get_topic
 
+from domain.activity import InstanceActivity
 from domain.catalog import AGGREGATES
 from domain.note import Note
+from domain.schedule import Schedule
 from services.infrastructure.chain import ChainedPostgresApplicationRecorder, ChainedSQLiteApplicationRecorder
 from services.infrastructure.database import DatabaseURL
 
@@ -92,8 +94,9 @@ class ZLH(Application[UUID]):
     """The control plane's event store. Knows every aggregate, so it can decode every topic."""
 
     aggregates = AGGREGATES
-    #: Every notepad save carries the whole note: snapshot so loading one never replays them all.
-    snapshotting_intervals = {Note: 20}
+    #: Every notepad save carries the whole note: snapshot so loading one never replays them all. A schedule's
+    #: stream grows by one event per due time, an instance's activity by one per console command or file write.
+    snapshotting_intervals = {Note: 20, Schedule: 50, InstanceActivity: 50}
 
     name = APP_NAME
     log_section_size = 1000

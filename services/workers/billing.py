@@ -203,7 +203,8 @@ class BillingManager:
         params = {"action": action}
         return Operation(request_key=billing_operation_key(account.id, account.state_version or 0, instance.id),
                          kind=action, instance_id=instance.id, owner_id=instance.owner_id,
-                         fingerprint=fingerprint(f"{action} {instance.id}", params), params=params)
+                         fingerprint=fingerprint(f"{action} {instance.id}", params), params=params,
+                         origin="billing")
 
     def _suspend(self, account: BillingAccount, instance: Instance) -> bool:
         if REASON in instance.suspension_reasons or instance.status in (

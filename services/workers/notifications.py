@@ -26,6 +26,7 @@ from eventsourcing.persistence import IntegrityError, Notification
 
 from domain.delivery import Delivery
 from domain.support import SupportTicket
+from domain.user import User
 from projections import deliveries as deliveries_view
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.log_following import LogFollower, Wakeup
@@ -33,12 +34,14 @@ from services.infrastructure.store import ZLH
 from services.notification_ports import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
 from services.workers.billing_messages import billing_messages
 from services.workers.repair_messages import repair_messages
+from services.workers.schedule_messages import schedule_messages
 
 log = logging.getLogger(__name__)
 
 POSITION = "notifications"
 #: The streams whose events may owe a message (see `plan`).
-PLANNED_TOPICS = ("zlh.SupportTicket.", "zlh.BillingAccount.", "zlh.StripeEvent.", "zlh.Repair.")
+PLANNED_TOPICS = ("zlh.SupportTicket.", "zlh.BillingAccount.", "zlh.StripeEvent.", "zlh.Repair.",
+                  "zlh.Announcement.Published")
 MAX_ATTEMPTS = 8
 #: A delivery left `pending` or `attempting` this long is taken to be a crashed worker's: resend once.
 STALE_AFTER = timedelta(seconds=60)
@@ -71,7 +74,8 @@ def support_messages(event: Any) -> list[Planned]:
 
 
 #: One planner per feature; each is pure and returns [] for events it does not handle.
-PLANNERS: tuple[Callable[[Any], list[Planned]], ...] = (support_messages, repair_messages, billing_messages)
+PLANNERS: tuple[Callable[[Any], list[Planned]], ...] = (support_messages, repair_messages, billing_messages,
+                                                        schedule_messages)
 
 
 def plan(event: Any) -> list[Planned]:
@@ -114,7 +118,12 @@ class NotificationsManager:
         return delivery.id
 
     def _render(self, kind: str, message: dict[str, Any]) -> dict[str, Any]:
-        """Fill in what `plan` cannot know from the event alone (the ticket behind a staff reply)."""
+        """Fill in what `plan` cannot know from the event alone (the ticket behind a staff reply, the address of
+        the user a schedule notice is for)."""
+        if kind == "schedule_notice":
+            user = self.app.find(UUID(message["user_id"]), User)
+            return {"to": user.email if user is not None else "", "subject": message["subject"],
+                    "body": message["body"]}
         if kind != "ticket_reply":
             return message
         ticket: SupportTicket = self.app.repository.get(UUID(message["ticket_id"]))

@@ -106,3 +106,24 @@ def test_stopping_the_server_closes_the_console(
             ws.receive_text()
     assert closed.value.code == 4410
     assert_problem(client.post(f"/api/instances/{iid}/console", headers=alice), 409, "instance_not_running")
+
+
+def test_every_console_command_is_in_the_activity_log_with_its_sender(client: TestClient, new_user: Callable,
+                                                                     admin: dict) -> None:
+    alice = new_user("alice@example.com")
+    iid = running_instance(client, alice)
+    with client.websocket_connect(ticket_path(client, alice, iid)) as ws:
+        ws.send_text("say from alice")
+        assert ws.receive_text() == "[server] from alice"
+    with client.websocket_connect(ticket_path(client, admin, iid)) as ws:
+        ws.send_text("say from staff")
+        assert ws.receive_text() == "[server] from staff"
+
+    def commands() -> list[tuple[str, str]]:
+        items = client.get(f"/api/instances/{iid}/activity", headers=alice).json()["items"]
+        return [(i["actor"]["email"], i["detail"]["command"]) for i in items if i["action"] == "console.command"]
+
+    from tests.integration.conftest import poll
+
+    assert poll(commands, lambda c: len(c) == 2) == [("admin@zlh.localhost", "say from staff"),
+                                                     ("alice@example.com", "say from alice")]

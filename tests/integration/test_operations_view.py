@@ -30,7 +30,8 @@ def test_queues_show_pending_work_and_staleness(make_container: Callable[..., Co
     alice = make_customer(client, "alice@example.com")
     create(client, alice, "k")
     items = {q["name"]: q for q in client.get("/api/admin/queues", headers=ADMIN).json()["items"]}
-    assert set(items) == {"provisioning", "repair", "billing_enforcement", "notifications"}
+    assert set(items) == {"provisioning", "repair", "billing_enforcement", "notifications", "scheduler"}
+    assert items["scheduler"]["pending"] == 0 and items["scheduler"]["oldest_pending_age_seconds"] is None
     assert items["provisioning"]["pending"] == 1
     assert items["provisioning"]["oldest_pending_age_seconds"] >= 0
     assert items["provisioning"]["lag"] > 0  # the provisioning manager has read nothing

@@ -74,7 +74,7 @@ KNOWN_METRICS: dict[str, str] = {
 }
 CONSUMERS = ("instances", "operations", "backups", "tickets", "announcements", "deliveries", "provisioning",
              "notifications", "monitoring", "repairs", "repair")  # monitoring: the file_sd targets projection
-QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications")
+QUEUES = ("provisioning", "repair", "billing_enforcement", "notifications", "scheduler")
 
 PROMETHEUS = OPS / "prometheus"
 RULES = PROMETHEUS / "rules" / "zlh.rules.yml"

@@ -74,7 +74,13 @@ export class BackupsView {
     } finally {
       this.busy = false;
       this.createButton.disabled = false;
-      if (this.instance?.id === instanceId) await this.load(true);
+      // The backups list is its own read model: it may show the backup as pending a moment longer than the
+      // operation does. Look again a few times until nothing is pending.
+      for (let i = 0; i < 8 && this.instance?.id === instanceId; i += 1) {
+        await this.load(true);
+        if (!this.table.querySelector('tr[data-status="pending"]')) break;
+        await new Promise((resolve) => setTimeout(resolve, 250 * (i + 1)));
+      }
     }
   }
 

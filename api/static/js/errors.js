@@ -69,6 +69,13 @@ const MESSAGES = {
   precondition_required: 'Reload your notes before saving.',
   bad_if_match: 'Reload your notes before saving.',
   invalid_window: 'The end of the window must come after its start.',
+  // Schedules and lists.
+  bad_cursor: 'That page of the list is no longer valid. Reload the list.',
+  quota_exceeded: 'You have reached a limit (a server has at most 20 schedules). Delete one first.',
+  instance_deleted: 'The server was deleted.',
+  previous_run_active: 'The previous run of this schedule was still under way.',
+  operation_timeout: 'The action did not finish in time; the schedule went on without it.',
+  missed: 'The schedule was missed while our scheduler was not running.',
   // Operators.
   email_taken: 'A user with that email already exists.',
   rebuild_in_progress: 'That projection is already being rebuilt.',

@@ -1,12 +1,14 @@
 // Servers: the create form, the cards (pending → real), power and delete, and the detail panel
-// (console, files, backups) of one server. Cards are updated in place with a fixed geometry, so
+// (console, files, backups, schedules, activity) of one server. Cards are updated in place with a fixed geometry, so
 // a card changing state never moves the page and never loses keyboard focus.
 
+import {ActivityView} from './activity.js';
 import {api, newKey} from './api.js';
 import {BackupsView} from './backups.js';
 import {ConsoleView} from './console.js';
 import {describe, describeOperationError} from './errors.js';
 import {FilesView} from './files.js';
+import {SchedulesView} from './schedules.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const TEMPLATES = {game: ['minecraft', 'paper'], dev: ['python', 'node']};
@@ -30,6 +32,8 @@ let selected = null;
 let consoleView;
 let filesView;
 let backupsView;
+let schedulesView;
+let activityView;
 
 const $ = (id) => document.getElementById(id);
 
@@ -48,6 +52,8 @@ export function setup() {
   consoleView = new ConsoleView($('tab-console'));
   filesView = new FilesView($('tab-files'));
   backupsView = new BackupsView($('tab-backups'), (operationId, instanceId) => track(instanceId, operationId));
+  schedulesView = new SchedulesView($('tab-schedules'));
+  activityView = new ActivityView($('tab-activity'));
   fillTemplates();
 }
 
@@ -331,6 +337,8 @@ function closeDetail() {
   consoleView?.detach();
   filesView?.detach();
   backupsView?.detach();
+  schedulesView?.detach();
+  activityView?.detach();
   const wasOpen = selected !== null;
   selected = null;
   $('server-detail').hidden = true;
@@ -342,6 +350,8 @@ function updateDetail(instance) {
   consoleView.attach(instance);
   filesView.attach(instance);
   backupsView.attach(instance);
+  schedulesView.attach(instance);
+  activityView.attach(instance);
 }
 
 function showTab(name) {
@@ -351,4 +361,6 @@ function showTab(name) {
   }
   if (name === 'files') filesView.load();
   if (name === 'backups') backupsView.load();
+  if (name === 'schedules') schedulesView.load();
+  if (name === 'activity') activityView.load(true);
 }
