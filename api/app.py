@@ -9,7 +9,20 @@ from fastapi import FastAPI
 
 from api import metrics, problems
 from api.limits import BodyLimit
-from api.routers import admin, billing, console, docs, files, instances, lifecycle, portal, probes, support, users
+from api.routers import (
+    admin,
+    billing,
+    console,
+    docs,
+    files,
+    instances,
+    lifecycle,
+    portal,
+    probes,
+    support,
+    templates,
+    users,
+)
 from api.security import SecurityHeaders
 from services.bootstrap import Container
 
@@ -34,7 +47,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(BodyLimit, max_body=container.settings.max_body)
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
-    routers = (probes, users, instances, lifecycle, files, console, support, admin, billing)
+    routers = (probes, users, templates, instances, lifecycle, files, console, support, admin, billing)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)
