@@ -697,6 +697,15 @@ def test_concurrent_starts_spawn_one_process(local: LocalDriver) -> None:
     assert live_in(local.instance_dir(spec)) == list(pids)
 
 
+def test_the_install_cache_defaults_to_the_data_dir(tmp_path: Path) -> None:
+    driver = LocalDriver(tmp_path / "data")
+    assert driver.installer.cache_root == (tmp_path / "data" / "cache").resolve()
+    spec = make_spec()
+    assert spec.definition is not None
+    assert driver.installer.cache_dir(spec.definition, spec.variables).parent == \
+        (tmp_path / "data" / "cache" / "templates").resolve()
+
+
 def test_remove_directory_removes_the_files_and_the_runtime_files(local: LocalDriver) -> None:
     spec = make_spec()
     provision(local, spec)
