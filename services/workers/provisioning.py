@@ -34,11 +34,11 @@ from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_ste
 from services.billing import operation_block
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import LogFollower
+from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
-from services.ports import DriverError, InstanceDriver, InstanceSpec
 from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
+from services.ports import DriverError, InstanceDriver, InstanceSpec
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ class ProvisioningManager:
         with self._active_lock:
             self._active.discard(operation_id)
 
-    def run(self, wait_for_events: Any) -> None:
+    def run(self, wakeup: Wakeup) -> None:
         """Dispatch until stopped."""
-        self.follower.run(self.stop_event, wait_for_events)
+        self.follower.run(self.stop_event, wakeup)
 
     def stop(self, wait: bool = True) -> None:
         self.stop_event.set()

@@ -92,17 +92,13 @@ def live_in(data_dir: Path) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shipped_templates_installed() -> None:
-    """flying-squid and JupyterLab in the shared cache before any timed step (the first run installs them)."""
-    install("minecraft")
-    install("python")
-
-
 @contextlib.contextmanager
 def local_driver(data_dir: Path) -> Iterator[LocalDriver]:
     """A `LocalDriver` on `data_dir` and the shared install cache; on exit every server it started is killed,
-    and checked gone."""
+    and checked gone. flying-squid and JupyterLab are in the cache before any timed step (the run's first
+    local driver installs them if no earlier run has)."""
+    install("minecraft")
+    install("python")
     driver = LocalDriver(data_dir, max_write_bytes=WRITE_LIMIT, cache_dir=cache_dir())
     try:
         yield driver

@@ -33,6 +33,8 @@ from services.ports import DriverError, InstanceSpec
 from tests.contract.test_driver_contract import eventually, live_in, local_driver
 from tests.real_servers import install
 
+pytestmark = pytest.mark.real_services  # real processes, a real install cache, Java, code-server
+
 ECHO_SERVER = r'''
 import os, signal, socket, subprocess, sys
 stubborn = os.environ.get("STUBBORN") == "true"

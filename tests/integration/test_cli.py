@@ -12,6 +12,8 @@ import pytest
 
 from projections.registry import all_projections
 
+pytestmark = pytest.mark.real_services  # runs the zlh command as subprocesses on real databases
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

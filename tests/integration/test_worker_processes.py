@@ -19,6 +19,8 @@ from services.instances import request_instance
 from tests.integration.conftest import poll
 from tests.real_servers import cache_dir, cache_env, install
 
+pytestmark = pytest.mark.real_services  # runs worker processes on a real database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
