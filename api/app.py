@@ -21,6 +21,7 @@ from api.routers import (
     probes,
     schedules,
     support,
+    templates,
     users,
 )
 from api.security import SecurityHeaders
@@ -47,7 +48,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(BodyLimit, max_body=container.settings.max_body)
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
-    routers = (probes, users, instances, lifecycle, files, console, schedules, support, admin, billing)
+    routers = (probes, users, templates, instances, lifecycle, files, console, schedules, support, admin, billing)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

@@ -37,9 +37,14 @@ def _settings():  # type: ignore[no-untyped-def]
 
 
 def _container(settings=None):  # type: ignore[no-untyped-def]
+    from domain.templates import TemplateError
     from services.bootstrap import Container
 
-    return Container.build(settings or _settings())
+    try:
+        return Container.build(settings or _settings())
+    except TemplateError as exc:
+        typer.echo(f"zlh: bad template: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _setup_logging() -> None:
@@ -174,7 +179,7 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir)), settings.agent_secret, host, port)
+    run_agent(LocalDriver(Path(settings.data_dir), cache_dir=settings.cache_dir), settings.agent_secret, host, port)
 
 
 @users_cli.command("create")

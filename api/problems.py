@@ -29,6 +29,7 @@ DOMAIN_STATUS = {
     "email_taken": 409,
     "illegal_transition": 409,
     "unknown_template": 422,
+    "template_unavailable": 422,
     "not_found": 404,
     "version_conflict": 412,
     "too_large": 413,
@@ -119,7 +120,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message)
+        field = getattr(exc, "field", None)  # a validation error names what it is about (`variables.motd`)
+        extra = {"field": field} if isinstance(field, str) and field else {}
+        return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message, **extra)
 
     @app.exception_handler(DriverError)
     async def _driver(_: Request, exc: DriverError) -> JSONResponse:

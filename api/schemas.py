@@ -57,6 +57,40 @@ class CreateInstance(BaseModel):
     kind: Literal["game", "dev"]
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="1-63 of a-z0-9-, starting with a letter")
     template: str = Field(min_length=1, max_length=63)
+    variables: dict[str, Any] | None = Field(
+        default=None, max_length=64,
+        description="The template's variables to set (GET /api/templates lists them); checked against the "
+                    "template: 422 `validation_error` naming the variable")
+
+
+class TemplateVariableOut(BaseModel):
+    name: str
+    description: str
+    type: Literal["string", "int", "bool", "memory"]
+    default: str | int | bool | None
+    required: bool
+    generated: bool
+    secret: bool
+    constraints: dict[str, Any]
+
+
+class TemplateResources(BaseModel):
+    memory_mb: int
+    cpus: float
+    disk_mb: int
+
+
+class TemplateOut(BaseModel):
+    name: str
+    kind: Literal["game", "dev"]
+    description: str
+    variables: list[TemplateVariableOut]
+    resources: TemplateResources
+    available: bool
+
+
+class TemplateList(BaseModel):
+    items: list[TemplateOut]
 
 
 class Accepted(BaseModel):

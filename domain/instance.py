@@ -12,6 +12,7 @@ An interrupted delete resumes with the finalizers still outstanding.
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -34,7 +35,11 @@ class Instance(Aggregate):
         TOPIC = "zlh.Instance.Event"
 
     class Requested(Event, Aggregate.Created):
-        """A customer asked for a new instance; `operation_id` is the create operation."""
+        """A customer asked for a new instance; `operation_id` is the create operation.
+
+        `variables` are the template's variables as resolved when it was asked for (what the customer
+        set, the defaults, generated tokens); events recorded before templates had variables have none.
+        """
 
         TOPIC = "zlh.Instance.Requested"
         owner_id: UUID
@@ -43,6 +48,7 @@ class Instance(Aggregate):
         template: str
         edge_name: str
         operation_id: UUID
+        variables: dict[str, Any] | None = None
 
     class OperationBegun(Event):
         TOPIC = "zlh.Instance.OperationBegun"
@@ -119,12 +125,14 @@ class Instance(Aggregate):
 
     @event(Requested)
     def __init__(
-        self, owner_id: UUID, kind: str, name: str, template: str, edge_name: str, operation_id: UUID
+        self, owner_id: UUID, kind: str, name: str, template: str, edge_name: str, operation_id: UUID,
+        variables: dict[str, Any] | None = None,
     ) -> None:
         self.owner_id = owner_id
         self.kind = InstanceKind(kind)
         self.name = name
         self.template = template
+        self.variables: dict[str, Any] = dict(variables or {})
         self.edge_name = edge_name
         self.status = InstanceStatus.PROVISIONING
         self.pending_operation_id: UUID | None = operation_id

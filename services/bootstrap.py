@@ -29,6 +29,7 @@ from services.infrastructure.leader import LeaderLock, build_lock
 from services.infrastructure.log_following import read_positions
 from services.infrastructure.projection_runner import ProjectionRunner
 from services.infrastructure.store import ZLH, LogSignal, PostgresListener, store_env
+from services.infrastructure.templates import TemplateCatalogue
 from services.infrastructure.watcher import PositionWatcher
 from services.ports import DnsProvider, InstanceDriver, ProxyRegistry
 from services.settings import Settings
@@ -66,7 +67,7 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     from services.agent.server import start_agent_in_thread
 
     secret = secrets.token_urlsafe(32)
-    url, stop = start_agent_in_thread(LocalDriver(data_dir), secret)
+    url, stop = start_agent_in_thread(LocalDriver(data_dir, cache_dir=settings.cache_dir), secret)
     return AgentDriver(url, secret), stop
 
 
@@ -118,6 +119,7 @@ class Container:
     runners: dict[str, ProjectionRunner]
     watcher: PositionWatcher
     stop_event: threading.Event
+    templates: TemplateCatalogue
     provisioning: ProvisioningManager | None = None
     notifications: NotificationsManager | None = None
     repair: RepairWorker | None = None
@@ -144,6 +146,7 @@ class Container:
               edge: Edge | None = None) -> Container:
         """Wire everything `settings` asks for; a given `driver` or `edge` (tests, fakes) replaces the built one."""
         url = DatabaseURL.parse(settings.database_url)
+        templates = TemplateCatalogue.load(settings.templates_dir)
         edge = edge or build_edge(settings)
         signal = LogSignal()
         app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)
@@ -152,7 +155,7 @@ class Container:
         watcher = PositionWatcher(db, stop)
         projections = all_projections(Path(settings.data_dir), atomic_write_text)
         runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in projections}
-        return cls(settings, url, app, db, driver, edge, runners, watcher, stop)
+        return cls(settings, url, app, db, driver, edge, runners, watcher, stop, templates)
 
     # Workers.
 
@@ -172,6 +175,7 @@ class Container:
                 step_delay=self.settings.local_step_delay,
                 connect_timeout=self.settings.connect_timeout,
                 concurrency=self.settings.provisioning_concurrency,
+                templates=self.templates,
             )
             self._spawn("provisioning", self.provisioning.run, self.app.signal)
             beats = HeartbeatWriter(self.db, self.provisioning.worker_id, self.provisioning.active_operations,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -25,6 +26,7 @@ from domain.operation import Operation, OperationKind
 from domain.text import check_text
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
+from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
 
 
 def fingerprint(route: str, body: dict[str, Any]) -> str:
@@ -44,18 +46,29 @@ class Accepted:
 
 
 def request_instance(
-    app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str
+    app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str,
+    variables: Mapping[str, Any] | None = None, templates: TemplateCatalogue | None = None,
 ) -> Accepted:
-    """Queue a create operation, or replay the one this key already made."""
+    """Queue a create operation, or replay the one this key already made.
+
+    `variables` are checked against the template from `templates` (default: the shipped ones);
+    the resolved set (defaults, generated tokens) is recorded with the instance. The request's
+    fingerprint covers the variables the caller sent, so the same key with other variables is
+    `idempotency_key_reused`; a body without variables fingerprints as it always did.
+    """
     for field, value in (("name", name), ("template", template), ("Idempotency-Key", idempotency_key)):
         check_text(field, value)
-    body = {"kind": kind, "name": name, "template": template}
+    catalogue = templates or shipped_catalogue()
+    body: dict[str, Any] = {"kind": kind, "name": name, "template": template}
+    if variables:
+        body["variables"] = dict(variables)
     print_ = fingerprint("POST /api/instances", body)
     operation_id = operation_id_for_key(owner_id, idempotency_key)
     for _ in range(10):
         replay = _replay(app, operation_id, print_)
         if replay is not None:
             return replay
+        resolved = catalogue.resolve(kind, template, variables)
         check_billing_gate(app, owner_id, "create")
         instance_id = instance_id_for_operation(operation_id)
         try:
@@ -68,11 +81,11 @@ def request_instance(
             raise
         instance = Instance(
             owner_id=owner_id, kind=kind, name=name, template=template,
-            edge_name=f"{name}-{short_id(instance_id)}", operation_id=operation_id,
+            edge_name=f"{name}-{short_id(instance_id)}", operation_id=operation_id, variables=resolved,
         )
         operation = Operation(
             request_key=idempotency_key, kind=OperationKind.CREATE.value, instance_id=instance_id,
-            owner_id=owner_id, fingerprint=print_, params=body,
+            owner_id=owner_id, fingerprint=print_, params={"kind": kind, "name": name, "template": template},
         )
         try:
             recordings = app.save(operation, instance, claim)

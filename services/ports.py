@@ -6,10 +6,13 @@ in-memory fakes live in `services.adapters` and both satisfy the same contract.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from uuid import UUID
+
+from domain.templates import DEFAULT_ADDRESS, Template
 
 
 class DriverError(Exception):
@@ -23,17 +26,33 @@ class DriverError(Exception):
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """What a driver needs to know about an instance to act on it."""
+    """What a driver needs to know about an instance to act on it.
+
+    `variables` and `definition` matter to the steps that install, start or address a server
+    (`install`, `start_process`, `address`); the others work without them (equality and hashing
+    ignore them). `definition` is the template the node runs (install steps, start command, stop
+    command, readiness check, config files, resources), `variables` its resolved variables,
+    secrets included: the node agent renders the one with the other.
+    """
 
     instance_id: UUID
     kind: str  # "game" | "dev"
     template: str
     edge_name: str  # NAME-SHORTID, unique across customers
+    variables: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    definition: Template | None = field(default=None, compare=False, repr=False)
 
 
 def customer_address(kind: str, host: str, port: int) -> str:
-    """What a customer connects to: `host:port` for a game server, the IDE's URL for a dev container."""
-    return f"http://{host}:{port}/" if kind == "dev" else f"{host}:{port}"
+    """What a customer connects to by default: `host:port` for a game server, the IDE's URL for a dev container."""
+    return DEFAULT_ADDRESS[kind].replace("${host}", host).replace("${port}", str(port))
+
+
+def spec_address(spec: InstanceSpec, host: str, port: int) -> str:
+    """What the customer connects to: the template's `address` (e.g. JupyterLab's URL with its token)."""
+    if spec.definition is None:
+        return customer_address(spec.kind, host, port)
+    return spec.definition.render_address(host, port, spec.variables)
 
 
 class ConsoleSocket(Protocol):
@@ -63,15 +82,28 @@ class InstanceDriver(Protocol):
         """Create the instance's data directory; return its path."""
         ...
 
-    def start_process(self, spec: InstanceSpec, port: int) -> int:
-        """Start the instance's server process listening on `port`; return its pid.
+    def install(self, spec: InstanceSpec) -> dict[str, Any]:
+        """Install what the instance's template needs (`spec.definition`'s install steps) on the instance's
+        node, once per node: later calls, for this or any other instance of the same template, reuse it.
 
-        If it is already running on that port, return the running pid.
+        Returns `{"cache": name of the install on the node, "reused": bool, "seconds": float}`.
+        `unknown_template` without a definition; `install_failed` if a step fails (the node's log has
+        its output); `checksum_mismatch` if a download does not match its sha256 (nothing is kept).
+        """
+        ...
+
+    def start_process(self, spec: InstanceSpec, port: int) -> int:
+        """Render the template's config files and start its server listening on `port`; return its pid.
+
+        Needs `install` first (`not_installed`). If it is already running on that port, return the
+        running pid. The server's stdin is its console; its stdout and stderr are its console log.
         """
         ...
 
     def wait_connectable(self, spec: InstanceSpec, port: int, timeout: float) -> None:
-        """Return once the instance accepts connections on `port`; `DriverError` after `timeout` s."""
+        """Return once the template's readiness check passes (a Minecraft Server List Ping answers, an HTTP
+        GET answers 2xx, or a console line matches) on `port`; `process_exited` as soon as the server
+        exits, `not_connectable` after `timeout` s."""
         ...
 
     def public_host(self, spec: InstanceSpec) -> str:
@@ -89,7 +121,8 @@ class InstanceDriver(Protocol):
     # Lifecycle: each idempotent; "already gone/stopped" counts as done.
 
     def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:
-        """Graceful stop: the `stop` console command, then SIGTERM, then SIGKILL after `timeout`."""
+        """Graceful stop: the template's stop command on the console, then SIGTERM, then SIGKILL, each after
+        `timeout` s (or the template's own stop timeout, when it is longer)."""
         ...
 
     def remove_directory(self, spec: InstanceSpec) -> None:

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     velocity_reload_command: str | None = None
     #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.
     max_body: Size = Field(default=1024 * 1024, ge=1024)
+    #: A folder of extra templates (`NAME.toml`) beside the shipped ones; see services/infrastructure/templates.py.
+    templates_dir: str | None = None
+    #: Not in the contract: where a node keeps what templates install (once per node, shared by its
+    #: instances) and its download caches. Unset: `ZLH_DATA_DIR/cache`.
+    cache_dir: str | None = None
     discord_webhook_url: str | None = Field(default=None, repr=False)
     smtp_url: str | None = Field(default=None, repr=False)
     #: Not in the contract: the node agent. Unset URL = `zlh serve` starts one in-process (embedded mode).

@@ -12,7 +12,6 @@ from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
 from api.problems import Problem
 from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
-from domain.templates import check_template
 from projections import instances as instances_view
 from projections import operations as operations_view
 from services.instances import request_instance
@@ -49,9 +48,9 @@ async def create_instance(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> Accepted:
     key = _check_key(idempotency_key)
-    check_template(body.kind, body.template)
     accepted = await run_in_threadpool(
-        request_instance, container.app, user.id, key, body.kind, body.name, body.template
+        request_instance, container.app, user.id, key, body.kind, body.name, body.template, body.variables,
+        container.templates,
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -33,7 +33,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from services.ports import DriverError, InstanceSpec, customer_address
+from services.ports import DriverError, InstanceSpec, spec_address
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CUSTOMER_CODES = frozenset({
     "bad_path", "bad_command", "is_a_directory", "not_a_directory", "not_a_file", "not_found", "too_large",
     "still_running", "not_running", "console_busy", "quota_exceeded", "checksum_mismatch", "validation_error",
+    "unknown_template",
 })
 #: What a customer reads for a failure of the node itself (the log has the agent's own message).
 NODE_MESSAGES = {
@@ -57,6 +58,9 @@ NODE_MESSAGES = {
     "backup_failed": "the node could not archive the server's files",
     "bad_archive": "the backup archive cannot be extracted",
     "no_free_port": "the node has no free port for the server",
+    "install_failed": "the node could not install the server's software; the operator can see why in the node's log",
+    "not_installed": "the server's software is not installed on its node yet",
+    "template_error": "the server's template could not be used on its node",
 }
 
 
@@ -82,6 +86,8 @@ def scrub(message: str, where: str) -> str:
 
 #: Seconds allowed on top of a step's own timeout (wait, stop) for the HTTP round trip.
 SLACK = 15.0
+#: How long an install may take (npm and pip on a slow node, native modules compiled).
+INSTALL_TIMEOUT = 3600.0
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
 
@@ -153,7 +159,7 @@ class AgentDriver:
         return self.host
 
     def address(self, spec: InstanceSpec, port: int) -> str:
-        return customer_address(spec.kind, self.host, port)
+        return spec_address(spec, self.host, port)
 
     def observe(self) -> dict[str, list[str]]:
         body = self._call("GET", "/v1/observe").json()
@@ -165,9 +171,22 @@ class AgentDriver:
     def create_directory(self, spec: InstanceSpec) -> str:
         return str(self._call("PUT", self._path(spec, "/directory"), params=self._params(spec)).json()["path"])
 
+    @staticmethod
+    def _template(spec: InstanceSpec) -> dict[str, Any]:
+        """The template and its variables, as the agent takes them; `unknown_template` without one."""
+        if spec.definition is None:
+            raise DriverError("unknown_template", f"template {spec.template!r} is not offered (any more)")
+        return {"definition": dict(spec.definition.source), "variables": dict(spec.variables)}
+
+    def install(self, spec: InstanceSpec) -> dict[str, Any]:
+        response = self._call("PUT", self._path(spec, "/install"), params=self._params(spec),
+                              json=self._template(spec), read_timeout=INSTALL_TIMEOUT)
+        return dict(response.json())
+
     def start_process(self, spec: InstanceSpec, port: int) -> int:
         response = self._call(
-            "PUT", self._path(spec, "/process"), params=self._params(spec), json={"port": port}, read_timeout=60.0
+            "PUT", self._path(spec, "/process"), params=self._params(spec),
+            json={"port": port, **self._template(spec)}, read_timeout=120.0,
         )
         return int(response.json()["pid"])
 
@@ -185,11 +204,13 @@ class AgentDriver:
         return bool(response.json()["running"])
 
     def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:
+        # The agent may wait the grace twice (stop command, then SIGTERM), then for SIGKILL.
+        grace = max(timeout, spec.definition.stop.timeout if spec.definition is not None else 0.0)
         self._call(
             "DELETE",
             self._path(spec, "/process"),
             params=self._params(spec, timeout=timeout),
-            read_timeout=timeout + SLACK,
+            read_timeout=2 * grace + 5.0 + SLACK,
         )
 
     def remove_directory(self, spec: InstanceSpec) -> None:

@@ -15,6 +15,12 @@ restore checks the checksum and replaces the dict. The console keeps the
 commands sent (`commands`) and the output lines (`console_output`: `say TEXT`
 prints `[server] TEXT`), and `console(spec)` offers an in-memory stand-in for
 the agent client's console WebSocket.
+
+Templates: `install` records the template as installed (`installed`, once per
+template and install key, as a node's cache would) and `start_process` needs it
+(`not_installed`); `start_process` renders the template's config files into the
+files dict as a node would (`missing`: only when absent; `always`: every start),
+with fake node paths. Nothing is downloaded and nothing runs.
 """
 
 from __future__ import annotations
@@ -33,9 +39,14 @@ from uuid import UUID
 from websockets.exceptions import ConnectionClosedOK
 from websockets.frames import Close
 
+from domain.templates import TemplateError
 from services.agent import files as file_paths
-from services.agent.standin import DEFAULT_PROPERTIES, PROPERTIES_FILE
-from services.ports import DriverError, InstanceSpec, customer_address
+from services.ports import DriverError, InstanceSpec, spec_address
+
+#: The node paths the fake renders templates with.
+FAKE_NODE = {"host": "127.0.0.1", "bind": "127.0.0.1", "files": "/fake/instances/ID", "home": "/fake/runtime/ID/home",
+             "runtime": "/fake/runtime/ID", "cache": "/fake/cache/templates/KEY", "downloads": "/fake/cache/downloads",
+             "system_python": "/usr/bin/python3"}
 
 
 @dataclass
@@ -62,6 +73,8 @@ class FakeDriver:
         self.commands: dict[UUID, list[str]] = {}
         self.console_output: dict[UUID, list[str]] = {}
         self.backups: dict[UUID, tuple[bytes, dict[str, Any]]] = {}
+        #: Install keys the fake node has (`template-KEY`), in the order they were installed.
+        self.installed: list[str] = []
         self._next_port = 30000
         self._next_pid = 1000
 
@@ -85,20 +98,44 @@ class FakeDriver:
         self.files.setdefault(spec.instance_id, {})
         return self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
 
+    def _install_key(self, spec: InstanceSpec) -> str:
+        if spec.definition is None:
+            raise DriverError("unknown_template", f"template {spec.template!r} is not offered")
+        key = spec.definition.install_key(spec.variables, FAKE_NODE["system_python"])
+        return f"{spec.definition.name}-{key[:12]}"
+
+    def install(self, spec: InstanceSpec) -> dict[str, Any]:
+        self._step("install", spec)
+        cache = self._install_key(spec)
+        reused = cache in self.installed
+        if not reused:
+            self.installed.append(cache)
+        return {"cache": cache, "reused": reused, "seconds": 0.0}
+
     def start_process(self, spec: InstanceSpec, port: int) -> int:
         self._step("start_process", spec)
         proc = self.processes.get(spec.instance_id)
         if proc is not None and proc.port == port:
             return proc.pid
+        if self._install_key(spec) not in self.installed:
+            raise DriverError("not_installed", f"template {spec.template} is not installed on this node")
+        # Like a node: the files directory exists once it runs, with the template's config files in it.
+        self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
+        tree = self.files.setdefault(spec.instance_id, {})
+        assert spec.definition is not None
+        values = {**spec.variables, **FAKE_NODE, "port": port, "instance_id": str(spec.instance_id)}
+        try:
+            rendered = spec.definition.render_files(values)
+        except TemplateError as exc:
+            raise DriverError("template_error", exc.message) from exc
+        for config in rendered:
+            key = "/".join(file_paths.normalize(config.path))
+            if config.when == "always" or key not in tree:
+                tree[key] = config.content.encode()
         self._next_pid += 1
         self.processes[spec.instance_id] = FakeProcess(self._next_pid, port, spec.kind)
         self.commands.setdefault(spec.instance_id, [])
-        # Like the stand-in: the files directory exists once it runs; a game server writes its defaults.
-        self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
-        tree = self.files.setdefault(spec.instance_id, {})
-        if spec.kind == "game":
-            tree.setdefault(PROPERTIES_FILE, DEFAULT_PROPERTIES.encode())
-        self._print(spec.instance_id, f"{spec.kind} stand-in listening on {self.host}:{port} (pid {self._next_pid})")
+        self._print(spec.instance_id, f"{spec.template} listening on {self.host}:{port} (pid {self._next_pid})")
         return self._next_pid
 
     def wait_connectable(self, spec: InstanceSpec, port: int, timeout: float) -> None:
@@ -113,7 +150,7 @@ class FakeDriver:
         return self.host
 
     def address(self, spec: InstanceSpec, port: int) -> str:
-        return customer_address(spec.kind, self.host, port)
+        return spec_address(spec, self.host, port)
 
     def is_running(self, spec: InstanceSpec, port: int) -> bool:
         proc = self.processes.get(spec.instance_id)

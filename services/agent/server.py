@@ -14,7 +14,8 @@ Routes (instance steps take the `InstanceSpec` as path `instance_id` plus query
 | `POST /v1/instances/{id}/port` | | 200 `{"port"}` |
 | `PUT /v1/instances/{id}/directory` | | 200 `{"path"}` |
 | `DELETE /v1/instances/{id}/directory` | | 204 |
-| `PUT /v1/instances/{id}/process` | `{"port"}` | 200 `{"pid"}` (start) |
+| `PUT /v1/instances/{id}/install` | `{"definition", "variables"}` | 200 `{"cache", "reused", "seconds"}` |
+| `PUT /v1/instances/{id}/process` | `{"port", "definition", "variables"}` | 200 `{"pid"}` (start) |
 | `GET /v1/instances/{id}/process?port=N` | | 200 `{"running"}` |
 | `POST /v1/instances/{id}/process/wait` | `{"port", "timeout"}` | 204 |
 | `DELETE /v1/instances/{id}/process?timeout=S` | | 204 (stop) |
@@ -28,6 +29,10 @@ Routes (instance steps take the `InstanceSpec` as path `instance_id` plus query
 | `POST /v1/instances/{id}/backups/{backup_id}/restore` | `{"sha256"}` | 204 |
 | `DELETE /v1/backups/{backup_id}` | | 204 |
 
+`definition` is the template (its TOML document as JSON, `Template.from_dict` checks it again
+here: a bad one is 422 `template_error`) and `variables` its resolved variables: the agent knows
+no template of its own, so any template the control plane offers runs on any agent.
+
 A `DriverError` becomes an RFC 9457 problem (`application/problem+json` with
 `type`, `title`, `status`, `detail`, `code`) whose `code` is the driver's; the
 status comes from `STATUS_BY_CODE` (502 for codes not listed). The console
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import os
@@ -62,6 +68,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from domain.templates import Template, TemplateError
 from services.agent import files
 from services.agent.driver import LocalDriver
 from services.ports import DriverError, InstanceSpec
@@ -93,6 +100,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "checksum_mismatch": 422,
     "bad_archive": 422,
     "validation_error": 422,
+    "template_error": 422,
+    "unknown_template": 422,
+    "not_installed": 409,
     "unauthorized": 401,
 }
 
@@ -138,7 +148,22 @@ class BearerAuth:
         await response(scope, receive, send)
 
 
-class PortBody(BaseModel):
+class TemplateBody(BaseModel):
+    """The template to run and its resolved variables (see the module docstring)."""
+
+    definition: dict[str, Any]
+    variables: dict[str, str | int | bool] = Field(default_factory=dict)
+
+    def apply(self, spec: InstanceSpec) -> InstanceSpec:
+        """`spec` with this template; `template_error` if the definition is not a valid template."""
+        try:
+            definition = Template.from_dict(spec.template, self.definition)
+        except TemplateError as exc:
+            raise DriverError("template_error", exc.message) from exc
+        return dataclasses.replace(spec, variables=dict(self.variables), definition=definition)
+
+
+class StartBody(TemplateBody):
     port: int = Field(gt=0, lt=65536)
 
 
@@ -193,9 +218,13 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
     def remove_directory(spec: InstanceSpec = Spec) -> None:
         driver.remove_directory(spec)
 
+    @app.put("/v1/instances/{instance_id}/install")
+    def install(body: TemplateBody, spec: InstanceSpec = Spec) -> dict[str, Any]:
+        return driver.install(body.apply(spec))
+
     @app.put("/v1/instances/{instance_id}/process")
-    def start_process(body: PortBody, spec: InstanceSpec = Spec) -> dict[str, int]:
-        return {"pid": driver.start_process(spec, body.port)}
+    def start_process(body: StartBody, spec: InstanceSpec = Spec) -> dict[str, int]:
+        return {"pid": driver.start_process(body.apply(spec), body.port)}
 
     @app.get("/v1/instances/{instance_id}/process")
     def is_running(port: int = Query(gt=0, lt=65536), spec: InstanceSpec = Spec) -> dict[str, bool]:

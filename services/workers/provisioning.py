@@ -37,6 +37,7 @@ from services.infrastructure.database import ReadModelDB
 from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
+from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ class ProvisioningManager:
         step_delay: float = 0.0,
         connect_timeout: float = 30.0,
         concurrency: int = 4,
+        templates: TemplateCatalogue | None = None,
     ) -> None:
         self.app, self.db, self.driver, self.edge = app, db, driver, edge
+        self.templates = templates or shipped_catalogue()
         self.worker_id = worker_id
         self.step_delay = step_delay
         self.connect_timeout = connect_timeout
@@ -282,9 +285,9 @@ class ProvisioningManager:
         """Honour the step delay; True if the worker is shutting down meanwhile."""
         return bool(self.step_delay) and self.stop_event.wait(self.step_delay)
 
-    @staticmethod
-    def _spec(instance: Instance) -> InstanceSpec:
-        return InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
+    def _spec(self, instance: Instance) -> InstanceSpec:
+        """The instance with its variables and its template's definition, as the driver needs them."""
+        return self.templates.spec_of(instance)
 
     def _run_step(self, step: str, spec: InstanceSpec, port: int, **context: Any) -> dict[str, Any]:
         driver = self.driver
@@ -292,10 +295,13 @@ class ProvisioningManager:
             return {"port": driver.allocate_port(spec)}
         if step == "create_directory":
             return {"path": driver.create_directory(spec)}
+        if step == "install":
+            return driver.install(spec)
         if step == "start_process":
             return {"pid": driver.start_process(spec, port)}
         if step == "wait_connectable":
-            driver.wait_connectable(spec, port, self.connect_timeout)
+            ready = spec.definition.ready.timeout if spec.definition is not None else 0.0
+            driver.wait_connectable(spec, port, max(self.connect_timeout, ready))
             return {}
         if step == "publish_dns":
             return {"record": self.edge.publish_dns(spec, driver.public_host(spec), port)}

@@ -19,6 +19,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.e2e.conftest import ADMIN_TOKEN, ROOT, Server
+from tests.real_servers import cache_env, install
 
 CHROMIUM = os.environ.get("ZLH_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,6 +39,8 @@ class Customer:
 
 @pytest.fixture(scope="package")
 def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    install("minecraft")  # the real servers the portal creates, in the cache the whole run shares
+    install("python")
     workdir = tmp_path_factory.mktemp("portal")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")},
@@ -47,6 +50,7 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "ZLH_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
         "ZLH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "ZLH_LOCAL_STEP_DELAY": "0.25s",  # makes the pending card's phases visible
+        **cache_env(),
     }
     server = Server(workdir, env)
     server.start()

@@ -82,14 +82,14 @@ def test_files_edit_upload_download_and_bad_path(page: Page, owner: tuple[Custom
     customer, api, iid = owner
     open_tools(page, customer, "Files")
     files = page.locator("#tab-files")
-    files.get_by_role("button", name="server.properties", exact=True).click()
+    files.get_by_role("button", name="settings.json", exact=True).click()  # flying-squid's own settings
     editor = page.locator("#files-editor")
-    expect(editor).to_have_value(re.compile(r"\S"))
-    editor.fill("motd=edited in the portal\n")
+    expect(editor).to_have_value(re.compile(r'"motd": "A ZLH server"'))
+    editor.fill('{"motd": "edited in the portal"}\n')
     files.get_by_role("button", name="Save file").click()
-    expect(files.locator(".files-message")).to_have_text("Saved /server.properties.")
-    content = api.get(f"/api/instances/{iid}/files/content", params={"path": "/server.properties"})
-    assert content.content == b"motd=edited in the portal\n"
+    expect(files.locator(".files-message")).to_have_text("Saved /settings.json.")
+    content = api.get(f"/api/instances/{iid}/files/content", params={"path": "/settings.json"})
+    assert content.content == b'{"motd": "edited in the portal"}\n'
     screenshot(page, "files")
 
     files.locator("#files-upload").set_input_files(

@@ -1,9 +1,11 @@
 """The `InstanceDriver` contract, run against `FakeDriver`, `LocalDriver` and `AgentDriver` alike.
 
-`AgentDriver` runs against a node agent started in a thread over a `LocalDriver`
-on `tmp_path`, with a fresh random secret. The local-only tests at the end
-exercise the real stand-in processes and edge files. Every spawned process is
-killed in teardown, and teardown checks none survived.
+`LocalDriver` and `AgentDriver` run the shipped templates' real servers: flying-squid for
+`minecraft`, JupyterLab for `python`, from the install cache the whole test run shares
+(`tests.real_servers`: installed once, by the first test that needs it). `AgentDriver` runs
+against a node agent started in a thread over a `LocalDriver` on `tmp_path`, with a fresh
+random secret. The local-only tests at the end look at the real processes and files. Every
+spawned process is killed in teardown, and teardown checks none survived.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
+import re
 import secrets
 import signal
 import socket
+import stat
 import tarfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,26 +29,38 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
+from mcstatus import JavaServer
 
 from services.adapters.agent_client import AgentDriver
 from services.adapters.fake_driver import FakeDriver
 from services.agent.driver import LocalDriver
 from services.agent.server import start_agent_in_thread
+from services.infrastructure.templates import shipped_catalogue
 from services.ports import DriverError, InstanceSpec
+from tests.real_servers import cache_dir, install
 
 ZONE = "play.zlh.localhost"
 #: A small write limit keeps the too-large test light.
 WRITE_LIMIT = 64 * 1024
+#: How long a real server may take to answer its readiness check on a busy machine.
+READY = 60.0
 Driver = FakeDriver | LocalDriver | AgentDriver
 
 
-def make_spec(kind: str = "game", name: str = "alpha") -> InstanceSpec:
-    instance_id = uuid4()
+def make_spec(kind: str = "game", name: str = "alpha", **variables: object) -> InstanceSpec:
+    """An instance of the shipped `minecraft` (game) or `python` (dev) template, with `variables` set."""
+    catalogue = shipped_catalogue()
     template = "minecraft" if kind == "game" else "python"
-    return InstanceSpec(
-        instance_id=instance_id, kind=kind, template=template, edge_name=f"{name}-{instance_id.hex[:8]}"
-    )
+    instance_id = uuid4()
+    return catalogue.spec(instance_id, kind, template, f"{name}-{instance_id.hex[:8]}",
+                          catalogue.resolve(kind, template, variables))
+
+
+def said(log: str, text: str) -> bool:
+    """Whether the console shows `say TEXT`: flying-squid logs `[Server] TEXT`, the fake `[server] TEXT`."""
+    return re.search(rf"\[[Ss]erver\] {re.escape(text)}$", log, re.MULTILINE) is not None
 
 
 def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -59,31 +75,36 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "con
         time.sleep(0.02)
 
 
-def standins_under(root: Path) -> list[int]:
-    """Pids of live (non-zombie) processes whose command line mentions `root`."""
+def live_in(data_dir: Path) -> list[int]:
+    """Pids of live processes whose working directory is under `data_dir` (the servers' is their files)."""
     found = []
+    root = str(data_dir.resolve())
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
             state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
         except (OSError, IndexError):
             continue
-        if str(root).encode() in cmdline and state != "Z":
+        if (cwd == root or cwd.startswith(root + "/")) and state != "Z":
             found.append(int(entry.name))
     return found
 
 
 @contextlib.contextmanager
 def local_driver(data_dir: Path) -> Iterator[LocalDriver]:
-    """A `LocalDriver` on `data_dir`; on exit every stand-in it started is killed, and checked gone."""
-    driver = LocalDriver(data_dir, max_write_bytes=WRITE_LIMIT)
+    """A `LocalDriver` on `data_dir` and the shared install cache; on exit every server it started is killed,
+    and checked gone. flying-squid and JupyterLab are in the cache before any timed step (the run's first
+    local driver installs them if no earlier run has)."""
+    install("minecraft")
+    install("python")
+    driver = LocalDriver(data_dir, max_write_bytes=WRITE_LIMIT, cache_dir=cache_dir())
     try:
         yield driver
     finally:
         driver.kill_all()
-        eventually(lambda: not standins_under(data_dir.resolve()), what="stand-ins to be gone")
+        eventually(lambda: not live_in(data_dir), what="the servers to be gone")
 
 
 @dataclass
@@ -125,11 +146,12 @@ def local(tmp_path: Path) -> Iterator[LocalDriver]:
 
 
 def provision(driver: Driver, spec: InstanceSpec) -> tuple[int, int]:
-    """The provisioning steps up to a connectable process; returns (port, pid)."""
+    """The provisioning steps up to a server that answers; returns (port, pid)."""
     port = driver.allocate_port(spec)
     driver.create_directory(spec)
+    driver.install(spec)
     pid = driver.start_process(spec, port)
-    driver.wait_connectable(spec, port, timeout=15.0)
+    driver.wait_connectable(spec, port, timeout=READY)
     return port, pid
 
 
@@ -156,19 +178,45 @@ def test_start_then_connectable_then_running(driver: Driver, kind: str) -> None:
     port = driver.allocate_port(spec)
     driver.create_directory(spec)
     assert not driver.is_running(spec, port)
+    driver.install(spec)
     pid = driver.start_process(spec, port)
     assert pid > 0
-    driver.wait_connectable(spec, port, timeout=15.0)
+    driver.wait_connectable(spec, port, timeout=READY)
     assert driver.is_running(spec, port)
-    expected = f"http://127.0.0.1:{port}/" if kind == "dev" else f"127.0.0.1:{port}"
+    expected = f"http://127.0.0.1:{port}/lab?token={spec.variables['token']}" if kind == "dev" else \
+        f"127.0.0.1:{port}"
     assert driver.address(spec, port) == expected
+
+
+def test_install_is_once_per_node_and_start_needs_it(driver: Driver) -> None:
+    first, second = make_spec(), make_spec(name="beta", motd="another motd")
+    result = driver.install(first)
+    assert set(result) == {"cache", "reused", "seconds"} and result["cache"].startswith("minecraft-")
+    again = driver.install(second)  # another instance, other variables, the same install
+    assert again["cache"] == result["cache"] and again["reused"] is True
+    edited = dict(first.definition.source)  # type: ignore[union-attr]
+    edited["install"] = [*edited["install"], {"write": "extra.txt", "content": "a new version"}]
+    from domain.templates import Template
+
+    newer = InstanceSpec(uuid4(), "game", "minecraft", "gamma-1", first.variables,
+                         Template.from_dict("minecraft", edited))
+    port = driver.allocate_port(newer)
+    driver.create_directory(newer)
+    with pytest.raises(DriverError) as info:
+        driver.start_process(newer, port)  # a changed install is another install, not done yet
+    assert info.value.code == "not_installed"
+    without = InstanceSpec(uuid4(), "game", "gone", "delta-1")
+    for call in (lambda: driver.install(without), lambda: driver.start_process(without, port)):
+        with pytest.raises(DriverError) as info:
+            call()
+        assert info.value.code == "unknown_template"
 
 
 def test_start_twice_returns_the_same_pid(driver: Driver) -> None:
     spec = make_spec()
     port, pid = provision(driver, spec)
     assert driver.start_process(spec, port) == pid
-    driver.wait_connectable(spec, port, timeout=15.0)
+    driver.wait_connectable(spec, port, timeout=READY)
     assert driver.is_running(spec, port)
 
 
@@ -179,14 +227,6 @@ def test_wait_connectable_fails_when_nothing_was_started(driver: Driver) -> None
     with pytest.raises(DriverError) as info:
         driver.wait_connectable(spec, port, timeout=2.0)
     assert info.value.code == "process_exited"
-
-
-
-
-
-
-
-
 
 
 @pytest.mark.parametrize("kind", ["game", "dev"])
@@ -207,7 +247,7 @@ def test_start_after_stop_runs_again(driver: Driver) -> None:
     port, _pid = provision(driver, spec)
     driver.stop_process(spec)
     driver.start_process(spec, port)
-    driver.wait_connectable(spec, port, timeout=15.0)
+    driver.wait_connectable(spec, port, timeout=READY)
     assert driver.is_running(spec, port)
 
 
@@ -247,9 +287,7 @@ def test_say_appears_in_console_log(driver: Driver) -> None:
     spec = make_spec()
     provision(driver, spec)
     driver.send_console(spec, "say hello")
-    driver.send_console(spec, "frobnicate")
-    eventually(lambda: "[server] hello\n" in driver.console_log(spec), what="the say line")
-    eventually(lambda: "[server] unknown command: frobnicate" in driver.console_log(spec), what="unknown")
+    eventually(lambda: said(driver.console_log(spec), "hello"), what="the say line")
 
 
 def test_console_rejects_multi_line_commands(driver: Driver) -> None:
@@ -282,15 +320,18 @@ def test_files_write_read_list(driver: Driver) -> None:
     assert driver.read_file(spec, "./empty") == b""
 
 
-def test_a_game_server_writes_default_properties_once(driver: Driver) -> None:
-    spec = make_spec()
+def test_config_files_are_rendered_from_the_variables_once(driver: Driver) -> None:
+    spec = make_spec(motd='The "contract" server', max_players=7)
     port, _pid = provision(driver, spec)
-    assert b"motd=" in driver.read_file(spec, "/server.properties")
-    driver.write_file(spec, "/server.properties", b"motd=mine\n")
+    settings = json.loads(driver.read_file(spec, "/settings.json"))
+    assert settings["motd"] == 'The "contract" server' and settings["max-players"] == 7
+    assert settings["online-mode"] is False
+    mine = json.dumps({**settings, "motd": "mine"}).encode()
+    driver.write_file(spec, "/settings.json", mine)  # the customer's own edit survives a restart
     driver.stop_process(spec)
     driver.start_process(spec, port)
-    driver.wait_connectable(spec, port, timeout=15.0)
-    assert driver.read_file(spec, "/server.properties") == b"motd=mine\n"
+    driver.wait_connectable(spec, port, timeout=READY)
+    assert driver.read_file(spec, "/settings.json") == mine
 
 
 def test_file_errors(driver: Driver) -> None:
@@ -484,6 +525,7 @@ def test_fake_records_calls_and_injects_failures() -> None:
     fake.fail_on["start_process"] = DriverError("spawn_failed", "injected")
     port = fake.allocate_port(spec)
     assert port == 30000
+    fake.install(spec)
     with pytest.raises(DriverError) as info:
         fake.start_process(spec, port)
     assert info.value.code == "spawn_failed"
@@ -491,6 +533,7 @@ def test_fake_records_calls_and_injects_failures() -> None:
     fake.start_process(spec, port)
     assert fake.calls == [
         ("allocate_port", spec.instance_id),
+        ("install", spec.instance_id),
         ("start_process", spec.instance_id),
         ("start_process", spec.instance_id),
     ]
@@ -501,64 +544,84 @@ def test_fake_records_calls_and_injects_failures() -> None:
 # -- LocalDriver: real processes and files -------------------------------------------------------
 
 
-def test_game_standin_greets_and_logs_connections(local: LocalDriver) -> None:
-    spec = make_spec()
+def test_a_game_server_answers_a_server_list_ping(local: LocalDriver) -> None:
+    spec = make_spec(motd="Pinged by the contract", max_players=9)
     port, _pid = provision(local, spec)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.settimeout(5)
-        assert s.recv(100).startswith(b"ZLH")
-        local_port = s.getsockname()[1]
-    eventually(
-        lambda: f"connection from 127.0.0.1:{local_port}" in local.console_log(spec),
-        what="the connection in console.log",
-    )
+    status = JavaServer("127.0.0.1", port, timeout=5).status(tries=1)
+    assert status.version.name == "1.21.4" and status.version.protocol == 769
+    assert status.motd.to_plain() == "Pinged by the contract"
+    assert (status.players.online, status.players.max) == (0, 9)
 
 
-def test_dev_answers_http_200(local: LocalDriver) -> None:
+def test_a_dev_server_is_jupyterlab_answering_its_own_token_only(local: LocalDriver) -> None:
     spec = make_spec("dev")
     port, _pid = provision(local, spec)
-    with urllib.request.urlopen(local.address(spec, port), timeout=5) as response:
-        assert response.status == 200
-        assert "ZLH IDE (stand-in)" in response.read().decode()
+    token = spec.variables["token"]
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/api/status", params={"token": token}, timeout=10).status_code == 200
+    assert httpx.get(f"{base}/api/status", timeout=10).status_code == 403
+    assert httpx.get(f"{base}/api/status", params={"token": "x" * 32}, timeout=10).status_code == 403
+    lab = httpx.get(local.address(spec, port), timeout=10, follow_redirects=True)
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+    contents = httpx.get(f"{base}/api/contents", params={"token": token}, timeout=10).json()
+    assert contents["path"] == ""  # its root is the instance's files
+    local.write_file(spec, "notebook.py", b"print('hi')\n")
+    listed = httpx.get(f"{base}/api/contents", params={"token": token}, timeout=10).json()["content"]
+    assert [c["name"] for c in listed] == ["notebook.py"]
 
 
-def test_standin_runs_in_its_own_session_with_runtime_files_out_of_the_files_root(local: LocalDriver) -> None:
+def test_a_server_runs_in_its_own_session_with_runtime_files_out_of_the_files_root(local: LocalDriver) -> None:
     spec = make_spec()
     _port, pid = provision(local, spec)
     assert os.getsid(pid) == pid
     d = Path(local.create_directory(spec))
     assert d == local.data_dir / "instances" / str(spec.instance_id)
+    assert os.readlink(f"/proc/{pid}/cwd") == str(d)
     rt = local.data_dir / "runtime" / str(spec.instance_id)
     assert local.runtime_dir(spec) == rt
-    assert (rt / "server.pid").read_text().strip() == str(pid)
-    assert (rt / "console.in").exists()
-    assert {p.name for p in rt.iterdir()} >= {"port", "server.pid", "console.log", "console.in", "standin.log"}
-    assert sorted(p.name for p in d.iterdir()) == ["server.properties"]
-    assert [e["name"] for e in local.list_files(spec, "/")] == ["server.properties"]
+    assert (rt / "server.pid").read_text().split()[0] == str(pid)
+    assert stat.S_ISFIFO((rt / "console.in").stat().st_mode)
+    assert {p.name for p in rt.iterdir()} >= {"port", "server.pid", "server.json", "console.log", "console.in",
+                                              "home"}
+    assert stat.S_IMODE((rt / "server.json").stat().st_mode) == 0o600
+    assert {p.name for p in d.iterdir()} == {"settings.json", "world"}
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"ZLH_AGENT")]  # no agent setting reaches a server
+    assert b"FLYING_SQUID_HOME=" + str(cache_dir()).encode() in b"".join(environ)
 
 
-def test_stop_removes_the_pid_file(local: LocalDriver) -> None:
+def test_stop_sends_the_stop_command_and_removes_the_pid_file(local: LocalDriver) -> None:
     spec = make_spec()
     provision(local, spec)
     pid_file = local.runtime_dir(spec) / "server.pid"
     local.stop_process(spec)
     assert not pid_file.exists()
-    assert "[server] stopping" in local.console_log(spec)
+    log = local.console_log(spec)
+    assert "[ZLH] stopping (stop command)" in log and "[ZLH] stopped" in log
 
 
-def test_sigterm_exits_cleanly(local: LocalDriver) -> None:
-    spec = make_spec("dev")
-    port, pid = provision(local, spec)
-    os.kill(pid, signal.SIGTERM)
-    pid_file = local.runtime_dir(spec) / "server.pid"
-    eventually(lambda: not pid_file.exists(), what="the pid file to be removed")
-    eventually(lambda: not local.is_running(spec, port), what="the process to exit")
-
-
-def test_a_new_driver_finds_a_running_standin(local: LocalDriver) -> None:
+def test_sigterm_is_a_graceful_stop(local: LocalDriver) -> None:
     spec = make_spec()
     port, pid = provision(local, spec)
-    again = LocalDriver(local.data_dir)
+    os.kill(pid, signal.SIGTERM)
+    eventually(lambda: not local.is_running(spec, port), what="the process to exit")
+    log = local.console_log(spec)
+    assert "[ZLH] stopping (SIGTERM)" in log and "[ZLH] stopped" in log
+
+
+def test_console_commands_are_the_servers_own(local: LocalDriver) -> None:
+    spec = make_spec(max_players=4)
+    provision(local, spec)
+    local.send_console(spec, "list")
+    local.send_console(spec, "frobnicate")
+    eventually(lambda: "[ZLH] players online=0 max=4: " in local.console_log(spec), what="the list line")
+    eventually(lambda: "Command not found" in local.console_log(spec), what="flying-squid's own answer")
+
+
+def test_a_new_driver_finds_a_running_server(local: LocalDriver) -> None:
+    spec = make_spec()
+    port, pid = provision(local, spec)
+    again = LocalDriver(local.data_dir, cache_dir=cache_dir())
     assert again.allocate_port(spec) == port
     assert again.start_process(spec, port) == pid
     assert again.is_running(spec, port)
@@ -570,7 +633,7 @@ def test_start_on_another_port_replaces_the_process(local: LocalDriver) -> None:
     other = local.allocate_port(make_spec())
     new_pid = local.start_process(spec, other)
     assert new_pid != pid
-    local.wait_connectable(spec, other, timeout=15.0)
+    local.wait_connectable(spec, other, timeout=READY)
     assert local.is_running(spec, other)
     assert not local.is_running(spec, port)
 
@@ -582,30 +645,34 @@ def test_wait_connectable_fails_fast_when_the_port_is_taken(local: LocalDriver) 
         squatter.listen(1)
         port = squatter.getsockname()[1]
         local.create_directory(spec)
+        local.install(spec)
         local.start_process(spec, port)
         started = time.monotonic()
         with pytest.raises(DriverError) as info:
-            local.wait_connectable(spec, port, timeout=30.0)
+            local.wait_connectable(spec, port, timeout=READY)
     assert info.value.code == "process_exited"
-    assert time.monotonic() - started < 15.0
-    assert "cannot listen" in info.value.message
+    assert time.monotonic() - started < READY / 2
+    assert "cannot listen" in info.value.message  # the end of the server's own console
 
 
 def test_a_stale_pid_file_is_ignored(local: LocalDriver) -> None:
     spec = make_spec()
     port = local.allocate_port(spec)
     local.create_directory(spec)
-    (local.runtime_dir(spec) / "server.pid").write_text(f"{os.getpid()}\n")  # alive, but not a stand-in
-    assert not local.is_running(spec, port)
+    local.install(spec)
+    for stale in (f"{os.getpid()}\n", f"{os.getpid()} 1\n"):  # alive, but not the process recorded
+        (local.runtime_dir(spec) / "server.pid").write_text(stale)
+        assert not local.is_running(spec, port)
     pid = local.start_process(spec, port)
     assert pid != os.getpid()
-    local.wait_connectable(spec, port, timeout=15.0)
+    local.wait_connectable(spec, port, timeout=READY)
 
 
 def test_not_connectable_after_timeout(local: LocalDriver) -> None:
     spec = make_spec()
     port = local.allocate_port(spec)
     local.create_directory(spec)
+    local.install(spec)
     local.start_process(spec, port)
     with socket.socket() as closed:  # bound, not listening: connections are refused
         closed.bind(("127.0.0.1", 0))
@@ -614,23 +681,25 @@ def test_not_connectable_after_timeout(local: LocalDriver) -> None:
     assert info.value.code == "not_connectable"
 
 
-
-
-
-
-
-
-
-
 def test_concurrent_starts_spawn_one_process(local: LocalDriver) -> None:
     spec = make_spec()
     port = local.allocate_port(spec)
     local.create_directory(spec)
+    local.install(spec)
     with ThreadPoolExecutor(4) as pool:
         pids = set(pool.map(lambda _: local.start_process(spec, port), range(4)))
     assert len(pids) == 1
-    local.wait_connectable(spec, port, timeout=15.0)
-    assert len(standins_under(local.runtime_dir(spec))) == 1
+    local.wait_connectable(spec, port, timeout=READY)
+    assert live_in(local.instance_dir(spec)) == list(pids)
+
+
+def test_the_install_cache_defaults_to_the_data_dir(tmp_path: Path) -> None:
+    driver = LocalDriver(tmp_path / "data")
+    assert driver.installer.cache_root == (tmp_path / "data" / "cache").resolve()
+    spec = make_spec()
+    assert spec.definition is not None
+    assert driver.installer.cache_dir(spec.definition, spec.variables).parent == \
+        (tmp_path / "data" / "cache" / "templates").resolve()
 
 
 def test_remove_directory_removes_the_files_and_the_runtime_files(local: LocalDriver) -> None:
@@ -661,7 +730,8 @@ def _leftovers(local: LocalDriver) -> list[str]:
 
 def test_backup_archive_is_a_tar_gz_of_the_files_only(local: LocalDriver) -> None:
     spec = make_spec()
-    provision(local, spec)
+    local.create_directory(spec)
+    local.write_file(spec, "server.properties", b"motd=x\n")
     local.write_file(spec, "world/level.dat", b"level")
     backup_id = uuid4()
     manifest = local.create_backup(spec, backup_id)

@@ -1,4 +1,9 @@
-"""A real `zlh serve` process on a free port, over SQLite or PostgreSQL."""
+"""A real `zlh serve` process on a free port, over SQLite or PostgreSQL, running real servers.
+
+Servers come from the shipped templates, installed into the install cache the whole test run shares
+(`tests.real_servers`); the package's first test installs flying-squid and JupyterLab there if a
+previous run has not.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.real_servers import cache_env, install
 
 ADMIN_TOKEN = "e2e-admin-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,11 +94,18 @@ class Agent:
     proc: subprocess.Popen
 
 
+@pytest.fixture(scope="package", autouse=True)
+def shipped_templates_installed() -> None:
+    """flying-squid and JupyterLab in the shared cache before any server is created (the first run installs)."""
+    install("minecraft")
+    install("python")
+
+
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     port, secret = free_port(), f"agent-secret-{os.urandom(8).hex()}"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")}, "PYTHONPATH": str(ROOT),
-           "ZLH_DATA_DIR": str(tmp_path / "data"), "ZLH_AGENT_SECRET": secret}
+           "ZLH_DATA_DIR": str(tmp_path / "data"), "ZLH_AGENT_SECRET": secret, **cache_env()}
     with open(tmp_path / "agent.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "api.cli", "agent", "--port", str(port)], cwd=tmp_path,
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -121,6 +135,7 @@ def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
             "ZLH_DATA_DIR": str(tmp_path / "data"),
             "ZLH_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
             "ZLH_REDIS_KEY_PREFIX": f"zlh-test-{uuid.uuid4().hex}",  # tests run in parallel on one Redis
+            **cache_env(),
             **extra_env,
         }
         server = Server(tmp_path, env)

@@ -1,8 +1,9 @@
-"""The integrated smoke test: a real `zlh serve` and a real `zlh agent`, over HTTP and WebSocket.
+"""The integrated smoke test: a real `zlh serve` and a real `zlh agent`, over HTTP and WebSocket, on real servers.
 
-Game: create, connect, console round trip, files, backup, restore, power, delete with full cleanup.
-Dev: create, IDE answers, power, delete. Security: the agent's authentication, other customers'
-404s, and no secret in any API response.
+Game (`minecraft`: flying-squid): create, a Minecraft Server List Ping answers, console round trip on the
+server's own console, files, backup, restore, power, delete with full cleanup. Dev (`python`: JupyterLab):
+create, the IDE answers at its address (with its token), files, power, delete. Security: the agent's
+authentication, other customers' 404s, and no secret in any API response.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from websockets.sync.client import connect
 
 from tests.e2e.conftest import ADMIN_TOKEN, Agent, Server
 from tests.e2e.test_provisioning import new_customer, poll
+from tests.real_servers import ping
 
 
 class Recorder:
@@ -89,7 +91,7 @@ def check_game_lifecycle(alice: Recorder, bob: Recorder, agent: Agent, tmp_path:
     iid = created.json()["instance_id"]
     instance = settled(alice, iid, "running")
     address = instance["address"]
-    assert accepts(address)
+    assert ping(address).version.name == "1.21.4"  # a Minecraft client would see this server
 
     console_round_trip(alice, iid, "hello-from-smoke")
 
@@ -121,7 +123,7 @@ def check_game_lifecycle(alice: Recorder, bob: Recorder, agent: Agent, tmp_path:
         assert finish(alice, alice.post(f"/api/instances/{iid}/power", json={"action": action}))["phase"] == \
             "succeeded"
         settled(alice, iid, "running")
-        assert accepts(address)
+        assert ping(address).version.protocol == 769
     console_round_trip(alice, iid, "after-restart")  # the console works again after a restart
 
     for method, url in (("get", f"/api/instances/{iid}"), ("post", f"/api/instances/{iid}/console"),
@@ -153,13 +155,21 @@ def check_dev_lifecycle(carol: Recorder) -> None:
     assert finish(carol, created)["phase"] == "succeeded"
     iid = created.json()["instance_id"]
     url = settled(carol, iid, "running")["address"]
-    assert httpx.get(url, timeout=5).status_code == 200
+    assert "/lab?token=" in url
+    page = httpx.get(url, timeout=10)
+    assert page.status_code == 200 and "JupyterLab" in page.text
+    assert httpx.get(url.split("/lab?")[0] + "/api/contents", timeout=10).status_code == 403  # no token, no files
+    content = f"/api/instances/{iid}/files/content"
+    assert carol.put(content, params={"path": "/analysis.py"}, content=b"print(6 * 7)\n").status_code == 204
+    token = url.split("token=", 1)[1]
+    listing = httpx.get(url.split("/lab?")[0] + "/api/contents", params={"token": token}, timeout=10).json()
+    assert [c["name"] for c in listing["content"]] == ["analysis.py"]  # the IDE works on the instance's files
     for action, status in (("stop", "stopped"), ("start", "running"), ("restart", "running")):
         assert finish(carol, carol.post(f"/api/instances/{iid}/power", json={"action": action}))["phase"] == \
             "succeeded"
         settled(carol, iid, status)
         if status == "running":
-            assert httpx.get(url, timeout=5).status_code == 200
+            assert httpx.get(url, timeout=10).status_code == 200
         else:
             with pytest.raises(httpx.HTTPError):
                 httpx.get(url, timeout=2)

@@ -1,9 +1,8 @@
-"""End to end: a real `zlh serve` process, real stand-in servers, over HTTP and TCP."""
+"""End to end: a real `zlh serve` process and the real servers it runs, over HTTP and the Minecraft protocol."""
 
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.conftest import Server
+from tests.real_servers import ping
 
 
 def poll(fetch: Callable, done: Callable, timeout: float = 60.0):  # type: ignore[no-untyped-def]
@@ -31,13 +31,6 @@ def new_customer(server: Server, email: str) -> httpx.Client:
         return server.client(r.json()["token"])
 
 
-def connect_and_greet(address: str) -> bytes:
-    host, port = address.rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.settimeout(5)
-        return conn.recv(1024)
-
-
 def test_game_server_reaches_running_and_survives_a_restart(serve: Callable[..., Server], tmp_path: Path) -> None:
     server = serve()
     alice = new_customer(server, "alice@example.com")
@@ -51,7 +44,7 @@ def test_game_server_reaches_running_and_survives_a_restart(serve: Callable[...,
     # Read models advance independently: the instance view may be a moment behind the operation's.
     instance = poll(lambda: alice.get(f"/api/instances/{accepted['instance_id']}").json(),
                     lambda i: i["status"] == "running")
-    assert connect_and_greet(instance["address"])  # a real TCP server answers
+    assert ping(instance["address"]).version.name == "1.21.4"  # a Minecraft server answers a client's ping
 
     edge = tmp_path / "data" / "edge"
     records = json.loads((edge / "dns.json").read_text())
@@ -68,7 +61,7 @@ def test_game_server_reaches_running_and_survives_a_restart(serve: Callable[...,
     with server.client(alice.headers["authorization"].split()[1]) as alice:
         assert alice.get("/api/instances").json() == before
         assert alice.get(accepted["status_url"]).json()["phase"] == "succeeded"
-        assert connect_and_greet(instance["address"])
+        assert ping(instance["address"]).version.protocol == 769
         # The replayed key still answers with the same ids after the restart.
         again = alice.post("/api/instances", json={"kind": "game", "name": "survival", "template": "minecraft"},
                            headers={"Idempotency-Key": "e2e-1"})

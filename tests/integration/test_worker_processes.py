@@ -17,6 +17,7 @@ from services.infrastructure.migrations import migrate
 from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
 from tests.integration.conftest import poll
+from tests.real_servers import cache_dir, cache_env, install
 
 pytestmark = pytest.mark.real_services  # runs worker processes on a real database
 
@@ -28,8 +29,10 @@ def test_two_worker_processes_share_the_queue(pg_url: str, tmp_path: Path) -> No
     url = DatabaseURL.parse(pg_url)
     migrate(url)
     data = tmp_path / "data"
+    install("minecraft")
+    install("python")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")}, "PYTHONPATH": str(ROOT),
-           "ZLH_DATABASE_URL": pg_url, "ZLH_DATA_DIR": str(data)}
+           "ZLH_DATABASE_URL": pg_url, "ZLH_DATA_DIR": str(data), **cache_env()}
     app = ZLH(env=store_env(url))
     owner = uuid4()
     # Queued before the workers start, so both race for the same backlog.
@@ -62,6 +65,6 @@ def test_two_worker_processes_share_the_queue(pg_url: str, tmp_path: Path) -> No
         for w in workers:
             w.wait(timeout=30)
         app.close()
-        LocalDriver(data).kill_all()
+        LocalDriver(data, cache_dir=cache_dir()).kill_all()
     logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(2))
     assert "Traceback" not in logs, logs[-3000:]

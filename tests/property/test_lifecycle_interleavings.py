@@ -19,7 +19,7 @@ from services.lifecycle import request_backup, request_delete, request_power, re
 from services.ports import DriverError, InstanceSpec
 from tests.property.machines import StoreMachine
 
-STEPS = ["start_process", "stop_process", "wait_connectable", "create_backup", "restore_backup",
+STEPS = ["install", "start_process", "stop_process", "wait_connectable", "create_backup", "restore_backup",
          "unregister", "remove_directory"]
 
 

@@ -17,7 +17,6 @@ from domain.instance import Instance
 from domain.lifecycle import TRANSITIONS, InstanceStatus, check_transition
 from domain.name_claim import NameClaim
 from domain.operation import Operation, Phase
-from domain.templates import UnknownTemplateError, check_template
 from domain.user import User
 
 
@@ -124,9 +123,3 @@ def test_user_token_hash_and_credential() -> None:
     assert credential.user_id == user.id and user.token_hashes == ["abc"]
     assert User.create_id("a@example.com") == user.id
 
-
-def test_template_catalogue() -> None:
-    check_template("game", "minecraft")
-    check_template("dev", "python")
-    with pytest.raises(UnknownTemplateError):
-        check_template("game", "python")

@@ -19,10 +19,16 @@ FORBIDDEN = {
 
 #: Which part of the architecture each path under services/ belongs to (see docs/architecture.md).
 SERVICE_PACKAGES = {"infrastructure", "workers", "adapters", "agent"}
+#: Folders of package data under services/, with no Python in them: the shipped templates.
+SERVICE_DATA = {"templates"}
 #: The modules at the top of services/: wiring and ports beside the use cases.
 SERVICE_WIRING = {"__init__", "bootstrap", "settings", "ports", "notification_ports", "problem_documents"}
-#: What the node agent may import from this project: pure interfaces and stdlib-only helpers.
-AGENT_MAY_IMPORT = ("services.agent", "services.ports", "services.problem_documents", "services.infrastructure.files")
+#: What the node agent may import from this project: pure interfaces and stdlib-only helpers, and the template
+#: format (domain.templates: pure, standard library only), which the control plane and the agent share.
+AGENT_MAY_IMPORT = ("services.agent", "services.ports", "services.problem_documents", "services.infrastructure.files",
+                    "domain.templates")
+#: The domain modules the agent's process may load: the template format and what it imports.
+AGENT_DOMAIN_MODULES = ("domain", "domain.templates", "domain.errors", "domain.text")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -75,9 +81,12 @@ def test_every_aggregate_topic_resolves_in_a_fresh_process() -> None:
 
 
 def test_every_service_module_names_its_layer_by_its_path() -> None:
-    """services/ holds use cases at its top, wiring and ports beside them, and four named packages."""
+    """services/ holds use cases at its top, wiring and ports beside them, four named packages and data folders."""
     top = ROOT / "services"
-    assert {p.name for p in top.iterdir() if p.is_dir() and not p.name.startswith("__")} == SERVICE_PACKAGES
+    assert {p.name for p in top.iterdir() if p.is_dir() and not p.name.startswith("__")} == \
+        SERVICE_PACKAGES | SERVICE_DATA
+    for folder in SERVICE_DATA:
+        assert not list((top / folder).rglob("*.py")), f"services/{folder} holds data only"
     for path in top.glob("*.py"):
         if path.stem in SERVICE_WIRING:
             continue
@@ -113,8 +122,9 @@ def test_the_node_agent_deploys_alone() -> None:
 
     code = (
         "import sys, services.agent.server\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('eventsourcing', 'psycopg', 'redis', 'domain', 'projections', 'api', 'stripe'))\n"
+        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"('eventsourcing', 'psycopg', 'redis', 'domain', 'projections', 'api', 'stripe') "
+        f"and m not in {AGENT_DOMAIN_MODULES!r})\n"
         "assert not bad, bad\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)

@@ -11,7 +11,6 @@ import {FilesView} from './files.js';
 import {SchedulesView} from './schedules.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
-const TEMPLATES = {game: ['minecraft', 'paper'], dev: ['python', 'node']};
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
   failed: 'Failed', deleting: 'Deleting', deleted: 'Deleted'};
 const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'Restart', backup: 'Backup',
@@ -19,6 +18,7 @@ const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'R
 const FAST_POLL_MS = 600;
 const SLOW_POLL_MS = 4000;
 
+let templates = []; // GET /api/templates: what the form offers
 const instances = new Map(); // id → instance from GET /api/instances
 const cards = new Map(); // id → {root, refs}
 const operations = new Map(); // instance id → the latest GET /api/operations/{id} answer of its pending operation
@@ -59,6 +59,7 @@ export function setup() {
 
 export function enter() {
   visible = true;
+  loadTemplates();
   poll();
 }
 
@@ -76,9 +77,25 @@ export function known() {
 
 // --- The create form -------------------------------------------------------------------------
 
+async function loadTemplates() {
+  try {
+    templates = (await api.get('/api/templates')).items;
+  } catch {
+    return; // the form keeps what it had; creating still reports any problem
+  }
+  const chosen = $('create-template').value;
+  fillTemplates();
+  if ([...$('create-template').options].some((o) => o.value === chosen && !o.disabled)) {
+    $('create-template').value = chosen;
+  }
+}
+
 function fillTemplates() {
-  const select = $('create-template');
-  select.replaceChildren(...TEMPLATES[$('create-kind').value].map((t) => h('option', {value: t}, t)));
+  // A template the operator has not configured yet (Paper without its jar) is shown, but cannot be chosen.
+  const offered = templates.filter((t) => t.kind === $('create-kind').value);
+  $('create-template').replaceChildren(...offered.map((t) => h('option',
+    {value: t.name, title: t.description, disabled: !t.available},
+    t.available ? t.name : `${t.name} (not available yet)`)));
 }
 
 function openForm() {
