@@ -8,13 +8,28 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routers import admin, billing, console, files, instances, lifecycle, portal, probes, support, users
+from api.access import AccessMiddleware
+from api.routers import (
+    admin,
+    backups,
+    billing,
+    console,
+    files,
+    instances,
+    lifecycle,
+    portal,
+    probes,
+    support,
+    tokens,
+    users,
+)
 from services.bootstrap import Container
 
 
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        container.start_api()
         yield
 
     app = FastAPI(
@@ -25,8 +40,9 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     problems.install(app)
+    app.add_middleware(AccessMiddleware, container=container)  # inside metrics: refusals are measured too
     metrics.install(app, container)
-    routers = (probes, users, instances, lifecycle, files, console, support, admin, billing)
+    routers = (probes, users, tokens, instances, lifecycle, backups, files, console, support, admin, billing)
     for module in routers:
         app.include_router(module.router)
     portal.install(app)  # last: every API route, probe and /docs keeps precedence over the static files

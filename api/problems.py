@@ -28,6 +28,10 @@ DOMAIN_STATUS = {
     "too_large": 413,
     "invalid_window": 422,
     "tickets_exhausted": 503,
+    "quota_exceeded": 409,
+    "validation_error": 422,
+    "token_revoked": 409,
+    "cannot_disable_self": 409,
     "billing_suspended": 402,
     "backups_blocked": 402,
     "destructive_action_rejected": 403,
@@ -76,7 +80,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
-        return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message)
+        return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message, exc.headers or None,
+                                **exc.extra)
 
     @app.exception_handler(DriverError)
     async def _driver(_: Request, exc: DriverError) -> JSONResponse:

@@ -15,10 +15,11 @@ from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.note import Note
 from domain.operation import Operation
+from domain.quota import Quota
 from domain.repair import ControllerLeadership, Drift, Repair
 from domain.support import SupportTicket, TicketCounter
 from domain.user import Credential, User
 
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
-              BillingAccount, StripeEvent, StripeCustomer)
+              BillingAccount, StripeEvent, StripeCustomer, Quota)

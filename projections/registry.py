@@ -15,6 +15,7 @@ from projections.monitoring import MonitoringTargetsProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.tickets import TicketsProjection
+from projections.tokens import TokensProjection
 from projections.users import UsersProjection
 
 
@@ -23,4 +24,4 @@ def all_projections(data_dir: Path | None = None,
     """Every projection; with `data_dir` and `write_text`, the monitoring one also exports its file_sd targets."""
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
-            RepairsProjection(), BillingProjection(), UsersProjection()]
+            RepairsProjection(), BillingProjection(), UsersProjection(), TokensProjection()]

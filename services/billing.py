@@ -35,8 +35,8 @@ from domain.billing import (
 )
 from domain.errors import DomainError
 from domain.operation import Operation
-from domain.user import User
 from services.infrastructure.store import ZLH
+from services.users import load_user
 
 TOLERANCE = 300  # seconds, both ways
 
@@ -51,10 +51,6 @@ class BadSignatureError(DomainError):
 
 class BadPayloadError(DomainError):
     code = "bad_payload"
-
-
-class UserNotFoundError(DomainError):
-    code = "not_found"
 
 
 @dataclass(frozen=True)
@@ -82,13 +78,6 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str, now: floa
             or not isinstance(event.get("created"), int):
         raise BadPayloadError("not a Stripe event (id, type and created are required)")
     return event
-
-
-def load_user(app: ZLH, user_id: UUID) -> User:
-    user = app.find(user_id, User)
-    if user is None:
-        raise UserNotFoundError("no such user")
-    return user
 
 
 def load_account(app: ZLH, user_id: UUID) -> BillingAccount | None:

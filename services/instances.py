@@ -2,9 +2,11 @@
 
 `request_instance` does no provisioning work. It writes, in one atomic save, the
 `Operation` (id derived from the caller and the Idempotency-Key), the `Instance`
-(id derived from the operation) and the `NameClaim` (id derived from the owner and
-name). Concurrent duplicates collide in the store on those ids: exactly one save
-succeeds; every other request then reads what won and answers from it.
+(id derived from the operation), the `NameClaim` (id derived from the owner and
+name) and the owner's instances `Quota`. Concurrent duplicates collide in the store on
+those ids: exactly one save succeeds; every other request then reads what won and
+answers from it. Concurrent creates of one owner collide on the quota's version, so
+the limit is never overshot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
+from services.quotas import UNLIMITED, Quotas
 
 
 def fingerprint(route: str, body: dict[str, Any]) -> str:
@@ -43,13 +46,14 @@ class Accepted:
 
 
 def request_instance(
-    app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str
+    app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str,
+    quotas: Quotas = UNLIMITED,
 ) -> Accepted:
     """Queue a create operation, or replay the one this key already made."""
     body = {"kind": kind, "name": name, "template": template}
     print_ = fingerprint("POST /api/instances", body)
     operation_id = operation_id_for_key(owner_id, idempotency_key)
-    for _ in range(10):
+    for _ in range(100):
         replay = _replay(app, operation_id, print_)
         if replay is not None:
             return replay
@@ -71,10 +75,12 @@ def request_instance(
             request_key=idempotency_key, kind=OperationKind.CREATE.value, instance_id=instance_id,
             owner_id=owner_id, fingerprint=print_, params=body,
         )
+        quota = quotas.instances(app, owner_id)
+        quota.take(instance_id, quotas.instances_per_user)
         try:
-            recordings = app.save(operation, instance, claim)
+            recordings = app.save(operation, instance, claim, quota)
         except IntegrityError:
-            continue  # a concurrent duplicate or a concurrent name claim won: look again
+            continue  # a concurrent duplicate, name claim or create of this owner won: look again
         return Accepted(operation_id, instance_id, False, recordings[-1].notification.id)
     raise RuntimeError("request_instance: too much contention")
 

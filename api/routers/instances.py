@@ -51,7 +51,7 @@ async def create_instance(
     key = _check_key(idempotency_key)
     check_template(body.kind, body.template)
     accepted = await run_in_threadpool(
-        request_instance, container.app, user.id, key, body.kind, body.name, body.template
+        request_instance, container.app, user.id, key, body.kind, body.name, body.template, container.quotas
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -7,16 +7,18 @@ migrators take turns. SQLite: an exclusive `fcntl` lock on a file beside the dat
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from projections.registry import all_projections
-from services.infrastructure.database import DatabaseURL, ReadModelDB
+from services.infrastructure.database import DatabaseURL, ReadModelDB, ensure_sqlite_file
 from services.infrastructure.heartbeats import create_heartbeats_table
 from services.infrastructure.log_following import create_positions_table
 from services.infrastructure.projection_runner import ProjectionRunner
 from services.infrastructure.store import ZLH, store_env
+from services.infrastructure.token_usage import create_usage_table
 
 ADVISORY_LOCK_KEY = 0x7A6C68  # "zlh"
 
@@ -33,9 +35,9 @@ def _migration_lock(url: DatabaseURL) -> Iterator[None]:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     else:
-        path = Path(url.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(str(path) + ".migrate.lock", "w") as lock_file:
+        ensure_sqlite_file(url)
+        fd = os.open(str(Path(url.path)) + ".migrate.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 yield
@@ -53,6 +55,7 @@ def migrate(url: DatabaseURL) -> None:
             with db.transaction() as cur:
                 create_positions_table(cur)
                 create_heartbeats_table(cur)
+                create_usage_table(cur)
                 for projection in all_projections():
                     ProjectionRunner(app, db, projection).migrate(cur)
         finally:
