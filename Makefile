@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench clean chromium
+.PHONY: run test lint bench bench-compare clean chromium wrk
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,18 @@ chromium:
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
-bench: $(BIN)/.installed
+# The side-by-side table of issue 13 first (bench/compare.py; drives Debian's wrk), then the store and reconcile figures.
+bench: $(BIN)/.installed wrk
+	$(BIN)/python -m bench.compare
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.reconcile
+
+# Only the side-by-side comparison; options through ARGS, e.g. make bench-compare ARGS='--duration 5 --rounds 1'
+bench-compare: $(BIN)/.installed wrk
+	$(BIN)/python -m bench.compare $(ARGS)
+
+wrk:
+	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

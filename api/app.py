@@ -9,11 +9,13 @@ from fastapi import FastAPI
 
 from api import metrics, problems
 from api.access import AccessMiddleware
+from api.limits import BodyLimit
 from api.routers import (
     admin,
     backups,
     billing,
     console,
+    docs,
     files,
     instances,
     lifecycle,
@@ -23,6 +25,7 @@ from api.routers import (
     tokens,
     users,
 )
+from api.security import SecurityHeaders
 from services.bootstrap import Container
 
 
@@ -37,13 +40,20 @@ def create_app(container: Container) -> FastAPI:
         version="0.1.0",
         description="Game servers and dev containers, provisioned asynchronously from an event log.",
         lifespan=lifespan,
+        docs_url=None,  # served by api/routers/docs.py from installed assets, not a CDN
+        redoc_url=None,
     )
     app.state.container = container
     problems.install(app)
-    app.add_middleware(AccessMiddleware, container=container)  # inside metrics: refusals are measured too
+    # Pure ASGI middleware, innermost first: authentication and rate limits right before routing, body
+    # limits before them, browser headers on every answer; the metrics middleware (outermost) measures them all.
+    app.add_middleware(AccessMiddleware, container=container)
+    app.add_middleware(BodyLimit, max_body=container.settings.max_body)
+    app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, tokens, instances, lifecycle, backups, files, console, support, admin, billing)
     for module in routers:
         app.include_router(module.router)
+    docs.install(app)
     portal.install(app)  # last: every API route, probe and /docs keeps precedence over the static files
     return app

@@ -184,7 +184,7 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir), settings.dns_zone), settings.agent_secret, host, port)
+    run_agent(LocalDriver(Path(settings.data_dir)), settings.agent_secret, host, port)
 
 
 @users_cli.command("create")
@@ -214,7 +214,8 @@ def projections_status() -> None:
     container = _container()
     try:
         for item in container.projection_status():
-            typer.echo(json.dumps({k: item[k] for k in ("name", "position", "head", "lag")}))
+            typer.echo(json.dumps({k: item[k] for k in ("name", "position", "head", "lag")}
+                                  | {"dead_letters": len(item["dead_letters"])}))
     finally:
         container.close()
 
@@ -238,6 +239,29 @@ def projections_rebuild(
                 raise typer.Exit(2)
             progress = _rebuild_with_progress_bar(runner)
             typer.echo(json.dumps({"name": n, **progress.as_dict()}))
+    finally:
+        container.close()
+
+
+@projections_cli.command("retry")
+def projections_retry(name: Annotated[str, typer.Argument(help="A projection or a process manager")]) -> None:
+    """Apply a follower's dead letters again once their cause is fixed.
+
+    A read model is rebuilt from position 0 (so its dead letters are applied in order with everything
+    else); a process manager's running workers handle each dead letter again, in log order.
+    """
+    container = _container()
+    try:
+        if name in container.runners:
+            progress = _rebuild_with_progress_bar(container.runners[name])
+            typer.echo(json.dumps({"name": name, "status": "rebuilt", **progress.as_dict()}))
+            return
+        try:
+            status = container.retry_dead_letters(name)
+        except KeyError:
+            typer.echo(f"zlh: no projection or process manager named {name!r}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(json.dumps({"name": name, "status": status}))
     finally:
         container.close()
 

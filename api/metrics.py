@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.bootstrap import Container
-from services.infrastructure import logs
+from services.infrastructure import dead_letters, logs
 from services.queues import operation_stats, queue_stats
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ EVENTS = Counter("zlh_events_appended", "Events appended to the log by this proc
 HEAD = Gauge("zlh_log_head_position", "The newest notification id in the log")
 POSITION = Gauge("zlh_consumer_position", "A projection's or process manager's log position", ["consumer"])
 LAG = Gauge("zlh_consumer_lag_events", "Events between the log head and a consumer", ["consumer"])
+DEAD_LETTERS = Gauge("zlh_dead_letters", "Events a projection or process manager skipped as dead letters, unresolved",
+                     ["consumer"])
 OPERATIONS = Gauge("zlh_operations", "Operations by kind and phase", ["kind", "phase"])
 OLDEST = Gauge("zlh_operation_oldest_age_seconds", "Age of the oldest queued or running operation "
                "(since it last progressed)", ["phase"])
@@ -90,6 +92,10 @@ def refresh_gauges(container: Container) -> None:
             continue
         POSITION.labels(name).set(position)
         LAG.labels(name).set(max(head - position, 0))
+        DEAD_LETTERS.labels(name).set(0)
+    for name, n in dead_letters.counts(container.db).items():
+        if not name.endswith("__shadow"):
+            DEAD_LETTERS.labels(name).set(n)
     stats = operation_stats(container.db)
     OPERATIONS.clear()
     for row in stats["by_kind_phase"]:

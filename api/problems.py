@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -11,9 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.security import SECURITY_HEADERS
 from domain.errors import DomainError
+from domain.text import FORBIDDEN
 from services.ports import DriverError
 from services.problem_documents import PROBLEM_JSON, problem_document
+
+log = logging.getLogger(__name__)
 
 #: HTTP status for each domain error code; anything unlisted is a 409 conflict.
 DOMAIN_STATUS = {
@@ -29,7 +35,6 @@ DOMAIN_STATUS = {
     "invalid_window": 422,
     "tickets_exhausted": 503,
     "quota_exceeded": 409,
-    "validation_error": 422,
     "token_revoked": 409,
     "cannot_disable_self": 409,
     "billing_suspended": 402,
@@ -38,22 +43,34 @@ DOMAIN_STATUS = {
     "customer_linked_elsewhere": 409,
     "bad_signature": 400,
     "bad_payload": 400,
+    "validation_error": 422,
 }
 
-#: HTTP status for each driver (node agent) error code; anything unlisted is a 502 from upstream.
+#: HTTP status for each driver (node agent) error code that describes what the customer asked for; the
+#: driver's message is shown as it is (it names the customer's own paths only).
 DRIVER_STATUS = {
     "bad_path": 400,
+    "bad_command": 400,
     "is_a_directory": 400,
     "not_a_directory": 400,
+    "not_a_file": 400,
     "not_found": 404,
     "too_large": 413,
     "still_running": 409,
+    "not_running": 409,
+    "console_busy": 409,
+    "quota_exceeded": 409,
     "checksum_mismatch": 422,
-    "agent_timeout": 504,
+    "bad_archive": 422,
+    "validation_error": 422,
 }
+#: Every other driver failure is the node's, not the customer's: 503 (504 when it was too slow) with
+#: `Retry-After`, a stable code and a message that says nothing about the node (the log has the rest).
+NODE_TIMEOUT_CODES = {"agent_timeout"}
+RETRY_AFTER_SECONDS = "10"
 
-_DEFAULT_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-                  413: "payload_too_large", 415: "unsupported_media_type"}
+_DEFAULT_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                  405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type"}
 
 
 class Problem(Exception):
@@ -67,10 +84,35 @@ class Problem(Exception):
         self.extra = extra
 
 
+class ProblemJSONResponse(JSONResponse):
+    """`application/problem+json`; a string that UTF-8 cannot carry (a lone surrogate) never makes it a 500."""
+
+    media_type = PROBLEM_JSON
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8",
+                                                                                                     "replace")
+
+
 def problem_response(status: int, code: str, detail: str, headers: dict[str, str] | None = None,
                      **extra: Any) -> JSONResponse:
     body = problem_document(status, code, detail, **extra)
-    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    all_headers = {**SECURITY_HEADERS, **(headers or {})} if status >= 500 else headers
+    return ProblemJSONResponse(jsonable_encoder(body), status_code=status, headers=all_headers)
+
+
+def driver_problem(exc: DriverError) -> JSONResponse:
+    """The problem document for a driver (node agent) failure: see DRIVER_STATUS and NODE_TIMEOUT_CODES."""
+    status = DRIVER_STATUS.get(exc.code)
+    if status is not None:
+        return problem_response(status, exc.code, exc.message)
+    log.warning("node failure answered as 503/504: %s: %s", exc.code, exc.message)
+    retry = {"Retry-After": RETRY_AFTER_SECONDS}
+    if exc.code in NODE_TIMEOUT_CODES:
+        return problem_response(504, "node_timeout", "the node that runs this server did not answer in time; retry "
+                                "in a moment", retry)
+    return problem_response(503, "node_unavailable", "the node that runs this server cannot do this right now "
+                            f"({exc.code}); retry in a moment", retry)
 
 
 def install(app: FastAPI) -> None:
@@ -85,16 +127,21 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DriverError)
     async def _driver(_: Request, exc: DriverError) -> JSONResponse:
-        return problem_response(DRIVER_STATUS.get(exc.code, 502), exc.code, exc.message)
+        return driver_problem(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {"loc": [_printable(p) for p in e.get("loc", ())], "msg": _printable(e.get("msg", "")),
+             "type": e.get("type", "")}
             for e in exc.errors()
         ]
+        if errors and all(e["loc"][:1] == ["path"] for e in errors):
+            # An id of the wrong shape names nothing, like an id of the wrong kind: 404, not 422.
+            return problem_response(404, "not_found", f"nothing at {_printable(request.url.path)}")
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+        loc = first["loc"][1:] if first["loc"][:1] in (["body"], ["query"], ["header"], ["path"]) else first["loc"]
+        where = ".".join(str(p) for p in loc) or "request"
         return problem_response(422, "validation_error", f"{where}: {first['msg']}", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
@@ -111,3 +158,8 @@ def install(app: FastAPI) -> None:
             return problem_response(503, "store_unavailable", "the event store is not reachable; retry",
                                     {"Retry-After": "5"})
         return problem_response(500, "internal", "an unexpected error occurred; it has been logged")
+
+
+def _printable(value: object) -> object:
+    """`value`, with any character no read model or client should get replaced by U+FFFD (strings only)."""
+    return FORBIDDEN.sub("\ufffd", value) if isinstance(value, str) else value

@@ -1,10 +1,54 @@
-"""Request and response bodies of the public API."""
+"""Request and response bodies of the public API, and the reusable field types they are made of.
+
+`FreeText` is any string a customer stores (subjects, messages, titles, bodies, notes, names, emails):
+no NUL, no other control character (tab, LF and CR are fine), no lone surrogate. `Timestamp` is an
+RFC 3339 date-time with a timezone, between 1970-01-01T00:00:00Z and 9999-12-30T23:59:59Z in UTC.
+Both apply the domain's rules (domain/text.py), which the commands check again; a violation is
+422 `validation_error` naming the field.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from domain.text import text_problem, timestamp_problem
+
+
+def _free_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("free_text", problem)
+    return value
+
+
+def _timestamp(value: datetime) -> datetime:
+    problem = timestamp_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("timestamp_range", problem)
+    return value
+
+
+#: The OpenAPI pattern of free text (JSON Schema cannot say "no lone surrogate"; the server does).
+FREE_TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$"
+
+
+def _free_text_schema(schema: dict[str, Any]) -> None:
+    schema.setdefault("pattern", FREE_TEXT_PATTERN)  # a field's own pattern (emails) is stricter already
+
+
+def _timestamp_schema(schema: dict[str, Any]) -> None:
+    schema["description"] = (schema.get("description", "") + " Between 1970-01-01T00:00:00Z and "
+                             "9999-12-30T23:59:59Z in UTC, with a timezone.").strip()
+
+
+#: A string a customer stores: no NUL, no other control character but tab, LF and CR, no lone surrogate.
+FreeText = Annotated[str, AfterValidator(_free_text), Field(json_schema_extra=_free_text_schema)]
+#: An RFC 3339 date-time with a timezone, within what every read model can hold.
+Timestamp = Annotated[datetime, AfterValidator(_timestamp), Field(json_schema_extra=_timestamp_schema)]
 
 
 class CreateInstance(BaseModel):
@@ -64,7 +108,7 @@ class InstanceList(BaseModel):
 class CreateUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
+    email: FreeText = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)
     admin: bool = False
 
 
@@ -90,12 +134,28 @@ class Stream(BaseModel):
     events: list[StreamEvent]
 
 
+class DeadLetter(BaseModel):
+    """An event a follower could not handle and skipped (see ops/runbooks/dead-letters.md)."""
+
+    follower: str
+    position: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    error: str
+    attempts: int
+    first_attempt_at: str
+    last_attempt_at: str
+    retry_requested_at: str | None
+
+
 class ProjectionOut(BaseModel):
     name: str
     position: int
     head: int
     lag: int
     rebuild: dict[str, Any]
+    dead_letters: list[DeadLetter]
 
 
 class ProjectionList(BaseModel):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+#: Typography of the printed tables: an en dash in ranges, a multiplication sign after ratios (escaped for RUF001).
+EN_DASH, TIMES = "\u2013", "\u00d7"
+
 
 @dataclass
 class Result:

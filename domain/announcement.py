@@ -8,6 +8,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import DomainError
+from domain.text import check_text, check_timestamp
 
 LEVELS = ("info", "warning", "critical")
 
@@ -37,8 +38,20 @@ class Announcement(Aggregate):
 
     @staticmethod
     def check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
+        check_timestamp("starts_at", starts_at)
+        check_timestamp("ends_at", ends_at)
         if starts_at is not None and ends_at is not None and ends_at <= starts_at:
             raise InvalidWindowError("ends_at must be after starts_at")
+
+    @classmethod
+    def publish(cls, level: str, title: str, body: str, user_id: UUID | None, starts_at: datetime | None,
+                ends_at: datetime | None, source: str) -> Announcement:
+        """A new announcement, once its texts are storable and its window is valid."""
+        check_text("title", title)
+        check_text("body", body)
+        cls.check_window(starts_at, ends_at)
+        return cls(level=level, title=title, body=body, user_id=user_id, starts_at=starts_at, ends_at=ends_at,
+                   source=source)
 
     @event(Published)
     def __init__(self, level: str, title: str, body: str, user_id: UUID | None, starts_at: datetime | None,

@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import DomainError
 from domain.ids import derive
+from domain.text import check_text
 
 MAX_NOTE_BYTES = 64 * 1024
 
@@ -60,6 +61,7 @@ class Note(Aggregate):
         self.saves = 0
 
     def save(self, content: str, expected: int) -> None:
+        check_text("content", content)
         check_size(content)
         if expected != self.saves:
             raise VersionConflictError(f"the note is at version {self.saves}, not {expected}: it changed elsewhere")

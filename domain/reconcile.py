@@ -11,6 +11,12 @@ Levels (`LEVELS`): 1 is safe and the only level that ever runs (`EXECUTABLE`);
 The billing guard (`blocked_by`) is part of planning: a repair that would make a
 suspended instance running or reachable is proposed with `blocked_by =
 "billing_suspended"` and the controller records it as skipped.
+
+Ownership: every record ZLH creates at the edge carries its instance's mark, and
+the observed state says which instance each record's mark names (None: not ZLH's).
+A record at one of our names without our mark is a conflict, reported and left
+alone; a record is an orphan only when its mark names an instance that is no
+longer live. Records of others are never proposed for any change.
 """
 
 from __future__ import annotations
@@ -65,6 +71,8 @@ class DesiredInstance:
     port: int | None
     pending_operation_id: UUID | None
     billing_suspended: bool = False
+    #: Where players reach the instance's node (its proxy entry points at host:port); None: the plan's default.
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,13 +88,16 @@ class PendingOperation:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the infrastructure holds: SRV records (name -> port), proxy entries, live processes,
-    and which instances have a data directory."""
+    """What the infrastructure holds: SRV records (name -> port), proxy entries (server -> address),
+    the instance each record's ownership mark names (missing or None: not ZLH's), live processes, and
+    which instances have a data directory."""
 
     dns: dict[str, int] = field(default_factory=dict)
     proxy: dict[str, str] = field(default_factory=dict)
     processes: frozenset[UUID] = frozenset()
     directories: frozenset[UUID] = frozenset()
+    dns_owners: dict[str, UUID | None] = field(default_factory=dict)
+    proxy_owners: dict[str, UUID | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -161,8 +172,8 @@ def plan(
     *,
     now: datetime,
     stale_after: timedelta,
-    host: str,
     zone: str,
+    host: str = "127.0.0.1",
 ) -> Plan:
     """Compare desired with observed state; return the drift found and the repairs it calls for."""
     instances = list(instances)
@@ -227,28 +238,31 @@ def _instance_drift(instance: DesiredInstance, observed: Observed, host: str, zo
     port = observed.dns.get(name)
     if port is None:
         out.append(Finding(target, "srv_missing", f"no SRV record {name}"))
+    elif observed.dns_owners.get(name) != instance.id:
+        out.append(Finding(target, "srv_conflict", f"SRV {name} exists but is not this instance's: left alone"))
     elif port != instance.port:
         out.append(Finding(target, "srv_wrong_port", f"SRV {name} points at port {port}, not {instance.port}"))
-    address = f"{host}:{instance.port}"
+    address = f"{instance.host or host}:{instance.port}"
     entry = observed.proxy.get(instance.edge_name)
     if entry is None:
         out.append(Finding(target, "proxy_missing", f"no proxy entry {instance.edge_name}"))
+    elif observed.proxy_owners.get(instance.edge_name) != instance.id:
+        out.append(Finding(target, "proxy_conflict",
+                           f"proxy entry {instance.edge_name} exists but is not this instance's: left alone"))
     elif entry != address:
         out.append(Finding(target, "proxy_wrong", f"proxy {instance.edge_name} -> {entry}, not {address}"))
     return out
 
 
 def _orphans(instances: list[DesiredInstance], observed: Observed, zone: str) -> list[Finding]:
-    """Edge records and processes that belong to no live instance."""
+    """ZLH's edge records and processes whose instance is no longer live (others' records are never orphans)."""
     live_ids = {i.id for i in instances}
-    names = {i.edge_name for i in instances}
-    records = {srv_record_name(i.edge_name, zone) for i in instances}
-    suffix = f".{zone}".lower()
     out = [Finding(f"dns:{name}", "orphan_dns", f"SRV record {name} belongs to no live instance")
            for name in sorted(observed.dns)
-           if name.startswith(SRV_PREFIX) and name.endswith(suffix) and name not in records]
+           if observed.dns_owners.get(name) is not None and observed.dns_owners[name] not in live_ids]
     out += [Finding(f"proxy:{server}", "orphan_proxy", f"proxy entry {server} belongs to no live instance")
-            for server in sorted(observed.proxy) if server not in names]
+            for server in sorted(observed.proxy)
+            if observed.proxy_owners.get(server) is not None and observed.proxy_owners[server] not in live_ids]
     out += [Finding(f"process:{pid}", "orphan_process", f"a process for {pid}, which is not a live instance")
             for pid in sorted(observed.processes, key=str) if pid not in live_ids]
     return out

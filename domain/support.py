@@ -16,6 +16,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import DomainError, IllegalTransitionError
 from domain.ids import derive
+from domain.text import check_text
 
 MAX_TICKETS_PER_DAY = 9999
 
@@ -94,6 +95,16 @@ class SupportTicket(Aggregate):
         """A ticket's id derives from its number: one number, one ticket."""
         return derive("ticket", number)
 
+    @classmethod
+    def open(cls, number: str, owner_id: UUID, email: str, subject: str, message: str,
+             instance_id: UUID | None) -> SupportTicket:
+        """A new ticket, once its subject and message are storable text."""
+        check_text("subject", subject)
+        check_text("message", message)
+        check_text("email", email)
+        return cls(number=number, owner_id=owner_id, email=email, subject=subject, message=message,
+                   instance_id=instance_id)
+
     @event(Opened)
     def __init__(self, number: str, owner_id: UUID, email: str, subject: str, message: str,
                  instance_id: UUID | None) -> None:
@@ -107,6 +118,7 @@ class SupportTicket(Aggregate):
         self.replies: list[dict[str, object]] = []
 
     def reply(self, author_id: UUID, staff: bool, message: str) -> None:
+        check_text("message", message)
         if self.status == "closed":
             raise IllegalTransitionError("the ticket is closed")
         self._replied(author_id=author_id, staff=staff, message=message)

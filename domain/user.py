@@ -15,7 +15,6 @@ is recorded on the user: setting a new one revokes the previous ones in the same
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -24,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import DomainError
 from domain.ids import credential_id, user_id_for_email
+from domain.text import check_text, check_timestamp
 
 #: What a token may do: `full` everything its user may; `read` only GET and HEAD.
 SCOPES = ("full", "read")
@@ -53,20 +53,18 @@ class CannotDisableSelfError(DomainError):
 
 
 def check_token_name(name: str) -> str:
-    """A token's name: 1-100 characters, no control characters or lone surrogates."""
+    """A token's name: 1-100 characters of free text (domain/text.py)."""
     if not 1 <= len(name) <= MAX_TOKEN_NAME:
         raise TokenRuleError(f"a token's name is 1 to {MAX_TOKEN_NAME} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        raise TokenRuleError("a token's name cannot contain control characters")
+    check_text("name", name)
     return name
 
 
 def check_token_expiry(expires_at: datetime | None, now: datetime) -> None:
-    """An expiry must carry its timezone and lie in the future, at most ten years ahead."""
+    """An expiry must be a storable timestamp (domain/text.py) in the future, at most ten years ahead."""
     if expires_at is None:
         return
-    if expires_at.tzinfo is None or expires_at.utcoffset() is None:
-        raise TokenRuleError("expires_at needs a timezone (RFC 3339, e.g. 2030-01-01T00:00:00Z)")
+    check_timestamp("expires_at", expires_at)
     if expires_at <= now:
         raise TokenRuleError("expires_at is in the past")
     if expires_at - now > MAX_TOKEN_LIFETIME:

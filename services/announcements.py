@@ -16,9 +16,8 @@ from services.lifecycle import NotFoundError
 def publish(app: ZLH, level: str, title: str, body: str, user_id: UUID | None = None,
             starts_at: datetime | None = None, ends_at: datetime | None = None,
             source: str = "staff") -> tuple[Announcement, int]:
-    Announcement.check_window(starts_at, ends_at)
-    announcement = Announcement(level=level, title=title, body=body, user_id=user_id, starts_at=starts_at,
-                                ends_at=ends_at, source=source)
+    announcement = Announcement.publish(level=level, title=title, body=body, user_id=user_id, starts_at=starts_at,
+                                        ends_at=ends_at, source=source)
     return announcement, app.save(announcement)[-1].notification.id
 
 

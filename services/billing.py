@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,10 +36,12 @@ from domain.billing import (
 )
 from domain.errors import DomainError
 from domain.operation import Operation
+from domain.text import TextValidationError, check_epoch_seconds, check_text
 from services.infrastructure.store import ZLH
 from services.users import load_user
 
 TOLERANCE = 300  # seconds, both ways
+_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() would take "²"
 
 #: Which gate each operation kind passes when it is requested and again when it executes.
 OPERATION_GATES = {"create": "create", "start": "start", "restart": "restart", "restore": "restore",
@@ -65,19 +68,38 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str, now: floa
         raise BadSignatureError("the Stripe-Signature header is missing")
     try:
         stripe.Webhook.construct_event(payload, signature, secret, tolerance=TOLERANCE)
-    except (stripe.SignatureVerificationError, ValueError) as exc:
+    except (stripe.SignatureVerificationError, ValueError, RecursionError) as exc:
         raise BadSignatureError(f"the Stripe-Signature does not verify: {type(exc).__name__}") from None
-    stamps = [p.partition("=")[2] for p in signature.split(",") if p.strip().startswith("t=")]
-    if not stamps or not stamps[0].strip().isdigit() or int(stamps[0]) > (now or time.time()) + TOLERANCE:
+    stamps = [p.partition("=")[2].strip() for p in signature.split(",") if p.strip().startswith("t=")]
+    if not stamps or not _SECONDS.fullmatch(stamps[0]) or int(stamps[0]) > (now or time.time()) + TOLERANCE:
         raise BadSignatureError("the Stripe-Signature timestamp is in the future")
     try:
         event = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadPayloadError("the body is not JSON") from None
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
-            or not isinstance(event.get("created"), int):
+            or "created" not in event:
         raise BadPayloadError("not a Stripe event (id, type and created are required)")
+    obj, customer = _object_and_customer(event)
+    try:
+        check_epoch_seconds("created", event["created"])
+        for field, value in (("id", event["id"]), ("type", event["type"]), ("data.object.id", obj.get("id")),
+                             ("data.object.customer", customer)):
+            check_text(field, value if isinstance(value, str) else None)
+    except TextValidationError as exc:
+        raise BadPayloadError(f"not a storable Stripe event: {exc.message}") from None
+    if not 1 <= len(event["id"]) <= 255 or not 1 <= len(event["type"]) <= 255:
+        raise BadPayloadError("a Stripe event's id and type are 1-255 characters")
     return event
+
+
+def _object_and_customer(event: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The event's `data.object` (a dict, else empty) and its customer id (as sent: expanded or not)."""
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    obj = obj if isinstance(obj, dict) else {}
+    customer = obj.get("customer")
+    return obj, customer.get("id") if isinstance(customer, dict) else customer
 
 
 def load_account(app: ZLH, user_id: UUID) -> BillingAccount | None:
@@ -94,10 +116,7 @@ def load_or_open_account(app: ZLH, user_id: UUID) -> BillingAccount:
 
 def record_stripe_event(app: ZLH, event: dict[str, Any], payload: bytes, schedule: Schedule) -> Received:
     """Record a verified Stripe event once, with its fact, in one atomic save."""
-    obj = (event.get("data") or {}).get("object") or {}
-    obj = obj if isinstance(obj, dict) else {}
-    customer = obj.get("customer")
-    customer = customer.get("id") if isinstance(customer, dict) else customer
+    obj, customer = _object_and_customer(event)
     customer = customer if isinstance(customer, str) and customer else None
     created = datetime.fromtimestamp(int(event["created"]), UTC)
     fact = fact_from_stripe(event["type"], obj)

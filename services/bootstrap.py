@@ -21,6 +21,8 @@ from domain.billing import Schedule
 from projections.registry import all_projections
 from services.access import AccessGate, Authenticator, TokenInvalidator
 from services.console import ConsoleTickets
+from services.edge import Edge
+from services.infrastructure import dead_letters
 from services.infrastructure.database import DatabaseURL, ReadModelDB, ensure_sqlite_file
 from services.infrastructure.files import atomic_write_text
 from services.infrastructure.heartbeats import HeartbeatWriter, heartbeat_every
@@ -31,7 +33,7 @@ from services.infrastructure.rate_limits import build_windows
 from services.infrastructure.store import ZLH, LogSignal, PostgresListener, store_env
 from services.infrastructure.token_usage import UsageRecorder
 from services.infrastructure.watcher import PositionWatcher
-from services.ports import InstanceDriver
+from services.ports import DnsProvider, InstanceDriver, ProxyRegistry
 from services.quotas import Quotas
 from services.settings import Settings
 from services.workers.billing import BillingManager
@@ -43,6 +45,8 @@ from services.workers.repair import RepairWorker
 log = logging.getLogger(__name__)
 
 WORKERS = ("projections", "provisioning", "notifications", "repair", "billing")
+#: The log positions (and dead-letter names) of the process managers.
+PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
@@ -60,13 +64,42 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     if settings.agent_url:
         if not settings.agent_secret:
             raise ValueError("ZLH_AGENT_URL is set but ZLH_AGENT_SECRET is not")
-        return AgentDriver(settings.agent_url, settings.agent_secret, data_dir, settings.dns_zone), lambda: None
+        return AgentDriver(settings.agent_url, settings.agent_secret), lambda: None
     from services.agent.driver import LocalDriver
     from services.agent.server import start_agent_in_thread
 
     secret = secrets.token_urlsafe(32)
-    url, stop = start_agent_in_thread(LocalDriver(data_dir, settings.dns_zone), secret)
-    return AgentDriver(url, secret, data_dir, settings.dns_zone), stop
+    url, stop = start_agent_in_thread(LocalDriver(data_dir), secret)
+    return AgentDriver(url, secret), stop
+
+
+class MissingSettingError(ValueError):
+    """A setting the configuration needs is not set: the message names it, in a sentence."""
+
+
+def build_edge(settings: Settings) -> Edge:
+    """DNS (`ZLH_DNS`: local file or Cloudflare) and the proxy (`ZLH_PROXY`: local file or Velocity)."""
+    from services.adapters.edge_files import LocalEdge
+
+    local = LocalEdge(Path(settings.data_dir) / "edge")
+    dns: DnsProvider = local
+    proxy: ProxyRegistry = local
+    if settings.dns == "cloudflare":
+        from services.adapters.cloudflare_dns import CloudflareDns
+
+        for name in ("cloudflare_token", "cloudflare_zone_id"):
+            if not getattr(settings, name):
+                raise MissingSettingError(f"ZLH_DNS=cloudflare needs ZLH_{name.upper()}; it is not set")
+        dns = CloudflareDns(token=settings.cloudflare_token or "", zone_id=settings.cloudflare_zone_id or "",
+                            zone_name=settings.dns_zone, api_url=settings.cloudflare_api_url)
+    if settings.proxy == "velocity":
+        from services.adapters.velocity import VelocityProxy
+
+        for name in ("velocity_config", "velocity_reload_command"):
+            if not getattr(settings, name):
+                raise MissingSettingError(f"ZLH_PROXY=velocity needs ZLH_{name.upper()}; it is not set")
+        proxy = VelocityProxy(settings.velocity_config or "", settings.velocity_reload_command)
+    return Edge(dns, proxy, settings.dns_zone)
 
 
 def build_channels(settings: Settings) -> tuple[Any, Any]:
@@ -84,6 +117,7 @@ class Container:
     app: ZLH
     db: ReadModelDB
     given_driver: InstanceDriver | None
+    edge: Edge
     runners: dict[str, ProjectionRunner]
     watcher: PositionWatcher
     stop_event: threading.Event
@@ -110,9 +144,12 @@ class Container:
     started: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, settings: Settings, driver: InstanceDriver | None = None, pool_size: int = 8) -> Container:
+    def build(cls, settings: Settings, driver: InstanceDriver | None = None, pool_size: int = 8,
+              edge: Edge | None = None) -> Container:
+        """Wire everything `settings` asks for; a given `driver` or `edge` (tests, fakes) replaces the built one."""
         url = DatabaseURL.parse(settings.database_url)
         ensure_sqlite_file(url)
+        edge = edge or build_edge(settings)
         signal = LogSignal()
         app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)
         db = ReadModelDB(url, pool_size=pool_size)
@@ -124,7 +161,7 @@ class Container:
                             UsageRecorder(db), settings.rate_limit_per_minute, settings.auth_failures_per_minute)
         quotas = Quotas(settings.max_instances_per_user, settings.max_backups_per_instance,
                         settings.max_tickets_per_day, db)
-        return cls(settings, url, app, db, driver, runners, watcher, stop, access, quotas)
+        return cls(settings, url, app, db, driver, edge, runners, watcher, stop, access, quotas)
 
     # Workers.
 
@@ -138,7 +175,7 @@ class Container:
                 self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal.wait)
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(
-                self.app, self.db, self.driver,
+                self.app, self.db, self.driver, self.edge,
                 worker_id=f"{socket.gethostname()}:{os.getpid()}:{id(self):x}",
                 step_delay=self.settings.local_step_delay,
                 connect_timeout=self.settings.connect_timeout,
@@ -153,7 +190,7 @@ class Container:
             self.notifications = NotificationsManager(self.app, self.db, email, alerts)
             self._spawn("notifications", self.notifications.run, self.app.signal.wait)
         if "repair" in workers:
-            self.repair = RepairWorker(self.app, self.db, self.driver, worker_id=self.worker_id("repair"),
+            self.repair = RepairWorker(self.app, self.db, self.driver, self.edge, worker_id=self.worker_id("repair"),
                                        stale_after=self.settings.operation_stale_after,
                                        level2=self.settings.controller_level2)
             self._spawn("repair", self.repair.run, self.app.signal.wait)
@@ -174,7 +211,7 @@ class Container:
         """Run the reconciler in a thread of this process; it acts only while it holds the leader lease."""
         s = self.settings
         self.controller = Controller(
-            self.app, self.db, self.driver, lock or build_lock(s.redis_url, s.controller_lease),
+            self.app, self.db, self.driver, self.edge, lock or build_lock(s.redis_url, s.controller_lease),
             mode=s.controller_mode, interval=s.controller_interval, stale_after=s.operation_stale_after,
             zone=s.dns_zone, holder=self.worker_id("controller"), level2=s.controller_level2,
         )
@@ -205,6 +242,17 @@ class Container:
     def _thread(self, thread: threading.Thread) -> None:
         thread.start()
         self.threads.append(thread)
+
+    def stop_worker(self, name: str) -> None:
+        """Stop one process manager's thread of this process and wait until it has stopped."""
+        worker = {"notifications": self.notifications, "repair": self.repair, "billing": self.billing}[name]
+        assert worker is not None, f"{name} is not running in this process"
+        worker.stop_event.set()
+        self.app.signal.notify()
+        for thread in self.threads:
+            if thread.name == f"zlh-{name}":
+                thread.join(timeout=10)
+                assert not thread.is_alive(), f"{name} did not stop"
 
     def close(self) -> None:
         self.stop_event.set()
@@ -252,9 +300,25 @@ class Container:
     def projection_status(self) -> list[dict[str, Any]]:
         head = self.app.head()
         positions = read_positions(self.db)
+        letters = dead_letters.unresolved(self.db)
         items = []
         for name, runner in self.runners.items():
             position = positions.get(name, 0)
             items.append({"name": name, "position": position, "head": head, "lag": max(head - position, 0),
-                          "rebuild": runner.progress.as_dict()})
+                          "rebuild": runner.progress.as_dict(),
+                          "dead_letters": [d for d in letters if d["follower"] == name]})
         return items
+
+    def retry_dead_letters(self, name: str) -> str:
+        """Apply a follower's dead letters again: a read model by a rebuild, a process manager by its workers.
+
+        Returns what was done: `rebuilt` (a read model, synchronously) or `requested` (the running workers of
+        that process manager pick the request up as soon as they have caught up). Unknown name: KeyError.
+        """
+        if name in self.runners:
+            self.runners[name].rebuild()
+            return "rebuilt"
+        if name not in PROCESS_MANAGERS:
+            raise KeyError(name)
+        dead_letters.request_retry(self.db, name)
+        return "requested"

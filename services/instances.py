@@ -24,6 +24,7 @@ from domain.ids import instance_id_for_operation, operation_id_for_key, short_id
 from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
+from domain.text import check_text
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
 from services.quotas import UNLIMITED, Quotas
@@ -50,6 +51,8 @@ def request_instance(
     quotas: Quotas = UNLIMITED,
 ) -> Accepted:
     """Queue a create operation, or replay the one this key already made."""
+    for field, value in (("name", name), ("template", template), ("Idempotency-Key", idempotency_key)):
+        check_text(field, value)
     body = {"kind": kind, "name": name, "template": template}
     print_ = fingerprint("POST /api/instances", body)
     operation_id = operation_id_for_key(owner_id, idempotency_key)

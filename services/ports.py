@@ -6,6 +6,7 @@ in-memory fakes live in `services.adapters` and both satisfy the same contract.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -28,6 +29,19 @@ class InstanceSpec:
     kind: str  # "game" | "dev"
     template: str
     edge_name: str  # NAME-SHORTID, unique across customers
+
+
+def customer_address(kind: str, host: str, port: int) -> str:
+    """What a customer connects to: `host:port` for a game server, the IDE's URL for a dev container."""
+    return f"http://{host}:{port}/" if kind == "dev" else f"{host}:{port}"
+
+
+class ConsoleSocket(Protocol):
+    """One live console session (a websockets client connection, or the fake's stand-in)."""
+
+    async def recv(self) -> str | bytes: ...
+
+    async def send(self, message: str) -> None: ...
 
 
 class InstanceDriver(Protocol):
@@ -60,12 +74,8 @@ class InstanceDriver(Protocol):
         """Return once the instance accepts connections on `port`; `DriverError` after `timeout` s."""
         ...
 
-    def publish_dns(self, spec: InstanceSpec, port: int) -> dict:
-        """Upsert the instance's SRV record (game only); return the record."""
-        ...
-
-    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
-        """Upsert the proxy entry `edge_name -> host:port` (game only); return `host:port`."""
+    def public_host(self, spec: InstanceSpec) -> str:
+        """The host name or address players reach the instance's node at (the edge points there)."""
         ...
 
     def address(self, spec: InstanceSpec, port: int) -> str:
@@ -82,10 +92,6 @@ class InstanceDriver(Protocol):
         """Graceful stop: the `stop` console command, then SIGTERM, then SIGKILL after `timeout`."""
         ...
 
-    def remove_dns(self, spec: InstanceSpec) -> None: ...
-
-    def remove_proxy(self, spec: InstanceSpec) -> None: ...
-
     def remove_directory(self, spec: InstanceSpec) -> None:
         """Delete the instance's files (the process must be stopped: else `still_running`)."""
         ...
@@ -93,6 +99,16 @@ class InstanceDriver(Protocol):
     # Console and files. Paths are relative to the instance root; escaping it is `bad_path`.
 
     def send_console(self, spec: InstanceSpec, line: str) -> None: ...
+
+    def console_log(self, spec: InstanceSpec, lines: int = 100) -> str:
+        """The last `lines` lines of the server's console output, newline-terminated."""
+        ...
+
+    def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> AbstractAsyncContextManager[ConsoleSocket]:
+        """The live console: `async with driver.console(spec) as ws` gives a socket whose `recv()` yields
+        output lines (the recent ones first) and whose `send(line)` runs a command. Connecting takes at
+        most `connect_timeout` s (`agent_timeout`); the socket ends when the server stops."""
+        ...
 
     def list_files(self, spec: InstanceSpec, path: str) -> list[dict]:
         """`[{"name", "type": "file"|"dir", "size"}]` of a directory; `not_found` if missing."""
@@ -124,10 +140,111 @@ class InstanceDriver(Protocol):
         a data directory]}` on this driver's host(s)."""
         ...
 
-    def list_dns(self) -> list[dict]:
-        """Every DNS record in the zone, as stored (Cloudflare-shaped)."""
+
+# -- the edge: DNS and the proxy, each its own port -------------------------------------------------
+
+#: The ownership mark on every DNS record and proxy entry the control plane creates (CONTRACT.md,
+#: "Records that ZLH owns"): `comment` is exactly `zlh instance INSTANCE_ID`.
+OWNERSHIP_PREFIX = "zlh instance "
+
+
+def ownership_comment(instance_id: UUID | str) -> str:
+    """The ownership mark of an instance's records: `zlh instance INSTANCE_ID`."""
+    return f"{OWNERSHIP_PREFIX}{instance_id}"
+
+
+def owner_of(mark: str | None) -> UUID | None:
+    """The instance an ownership mark names; None for anything that is not exactly ZLH's mark."""
+    if not isinstance(mark, str) or not mark.startswith(OWNERSHIP_PREFIX):
+        return None
+    try:
+        return UUID(mark.removeprefix(OWNERSHIP_PREFIX))
+    except ValueError:
+        return None
+
+
+class DnsProvider(Protocol):
+    """Publishes game servers' records in one DNS zone (`ZLH_DNS`: the local file or Cloudflare).
+
+    Records are Cloudflare-shaped dicts (`id`, `type`, `name`, `content`, `data`, `ttl`, `proxied`,
+    `comment`, ...). Names are fully qualified and compare case-insensitively, without a trailing dot.
+
+    Contract, for every method:
+    - ownership: `comment` is the caller's mark (`ownership_comment(instance_id)`). A record of a type
+      the call manages (SRV for `upsert_srv`, A/AAAA for `upsert_address`, SRV/A/AAAA for `remove`)
+      whose comment is not exactly that mark is never changed or deleted: the call raises
+      `DriverError("record_not_ours", ...)` before writing anything, so the controller can report a
+      conflict. Records of other types at the same name are ignored.
+    - idempotent by (name, type): an upsert updates our record in place (same id) or creates one;
+      upserting what is already there writes nothing and returns the stored record; duplicates of
+      ours under one name collapse into one.
+    - failures raise `DriverError` with a stable `code` (`record_not_ours`, `edge_file_corrupt`,
+      `cloudflare_error`, `cloudflare_unauthorized`, `cloudflare_rate_limited`, `cloudflare_unavailable`).
+    """
+
+    def upsert_srv(self, name: str, target: str, port: int, comment: str) -> dict:
+        """Create or update the SRV record `name` (`_minecraft._tcp.HOST`) -> `target:port`; return it.
+
+        `target` is a host name or an IP address. A provider that publishes real DNS cannot point
+        an SRV record at an address: it then also upserts an A/AAAA record at HOST (the SRV name
+        without its `_service._proto.` labels) with the same comment, and the SRV targets HOST.
+        """
         ...
 
-    def list_proxy(self) -> dict[str, str]:
-        """The proxy's server map, `server name -> host:port`."""
+    def upsert_address(self, name: str, ip: str, comment: str) -> dict:
+        """Create or update the A (IPv4) or AAAA (IPv6) record `name` -> `ip`; return it.
+
+        Our record of the other address family at `name` is removed.
+        """
+        ...
+
+    def remove(self, name: str, comment: str) -> bool:
+        """Delete our SRV/A/AAAA records at `name` (and the address record `upsert_srv` made for it);
+        return whether anything was deleted. Nothing there is `False`, not an error."""
+        ...
+
+    def list_records(self) -> list[dict]:
+        """Every record in the zone, ours and others, as stored (observed state for the controller)."""
+        ...
+
+
+class ProxyRegistry(Protocol):
+    """The game proxy's server map (`ZLH_PROXY`: the local file or Velocity's `velocity.toml`).
+
+    An entry is `server name -> host:port` (Velocity's `[servers]`) plus, optionally, a forced host
+    `NAME-SHORTID.ZONE -> [server]` (Velocity's `[forced-hosts]`), so players who connect through
+    that host name land on that server.
+
+    Contract, for every method:
+    - ownership: `comment` is the caller's mark (`ownership_comment(instance_id)`); how it is stored
+      is the adapter's business. A server entry or forced host without exactly that mark is never
+      changed or removed: the call raises `DriverError("record_not_ours", ...)` before writing
+      anything. So does an `unregister` that would leave an entry we do not own pointing at the
+      removed server (a forced host or Velocity's `try` list).
+    - idempotent: registering what is already there writes (and reloads) nothing; unregistering
+      what is not there returns `False`.
+    - server names and host names compare case-insensitively (Velocity lower-cases server names).
+    - failures raise `DriverError` with a stable `code` (`record_not_ours`, `edge_file_corrupt`,
+      `proxy_config_invalid`, `proxy_reload_failed`, `edge_io_error`).
+    """
+
+    def register(self, server: str, address: str, forced_host: str | None, comment: str) -> str:
+        """Upsert `server -> address` and, unless None, the forced host `forced_host -> [server]`;
+        our other forced hosts with this comment are removed. Return `address`."""
+        ...
+
+    def unregister(self, server: str, comment: str) -> bool:
+        """Remove the server entry and our forced hosts for it; return whether anything was removed."""
+        ...
+
+    def list_servers(self) -> dict[str, str]:
+        """Every server entry, ours and others: `server name -> host:port`."""
+        ...
+
+    def list_forced_hosts(self) -> dict[str, list[str]]:
+        """Every forced host, ours and others: `host name -> [server names]`."""
+        ...
+
+    def list_owners(self) -> dict[str, str]:
+        """The server entries that carry an ownership mark: `server name -> comment`."""
         ...

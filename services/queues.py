@@ -11,6 +11,7 @@ from typing import Any
 
 from projections.base import parse_iso
 from projections.repairs import queue_stats as repair_queue
+from services.infrastructure import dead_letters
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.log_following import read_positions
 
@@ -41,6 +42,10 @@ def queue_stats(db: ReadModelDB, head: int, now: datetime | None = None) -> list
          "oldest_pending_age_seconds": _age(deliveries["oldest"], now),
          "lag": max(head - positions.get("notifications", 0), 0)},
     ]
+    letters = dead_letters.unresolved(db)
+    for item in items:
+        follower = item["name"]
+        item["dead_letters"] = [d for d in letters if d["follower"] == follower]
     return items
 
 

@@ -28,6 +28,29 @@ def parse_duration(value: object) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|TiB|kB|MB|GB|TB)?\s*$")
+_UNIT_BYTES = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4,
+               "kB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from `512KiB`, `8MiB`, `10GiB` (or `kB`, `MB`, `GB`, powers of 1000) or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"not a size: {value!r} (use e.g. 512KiB, 8MiB, 10GiB or bytes)")
+        size = int(match.group(1)) * _UNIT_BYTES[match.group(2)]
+    if size < 0:
+        raise ValueError("a size cannot be negative")
+    return size
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZLH_", extra="ignore")
@@ -45,6 +68,15 @@ class Settings(BaseSettings):
     operation_stale_after: Duration = 15 * 60.0
     local_step_delay: Duration = 0.0
     dns_zone: str = "play.zlh.localhost"
+    dns: Literal["local", "cloudflare"] = "local"
+    proxy: Literal["local", "velocity"] = "local"
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_token: str | None = Field(default=None, repr=False)
+    cloudflare_zone_id: str | None = None
+    velocity_config: str | None = None
+    velocity_reload_command: str | None = None
+    #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.
+    max_body: Size = Field(default=1024 * 1024, ge=1024)
     discord_webhook_url: str | None = Field(default=None, repr=False)
     smtp_url: str | None = Field(default=None, repr=False)
     #: Not in the contract: the node agent. Unset URL = `zlh serve` starts one in-process (embedded mode).

@@ -36,8 +36,8 @@ def open_ticket(app: ZLH, user: Principal, subject: str, message: str, instance_
             midnight = datetime.combine(moment.date() + timedelta(days=1), time(), UTC)
             exc.headers = {"Retry-After": str(max(1, int((midnight - moment).total_seconds())))}
             raise
-        ticket = SupportTicket(number=number, owner_id=user.id, email=user.email, subject=subject, message=message,
-                               instance_id=instance_id)
+        ticket = SupportTicket.open(number=number, owner_id=user.id, email=user.email, subject=subject,
+                                    message=message, instance_id=instance_id)
         quota.take(ticket.id, quotas.tickets_per_day)
         try:
             recordings = app.save(counter, ticket, quota)

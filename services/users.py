@@ -18,6 +18,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.errors import DomainError
 from domain.ids import credential_id, user_id_for_email
+from domain.text import check_text
 from domain.user import Credential, TokenRevokedError, TokenRuleError, User
 from projections import tokens as tokens_view
 from services.infrastructure.database import ReadModelDB
@@ -77,6 +78,7 @@ class Registered:
 
 def create_user(app: ZLH, email: str, admin: bool) -> Registered:
     """Register a user with a fresh full-scope token."""
+    check_text("email", email)
     token = new_token()
     user = User(email=email.strip().lower(), admin=admin)
     credential = Credential.issue(hash_token(token), user.id, FIRST_TOKEN_NAME, "full", None, _now())

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from api.deps import AdminDep, ContainerDep
 from api.problems import Problem
-from api.schemas import ProjectionList, ProjectionOut, Stream, StreamEvent
-from domain.repair import ControllerLeadership
+from api.schemas import DeadLetter, ProjectionList, ProjectionOut, Stream, StreamEvent
+from domain.repair import ControllerLeadership, RepairStatus
 from projections import repairs as repairs_view
 from services.audit import stream_events, verify_stream
 from services.infrastructure.projection_runner import ProjectionRunner
@@ -63,7 +63,7 @@ class RepairList(BaseModel):
 
 
 @router.get("/repairs", response_model=RepairList)
-def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> RepairList:
+def repairs(_: AdminDep, container: ContainerDep, status: RepairStatus | None = None) -> RepairList:
     """Every repair, newest first (`?status=` filters), with the controller's mode and the current drift."""
     settings = container.settings
     controller: dict[str, Any] = {
@@ -77,7 +77,8 @@ def repairs(_: AdminDep, container: ContainerDep, status: str | None = None) -> 
     if container.controller is not None:  # the controller of this very process, when it runs one
         controller |= {"this_process": container.controller.status.as_dict(),
                        "state": container.controller.status.state}
-    return RepairList(items=[RepairOut(**r) for r in repairs_view.list_repairs(container.db, status)],
+    rows = repairs_view.list_repairs(container.db, status.value if status else None)
+    return RepairList(items=[RepairOut(**r) for r in rows],
                       controller=controller, drift=repairs_view.current_drift(container.db))
 
 
@@ -86,6 +87,7 @@ class QueueOut(BaseModel):
     pending: int
     oldest_pending_age_seconds: float | None
     lag: int
+    dead_letters: list[DeadLetter]
 
 
 class QueueList(BaseModel):
@@ -113,6 +115,18 @@ def rebuild(name: str, _: AdminDep, container: ContainerDep) -> dict[str, str]:
     runner.progress.state = "running"
     threading.Thread(target=_rebuild, args=(runner,), name=f"zlh-rebuild-{name}", daemon=True).start()
     return {"name": name, "status": "rebuilding", "status_url": "/api/admin/projections"}
+
+
+@router.post("/projections/{name}/retry", status_code=202)
+def retry(name: str, _: AdminDep, container: ContainerDep) -> dict[str, str]:
+    """Apply a read model's or a process manager's dead letters again, once their cause is fixed."""
+    if name in container.runners:
+        return rebuild(name, _, container) | {"status": "rebuilding"}
+    try:
+        status = container.retry_dead_letters(name)
+    except KeyError:
+        raise Problem(404, "not_found", f"no projection or process manager named {name!r}") from None
+    return {"name": name, "status": status, "status_url": "/api/admin/queues"}
 
 
 def _rebuild(runner: ProjectionRunner) -> None:

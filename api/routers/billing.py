@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
+from api.limits import MAX_WEBHOOK_BYTES
 from api.problems import Problem
 from api.schemas import Stream, StreamEvent
 from domain.billing import DESTRUCTIVE_ACTIONS, account_id
@@ -19,8 +20,6 @@ from services import billing
 from services.audit import stream_events
 
 router = APIRouter(tags=["billing"])
-
-MAX_WEBHOOK_BYTES = 1024 * 1024
 
 
 class WebhookReceived(BaseModel):
@@ -57,7 +56,7 @@ async def stripe_webhook(request: Request, response: Response, container: Contai
     if not secret:
         raise Problem(503, "webhook_not_configured", "ZLH_STRIPE_WEBHOOK_SECRET is not set; refusing webhooks")
     payload = await request.body()
-    if len(payload) > MAX_WEBHOOK_BYTES:
+    if len(payload) > MAX_WEBHOOK_BYTES:  # api/limits.py stops it sooner; this is a second guard
         raise Problem(413, "too_large", "webhook bodies are limited to 1 MiB")
     try:
         event = billing.verify_webhook(payload, stripe_signature, secret)

@@ -65,11 +65,7 @@ async def console_socket(websocket: WebSocket, instance_id: UUID, ticket: str = 
         await websocket.close(code=4409, reason="the server is not running")
         return
     spec = InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
-    opener = getattr(container.driver, "console", None)
-    if opener is None:
-        await websocket.close(code=1011, reason="this driver has no console")
-        return
-    code, reason = await _connect_and_relay(websocket, opener, spec, container, instance_id)
+    code, reason = await _connect_and_relay(websocket, container.driver.console, spec, container, instance_id)
     with contextlib.suppress(Exception):
         await websocket.close(code=code, reason=reason)
 

@@ -10,12 +10,12 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContainerDep, UserDep
-from api.problems import Problem
 from services import files
 
 router = APIRouter(prefix="/api/instances", tags=["files"])
 
-PathQuery = Annotated[str, Query(min_length=1, max_length=4096, description="path inside the instance root")]
+PathQuery = Annotated[str, Query(min_length=1, description="path inside the instance root: at most 4,096 bytes of "
+                                 "UTF-8, each name at most 255 (else 400 bad_path)")]
 
 
 class Entry(BaseModel):
@@ -46,14 +46,11 @@ async def read_file(instance_id: UUID, user: UserDep, container: ContainerDep, p
 @router.put("/{instance_id}/files/content", status_code=204)
 async def write_file(instance_id: UUID, request: Request, user: UserDep, container: ContainerDep,
                      path: PathQuery) -> Response:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > files.MAX_WRITE_BYTES:
-        raise Problem(413, "too_large", f"files are limited to {files.MAX_WRITE_BYTES} bytes")
+    # api/limits.py has refused a body over MAX_UPLOAD_BYTES before this runs (by Content-Length) or while
+    # it is read (chunked), so at most 8 MiB is ever held here.
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > files.MAX_WRITE_BYTES:
-            raise Problem(413, "too_large", f"files are limited to {files.MAX_WRITE_BYTES} bytes")
     owner = None if user.admin else user.id
     await run_in_threadpool(files.write_file, container.app, container.driver, owner, instance_id, path, bytes(body))
     return Response(status_code=204)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
 from api.problems import Problem
+from api.schemas import FreeText, Timestamp
 from domain.support import SupportTicket
 from projections import announcements as announcements_view
 from projections import tickets as tickets_view
@@ -20,19 +21,22 @@ from services import announcements, notes, support
 
 router = APIRouter(prefix="/api", tags=["support"])
 
+#: The notepad's `If-Match`: a version, bare or as an ETag (`"3"`, `W/"3"`); ASCII digits only (not "²").
+IF_MATCH = re.compile(r'(?:W/)?"([0-9]{1,18})"|([0-9]{1,18})', re.ASCII)
+
 
 class OpenTicket(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subject: str = Field(min_length=1, max_length=200)
-    message: str = Field(min_length=1, max_length=10_000)
+    subject: FreeText = Field(min_length=1, max_length=200)
+    message: FreeText = Field(min_length=1, max_length=10_000)
     instance_id: UUID | None = None
 
 
 class TicketMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=10_000)
+    message: FreeText = Field(min_length=1, max_length=10_000)
 
 
 class TicketCreated(BaseModel):
@@ -71,11 +75,11 @@ class NewAnnouncement(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     level: Literal["info", "warning", "critical"]
-    title: str = Field(min_length=1, max_length=200)
-    body: str = Field(min_length=1, max_length=10_000)
+    title: FreeText = Field(min_length=1, max_length=200)
+    body: FreeText = Field(min_length=1, max_length=10_000)
     user_id: UUID | None = None
-    starts_at: datetime | None = Field(default=None, description="RFC 3339; shown from then on")
-    ends_at: datetime | None = Field(default=None, description="RFC 3339; hidden from then on")
+    starts_at: Timestamp | None = Field(default=None, description="RFC 3339 with a timezone; shown from then on")
+    ends_at: Timestamp | None = Field(default=None, description="RFC 3339 with a timezone; hidden from then on")
 
 
 class AnnouncementOut(BaseModel):
@@ -95,11 +99,11 @@ class AnnouncementList(BaseModel):
 class NoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    content: str
+    content: FreeText = Field(description="at most 64 KiB of UTF-8; larger: 413 too_large")
 
 
 class NoteOut(BaseModel):
-    content: str
+    content: FreeText = Field(description="at most 64 KiB of UTF-8; larger: 413 too_large")
     version: int
 
 
@@ -167,9 +171,6 @@ def current_announcements(user: UserDep, container: ContainerDep) -> Announcemen
 
 @router.post("/admin/announcements", status_code=201, response_model=AnnouncementOut)
 async def publish(body: NewAnnouncement, response: Response, _: AdminDep, container: ContainerDep) -> AnnouncementOut:
-    for when in (body.starts_at, body.ends_at):
-        if when is not None and when.tzinfo is None:
-            raise Problem(422, "validation_error", "starts_at and ends_at need a timezone (RFC 3339)")
     announcement, position = await run_in_threadpool(
         announcements.publish, container.app, body.level, body.title, body.body, body.user_id, body.starts_at,
         body.ends_at)
@@ -205,9 +206,9 @@ def save_note(body: NoteIn, user: UserDep, container: ContainerDep, response: Re
               if_match: Annotated[str | None, Header()] = None) -> NoteOut:
     if if_match is None:
         raise Problem(428, "precondition_required", "send If-Match: VERSION (from GET /api/notes)")
-    raw = if_match.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
-        raise Problem(400, "bad_if_match", "If-Match must be the note's version, a whole number")
-    content, version = notes.save_note(container.app, user.id, body.content, int(raw))
+    match = IF_MATCH.fullmatch(if_match.strip())
+    if match is None:
+        raise Problem(400, "bad_if_match", "If-Match must be the note's version: 1-18 ASCII digits, may be quoted")
+    content, version = notes.save_note(container.app, user.id, body.content, int(match.group(1) or match.group(2)))
     response.headers["ETag"] = f'"{version}"'
     return NoteOut(content=content, version=version)

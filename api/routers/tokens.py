@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -12,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.schemas import FreeText, Timestamp
 from projections.base import iso
 from services.users import issue_token, list_tokens, revoke_token
 
@@ -21,10 +21,9 @@ router = APIRouter(prefix="/api", tags=["tokens"])
 class NewToken(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100, description="what the token is for; no control characters")
+    name: FreeText = Field(min_length=1, max_length=100, description="what the token is for")
     scope: Literal["full", "read"] = Field("full", description="`read`: GET and HEAD only")
-    expires_at: datetime | None = Field(None, description="RFC 3339 with a timezone, in the future, at most ten "
-                                                          "years ahead; null: never")
+    expires_at: Timestamp | None = Field(None, description="in the future, at most ten years ahead; null: never")
 
 
 class TokenCreated(BaseModel):

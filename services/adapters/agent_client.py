@@ -5,57 +5,100 @@ calls to the agent (`services.agent.server`) with `Authorization:
 Bearer <secret>`; the agent's problem documents come back as
 `DriverError(code, detail)`, an unreachable agent as `agent_unreachable`, a
 timed-out call as `agent_timeout`, rejected credentials as `agent_unauthorized`,
-anything else unexpected as `agent_error`. Edge steps (DNS and proxy, and the
-customer-facing `address`) stay on the control plane: they stand for Cloudflare
-and Velocity, not the node, and use `EdgeFiles` under the control plane's own
-`data_dir/edge`.
+anything else unexpected as `agent_error`. The edge (DNS and the proxy) is not the
+node's business: the control plane publishes it (`services.edge`).
 
 `console(spec)` opens the agent's console WebSocket for the API to relay a
 browser's console to. The secret is only ever sent in the header: it is not in
 any error message, log line or `repr`.
+
+Error messages are for customers (the API shows them; an operation stores them):
+they never name the agent's address, a host or a path on the node. For the codes
+in `CUSTOMER_CODES` the agent's message (about the customer's own paths and server)
+is kept; every other code gets a fixed message from `NODE_MESSAGES`, and the
+agent's own words go to this process's log, with its address, for staff.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
+import logging
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from uuid import UUID
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
-from services.adapters.edge_files import EdgeFiles, EdgeSteps
-from services.ports import DriverError, InstanceSpec
+from services.ports import DriverError, InstanceSpec, customer_address
+
+log = logging.getLogger(__name__)
+
+#: Codes about what the customer asked for: the agent's message is shown as it is.
+CUSTOMER_CODES = frozenset({
+    "bad_path", "bad_command", "is_a_directory", "not_a_directory", "not_a_file", "not_found", "too_large",
+    "still_running", "not_running", "console_busy", "quota_exceeded", "checksum_mismatch", "validation_error",
+})
+#: What a customer reads for a failure of the node itself (the log has the agent's own message).
+NODE_MESSAGES = {
+    "agent_timeout": "the node agent did not answer in time",
+    "agent_unreachable": "the node agent cannot be reached",
+    "agent_unauthorized": "the node agent refused the control plane's credentials",
+    "agent_error": "the node agent gave an unexpected answer",
+    "agent_internal": "unexpected error in the node agent",
+    "io_error": "the node could not read or write the server's files",
+    "spawn_failed": "the node could not start the server's process",
+    "process_exited": "the server's process exited while starting; its console shows why",
+    "not_connectable": "the server did not accept connections in time",
+    "stop_failed": "the node could not stop the server's process",
+    "backup_failed": "the node could not archive the server's files",
+    "bad_archive": "the backup archive cannot be extracted",
+    "no_free_port": "the node has no free port for the server",
+}
+
+
+def node_error(code: str, detail: str, where: str) -> DriverError:
+    """The `DriverError` for a failure the agent at `where` reported (or we saw) as `code`, `detail`.
+
+    Customer codes keep their message (with `where` scrubbed from it, should it appear); any other
+    code gets its fixed message, and `detail` is logged for staff.
+    """
+    if code in CUSTOMER_CODES:
+        return DriverError(code, scrub(detail, where))
+    log.warning("node agent %s: %s: %s", where, code, detail)
+    return DriverError(code, NODE_MESSAGES.get(code, f"the node agent failed ({code})"))
+
+
+def scrub(message: str, where: str) -> str:
+    """`message` without the agent's URL or host."""
+    host = urlsplit(where).hostname or ""
+    for secret_ish in filter(None, (where, where.rstrip("/"), host)):
+        message = message.replace(secret_ish, "the node agent")
+    return message
+
 
 #: Seconds allowed on top of a step's own timeout (wait, stop) for the HTTP round trip.
 SLACK = 15.0
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 
 
-class AgentDriver(EdgeSteps):
+class AgentDriver:
     """`InstanceDriver` over a node agent's HTTP API; see the module docstring."""
 
     def __init__(
         self,
         agent_url: str,
         secret: str,
-        data_dir: Path,
-        dns_zone: str,
         host: str = "127.0.0.1",
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         if not secret:
             raise ValueError("AgentDriver needs the node agent's secret")
         self.agent_url = agent_url.rstrip("/")
-        self.data_dir = Path(data_dir).resolve()
-        self.dns_zone = dns_zone
         self.host = host
-        self.edge = EdgeFiles(self.data_dir / "edge")
         self._auth = {"Authorization": f"Bearer {secret}"}
         self._http = httpx.Client(base_url=self.agent_url, headers=self._auth, timeout=timeout, trust_env=False)
 
@@ -83,27 +126,34 @@ class AgentDriver(EdgeSteps):
         try:
             response = self._http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
-            raise DriverError("agent_timeout", f"the node agent at {self.agent_url} did not answer in time") from exc
+            raise node_error("agent_timeout", f"{method} {url}: {type(exc).__name__}", self.agent_url) from exc
         except httpx.TransportError as exc:
-            raise DriverError(
-                "agent_unreachable", f"cannot reach the node agent at {self.agent_url}: {type(exc).__name__}"
-            ) from exc
+            raise node_error("agent_unreachable", f"{method} {url}: {type(exc).__name__}: {exc}",
+                             self.agent_url) from exc
         if response.is_success:
             return response
         raise self._error(response)
 
     def _error(self, response: httpx.Response) -> DriverError:
+        where = f"{response.request.method} {response.request.url.path}"
         if response.status_code == 401:
-            return DriverError("agent_unauthorized", f"the node agent at {self.agent_url} rejected our credentials")
+            return node_error("agent_unauthorized", f"{where}: HTTP 401", self.agent_url)
         try:
             body = response.json()
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("code"), str):
-            return DriverError(body["code"], str(body.get("detail") or body.get("title") or body["code"]))
-        return DriverError("agent_error", f"the node agent at {self.agent_url} answered HTTP {response.status_code}")
+            detail = str(body.get("detail") or body.get("title") or body["code"])
+            return node_error(body["code"], detail, self.agent_url)
+        return node_error("agent_error", f"{where}: HTTP {response.status_code}", self.agent_url)
 
     # -- InstanceDriver: node steps ----------------------------------------------------------------
+
+    def public_host(self, spec: InstanceSpec) -> str:
+        return self.host
+
+    def address(self, spec: InstanceSpec, port: int) -> str:
+        return customer_address(spec.kind, self.host, port)
 
     def observe(self) -> dict[str, list[str]]:
         body = self._call("GET", "/v1/observe").json()
@@ -229,17 +279,11 @@ class AgentConsole:
                     self._url, additional_headers=self._headers, open_timeout=None, proxy=None, max_size=2**20
                 )
         except TimeoutError as exc:
-            raise DriverError(
-                "agent_timeout", f"the node agent's console at {self._agent_url} did not answer in time"
-            ) from exc
+            raise node_error("agent_timeout", "console: no answer in time", self._agent_url) from exc
         except (OSError, InvalidURI) as exc:
-            raise DriverError(
-                "agent_unreachable", f"cannot reach the node agent's console at {self._agent_url}: {type(exc).__name__}"
-            ) from exc
+            raise node_error("agent_unreachable", f"console: {type(exc).__name__}: {exc}", self._agent_url) from exc
         except InvalidHandshake as exc:
-            raise DriverError(
-                "agent_error", f"the node agent at {self._agent_url} refused the console: {type(exc).__name__}"
-            ) from exc
+            raise node_error("agent_error", f"console refused: {type(exc).__name__}: {exc}", self._agent_url) from exc
         return self._ws
 
     def __await__(self) -> Any:

@@ -7,7 +7,14 @@ default) has no A records on this machine, so the only target a client on
 localhost can actually reach is the loopback address.
 
 `proxy.json` is a JSON object from server name (`EDGE_NAME`) to `host:port`, as
-in Velocity's `[servers]`.
+in Velocity's `[servers]`. Our ownership marks and the forced hosts (Velocity's
+`[forced-hosts]`) live in the sidecar `proxy-meta.json`, so proxy.json keeps its
+shape: `{"owners": {server: "zlh instance ID"}, "forced_hosts": {host:
+{"servers": [server], "comment": "zlh instance ID"}}}`. An entry of
+proxy.json without an owner there was not made by us (a hand edit) and is never
+changed or removed through `LocalEdge`. Registering writes the owner claim
+before proxy.json, unregistering drops it after, so a crash in between never
+makes one of our entries look foreign.
 
 Operators may edit both by hand. Missing or empty files read as empty; a file
 that is not valid JSON of the right shape raises `DriverError("edge_file_corrupt")`
@@ -15,60 +22,38 @@ rather than being silently overwritten. Every write is a read-modify-write under
 an `fcntl.flock` on `edge/.lock` (serialized across threads and processes) and
 lands atomically (temp file in the same directory, fsync, `os.replace`).
 
-`EdgeSteps` is the edge half of an `InstanceDriver` over these files
-(`publish_dns`, `publish_proxy`, `remove_dns`, `remove_proxy`, `address`,
-`list_dns`, `list_proxy`); the local driver and the agent client share it.
+`LocalEdge` is these files behind the `DnsProvider` and `ProxyRegistry` ports
+(`ZLH_DNS=local`, `ZLH_PROXY=local`), with their ownership rules
+(`services.adapters.edge_rules`): a record or entry without the caller's mark
+is never changed or deleted (`record_not_ours`). Unlike Cloudflare, it keeps an
+IP address as an SRV target as it is and makes no A record for it, for the
+reason above.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from services.adapters.edge_rules import (
+    ProxyMap,
+    address_fields,
+    plan_register,
+    plan_unregister,
+    remove_in,
+    srv_fields,
+    upsert_in,
+)
 from services.infrastructure.files import atomic_write_text, file_lock
-from services.ports import DriverError, InstanceSpec
+from services.ports import DriverError
 
-SRV_SERVICE = "_minecraft._tcp"
-SRV_TARGET = "127.0.0.1"
-SRV_TTL = 60
-SRV_PRIORITY = 0
-SRV_WEIGHT = 5
+log = logging.getLogger(__name__)
 
-
-def normalize_name(name: str) -> str:
-    """DNS names compare case-insensitively and without the trailing dot."""
-    return name.strip().rstrip(".").lower()
-
-
-def srv_name(edge_name: str, zone: str) -> str:
-    """The SRV record name of a game instance: `_minecraft._tcp.EDGE_NAME.ZONE`."""
-    return f"{SRV_SERVICE}.{edge_name}.{zone}"
-
-
-def record_id(name: str) -> str:
-    """A deterministic Cloudflare-style id (32 hex characters) for a record name."""
-    return hashlib.sha256(normalize_name(name).encode()).hexdigest()[:32]
-
-
-def srv_record(
-    name: str, port: int, *, target: str = SRV_TARGET, comment: str = "", keep_id: str | None = None
-) -> dict[str, Any]:
-    """An SRV record shaped like Cloudflare's (`data` holds priority, weight, port, target)."""
-    return {
-        "id": keep_id or record_id(name),
-        "type": "SRV",
-        "name": name,
-        "content": f"{SRV_WEIGHT} {port} {target}",
-        "priority": SRV_PRIORITY,
-        "data": {"priority": SRV_PRIORITY, "weight": SRV_WEIGHT, "port": port, "target": target},
-        "ttl": SRV_TTL,
-        "proxied": False,
-        "comment": comment,
-    }
+T = TypeVar("T")
 
 
 class EdgeFiles:
@@ -78,6 +63,7 @@ class EdgeFiles:
         self.dir = Path(edge_dir)
         self.dns_path = self.dir / "dns.json"
         self.proxy_path = self.dir / "proxy.json"
+        self.meta_path = self.dir / "proxy-meta.json"
         self.lock_path = self.dir / ".lock"
 
     # -- reading ------------------------------------------------------------------------------
@@ -88,13 +74,14 @@ class EdgeFiles:
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:
-            raise DriverError("edge_file_corrupt", f"cannot read {path}: {exc}") from exc
+            log.warning("cannot read the edge file %s: %s", path, exc)
+            raise DriverError("edge_file_corrupt", f"cannot read the edge file {path.name}") from exc
         if not text.strip():
             return None
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            raise DriverError("edge_file_corrupt", f"{path} is not valid JSON: {exc}") from exc
+            raise DriverError("edge_file_corrupt", f"the edge file {path.name} is not valid JSON: {exc}") from exc
 
     def read_dns(self) -> list[dict[str, Any]]:
         """Every record in dns.json, as stored."""
@@ -102,7 +89,7 @@ class EdgeFiles:
         if data is None:
             return []
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise DriverError("edge_file_corrupt", f"{self.dns_path} must be a JSON list of objects")
+            raise DriverError("edge_file_corrupt", f"the edge file {self.dns_path.name} must be a JSON list of objects")
         return data
 
     def read_proxy(self) -> dict[str, str]:
@@ -111,13 +98,46 @@ class EdgeFiles:
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise DriverError("edge_file_corrupt", f"{self.proxy_path} must be a JSON object of strings")
+            raise DriverError("edge_file_corrupt",
+                              f"the edge file {self.proxy_path.name} must be a JSON object of strings")
         return data
 
-    def find_record(self, name: str) -> dict[str, Any] | None:
-        """The first record named `name` (case-insensitive), if any."""
-        wanted = normalize_name(name)
-        return next((r for r in self.read_dns() if _name_of(r) == wanted), None)
+    def read_proxy_meta(self) -> dict[str, Any]:
+        """The proxy-meta.json sidecar: `{"owners": {...}, "forced_hosts": {...}}` (empty when missing)."""
+        data = self._load(self.meta_path)
+        if data is None:
+            return {"owners": {}, "forced_hosts": {}}
+        owners = data.get("owners", {}) if isinstance(data, dict) else None
+        forced = data.get("forced_hosts", {}) if isinstance(data, dict) else None
+        if (
+            not isinstance(owners, dict)
+            or not all(isinstance(v, str) for v in owners.values())
+            or not isinstance(forced, dict)
+            or not all(
+                isinstance(v, dict)
+                and isinstance(v.get("servers"), list)
+                and all(isinstance(x, str) for x in v["servers"])
+                and isinstance(v.get("comment", ""), str)
+                for v in forced.values()
+            )
+        ):
+            raise DriverError(
+                "edge_file_corrupt",
+                f'the edge file {self.meta_path.name} must be {{"owners": {{server: comment}}, '
+                f'"forced_hosts": {{host: {{"servers": [...], "comment": ...}}}}}}',
+            )
+        return {"owners": owners, "forced_hosts": forced}
+
+    def read_proxy_map(self) -> ProxyMap:
+        """proxy.json and its sidecar as one `ProxyMap` (owner claims of absent servers are dropped)."""
+        servers = self.read_proxy()
+        meta = self.read_proxy_meta()
+        return ProxyMap(
+            servers=servers,
+            forced={host: list(entry["servers"]) for host, entry in meta["forced_hosts"].items()},
+            marks={name: mark for name, mark in meta["owners"].items() if name in servers},
+            forced_marks={host: e["comment"] for host, e in meta["forced_hosts"].items() if e.get("comment")},
+        )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -128,124 +148,96 @@ class EdgeFiles:
             with file_lock(self.lock_path):
                 yield
         except OSError as exc:
-            raise DriverError("edge_io_error", f"edge files under {self.dir}: {exc}") from exc
+            log.warning("edge files under %s: %s", self.dir, exc)
+            reason = exc.strerror or type(exc).__name__
+            raise DriverError("edge_io_error", f"cannot write the edge files: {reason}") from exc
 
     def _write(self, path: Path, data: Any) -> None:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
-    def upsert_srv(self, name: str, port: int, *, target: str = SRV_TARGET, comment: str = "") -> dict[str, Any]:
-        """Create or replace the SRV record named `name`; keep an existing record's id.
+    def update_dns(self, change: Callable[[list[dict[str, Any]]], tuple[list[dict[str, Any]] | None, T]]) -> T:
+        """Read-modify-write dns.json under the lock: `change(records)` returns `(new records or None, result)`."""
+        with self._locked():
+            records = self.read_dns()
+            new, result = change(records)
+            if new is not None and new != records:
+                self._write(self.dns_path, new)
+            return result
 
-        Duplicates of the name (hand edits) collapse into one record. A no-op upsert does not write.
+    def update_proxy(self, change: Callable[[ProxyMap], ProxyMap | None]) -> bool:
+        """Read-modify-write proxy.json and its sidecar under the lock; return whether anything changed.
+
+        New owner claims land before proxy.json, dropped ones after it (see the module docstring).
         """
-        wanted = normalize_name(name)
         with self._locked():
-            records = self.read_dns()
-            same = [r for r in records if _name_of(r) == wanted]
-            existing_id = same[0].get("id") if same else None
-            record = srv_record(
-                name,
-                port,
-                target=target,
-                comment=comment,
-                keep_id=existing_id if isinstance(existing_id, str) and existing_id else None,
-            )
-            if same == [record]:
-                return record
-            out: list[dict[str, Any]] = []
-            placed = False
-            for r in records:
-                if _name_of(r) != wanted:
-                    out.append(r)
-                elif not placed:
-                    out.append(record)
-                    placed = True
-            if not placed:
-                out.append(record)
-            self._write(self.dns_path, out)
-            return record
-
-    def remove_record(self, name: str) -> bool:
-        """Remove every record named `name`; return whether any was there."""
-        wanted = normalize_name(name)
-        with self._locked():
-            records = self.read_dns()
-            kept = [r for r in records if _name_of(r) != wanted]
-            if len(kept) == len(records):
+            old = self.read_proxy_map()
+            new = change(old)
+            if new is None or new == old:
                 return False
-            self._write(self.dns_path, kept)
-            return True
-
-    def upsert_proxy(self, server: str, address: str) -> str:
-        """Set `server -> address`; return `address`."""
-        with self._locked():
-            entries = self.read_proxy()
-            if entries.get(server) != address:
-                entries[server] = address
-                self._write(self.proxy_path, entries)
-            return address
-
-    def remove_proxy(self, server: str) -> bool:
-        """Remove the entry for `server`; return whether it was there."""
-        with self._locked():
-            entries = self.read_proxy()
-            if server not in entries:
-                return False
-            del entries[server]
-            self._write(self.proxy_path, entries)
+            old_meta, new_meta = _meta_of(old), _meta_of(new)
+            claims = {
+                "owners": {**old_meta["owners"], **new_meta["owners"]},
+                "forced_hosts": {**old_meta["forced_hosts"], **new_meta["forced_hosts"]},
+            }
+            if claims != self.read_proxy_meta():
+                self._write(self.meta_path, claims)
+            if new.servers != old.servers:
+                self._write(self.proxy_path, new.servers)
+            if new_meta != claims:
+                self._write(self.meta_path, new_meta)
             return True
 
 
-class EdgeSteps:
-    """The edge steps of an `InstanceDriver`, over `self.edge`; needs `host` and `dns_zone`."""
 
-    edge: EdgeFiles
-    host: str
-    dns_zone: str
+class LocalEdge:
+    """`DnsProvider` and `ProxyRegistry` over the edge files under `edge_dir`; see the module docstring."""
 
-    def dns_name(self, spec: InstanceSpec) -> str:
-        """The SRV record name of a game instance."""
-        return srv_name(spec.edge_name, self.dns_zone)
+    def __init__(self, edge_dir: Path) -> None:
+        self.edge = EdgeFiles(edge_dir)
 
-    def publish_dns(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
-        """Upsert the SRV record `_minecraft._tcp.EDGE_NAME.ZONE` (game); `{}` for dev."""
-        if spec.kind != "game":
-            return {}
-        return self.edge.upsert_srv(
-            self.dns_name(spec), port, target=self.host, comment=f"zlh instance {spec.instance_id}"
-        )
+    def __repr__(self) -> str:
+        return f"LocalEdge({str(self.edge.dir)!r})"
 
-    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
-        """Upsert `EDGE_NAME -> host:port` in proxy.json (game); `""` for dev."""
-        if spec.kind != "game":
-            return ""
-        return self.edge.upsert_proxy(spec.edge_name, f"{self.host}:{port}")
+    # -- DnsProvider ------------------------------------------------------------------------------
 
-    def address(self, spec: InstanceSpec, port: int) -> str:
-        """`host:port` for game, `http://host:port/` for dev."""
-        if spec.kind == "dev":
-            return f"http://{self.host}:{port}/"
-        return f"{self.host}:{port}"
+    def upsert_srv(self, name: str, target: str, port: int, comment: str) -> dict[str, Any]:
+        return self.edge.update_dns(lambda records: upsert_in(records, srv_fields(name, target, port, comment)))
 
-    def remove_dns(self, spec: InstanceSpec) -> None:
-        """Remove the instance's SRV record (game); idempotent."""
-        if spec.kind == "game":
-            self.edge.remove_record(self.dns_name(spec))
+    def upsert_address(self, name: str, ip: str, comment: str) -> dict[str, Any]:
+        return self.edge.update_dns(lambda records: upsert_in(records, address_fields(name, ip, comment)))
 
-    def remove_proxy(self, spec: InstanceSpec) -> None:
-        """Remove the instance's proxy entry (game); idempotent."""
-        if spec.kind == "game":
-            self.edge.remove_proxy(spec.edge_name)
+    def remove(self, name: str, comment: str) -> bool:
+        return self.edge.update_dns(lambda records: remove_in(records, name, comment))
 
-    def list_dns(self) -> list[dict[str, Any]]:
-        """Every record in dns.json (observed state)."""
+    def list_records(self) -> list[dict[str, Any]]:
         return self.edge.read_dns()
 
-    def list_proxy(self) -> dict[str, str]:
-        """The proxy.json mapping (observed state)."""
+    # -- ProxyRegistry ----------------------------------------------------------------------------
+
+    def register(self, server: str, address: str, forced_host: str | None, comment: str) -> str:
+        self.edge.update_proxy(lambda current: plan_register(current, server, address, forced_host, comment))
+        return address
+
+    def unregister(self, server: str, comment: str) -> bool:
+        return self.edge.update_proxy(lambda current: plan_unregister(current, server, comment))
+
+    def list_servers(self) -> dict[str, str]:
         return self.edge.read_proxy()
 
+    def list_forced_hosts(self) -> dict[str, list[str]]:
+        return self.edge.read_proxy_map().forced
 
-def _name_of(record: dict[str, Any]) -> str | None:
-    name = record.get("name")
-    return normalize_name(name) if isinstance(name, str) else None
+    def list_owners(self) -> dict[str, str]:
+        return self.edge.read_proxy_map().marks
+
+
+def _meta_of(proxy: ProxyMap) -> dict[str, Any]:
+    """The sidecar document for a `ProxyMap`."""
+    forced: dict[str, Any] = {}
+    for host, servers in proxy.forced.items():
+        entry: dict[str, Any] = {"servers": list(servers)}
+        if host in proxy.forced_marks:
+            entry["comment"] = proxy.forced_marks[host]
+        forced[host] = entry
+    return {"owners": dict(proxy.marks), "forced_hosts": forced}
+

@@ -1,7 +1,7 @@
 """`FakeDriver`: an in-memory `InstanceDriver` with the same contract as `LocalDriver`, for tests.
 
-Ports come from a counter starting at 30000, processes live in a dict, DNS and
-proxy entries in dicts. `fail_on[method] = DriverError(...)` makes that method
+Ports come from a counter starting at 30000, processes live in a dict.
+`fail_on[method] = DriverError(...)` makes that method
 raise (until the key is removed); `calls` records `(method, instance_id)` for
 every step, failed ones included, in order (`(method, backup_id)` for
 `delete_backup`).
@@ -33,10 +33,9 @@ from uuid import UUID
 from websockets.exceptions import ConnectionClosedOK
 from websockets.frames import Close
 
-from services.adapters.edge_files import srv_name, srv_record
 from services.agent import files as file_paths
 from services.agent.standin import DEFAULT_PROPERTIES, PROPERTIES_FILE
-from services.ports import DriverError, InstanceSpec
+from services.ports import DriverError, InstanceSpec, customer_address
 
 
 @dataclass
@@ -51,13 +50,7 @@ class FakeProcess:
 class FakeDriver:
     """In-memory driver; see the module docstring."""
 
-    def __init__(
-        self,
-        dns_zone: str = "play.zlh.localhost",
-        host: str = "127.0.0.1",
-        max_write_bytes: int = file_paths.MAX_WRITE_BYTES,
-    ) -> None:
-        self.dns_zone = dns_zone
+    def __init__(self, host: str = "127.0.0.1", max_write_bytes: int = file_paths.MAX_WRITE_BYTES) -> None:
         self.host = host
         self.max_write_bytes = max_write_bytes
         self.fail_on: dict[str, DriverError] = {}
@@ -66,8 +59,6 @@ class FakeDriver:
         self.directories: dict[UUID, str] = {}
         self.files: dict[UUID, dict[str, bytes]] = {}
         self.processes: dict[UUID, FakeProcess] = {}
-        self.dns: dict[str, dict[str, Any]] = {}
-        self.proxy: dict[str, str] = {}
         self.commands: dict[UUID, list[str]] = {}
         self.console_output: dict[UUID, list[str]] = {}
         self.backups: dict[UUID, tuple[bytes, dict[str, Any]]] = {}
@@ -79,9 +70,6 @@ class FakeDriver:
         error = self.fail_on.get(method)
         if error is not None:
             raise error
-
-    def dns_name(self, spec: InstanceSpec) -> str:
-        return srv_name(spec.edge_name, self.dns_zone)
 
     # -- InstanceDriver -------------------------------------------------------------------------
 
@@ -121,26 +109,11 @@ class FakeDriver:
         if proc.port != port:
             raise DriverError("not_connectable", f"nothing listens on {self.host}:{port}")
 
-    def publish_dns(self, spec: InstanceSpec, port: int) -> dict[str, Any]:
-        self._step("publish_dns", spec)
-        if spec.kind != "game":
-            return {}
-        name = self.dns_name(spec)
-        record = srv_record(name, port, target=self.host, comment=f"zlh instance {spec.instance_id}")
-        self.dns[name] = record
-        return record
-
-    def publish_proxy(self, spec: InstanceSpec, port: int) -> str:
-        self._step("publish_proxy", spec)
-        if spec.kind != "game":
-            return ""
-        self.proxy[spec.edge_name] = f"{self.host}:{port}"
-        return self.proxy[spec.edge_name]
+    def public_host(self, spec: InstanceSpec) -> str:
+        return self.host
 
     def address(self, spec: InstanceSpec, port: int) -> str:
-        if spec.kind == "dev":
-            return f"http://{self.host}:{port}/"
-        return f"{self.host}:{port}"
+        return customer_address(spec.kind, self.host, port)
 
     def is_running(self, spec: InstanceSpec, port: int) -> bool:
         proc = self.processes.get(spec.instance_id)
@@ -172,25 +145,16 @@ class FakeDriver:
     def _print(self, instance_id: UUID, text: str) -> None:
         self.console_output.setdefault(instance_id, []).append(f"[server] {text}")
 
-    def console_log(self, spec: InstanceSpec | UUID) -> str:
-        """The console output so far, as the local driver's `console.log` would hold it."""
+    def console_log(self, spec: InstanceSpec | UUID, lines: int | None = None) -> str:
+        """The console output so far (its last `lines` lines), as the local driver's `console.log` holds it."""
         instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
-        return "".join(line + "\n" for line in self.console_output.get(instance_id, []))
+        output = self.console_output.get(instance_id, [])
+        return "".join(line + "\n" for line in (output[-lines:] if lines is not None else output))
 
     def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> FakeConsole:
         """Like `AgentDriver.console`: `async with driver.console(spec) as ws` (see `FakeConsole`)."""
         self._step("console", spec)
         return FakeConsole(self, spec)
-
-    def remove_dns(self, spec: InstanceSpec) -> None:
-        self._step("remove_dns", spec)
-        if spec.kind == "game":
-            self.dns.pop(self.dns_name(spec), None)
-
-    def remove_proxy(self, spec: InstanceSpec) -> None:
-        self._step("remove_proxy", spec)
-        if spec.kind == "game":
-            self.proxy.pop(spec.edge_name, None)
 
     def remove_directory(self, spec: InstanceSpec) -> None:
         """Like the local driver: refuses while running, and frees the port reservation."""
@@ -293,12 +257,6 @@ class FakeDriver:
     def delete_backup(self, backup_id: UUID) -> None:
         self._step("delete_backup", backup_id)
         self.backups.pop(backup_id, None)
-
-    def list_dns(self) -> list[dict[str, Any]]:
-        return list(self.dns.values())
-
-    def list_proxy(self) -> dict[str, str]:
-        return dict(self.proxy)
 
     def observe(self) -> dict[str, list[str]]:
         return {"processes": [str(i) for i in self.processes], "directories": [str(i) for i in self.directories]}

@@ -6,8 +6,7 @@ Layout under `data_dir`:
 - `runtime/<id>/`: the runtime files, out of the customer's reach: `port` (the
   allocated port), `server.pid`, `console.log`, `console.in` (command FIFO) and
   `standin.log` (the stand-in's stdout/stderr);
-- `backups/<backup_id>.tar.gz`: see `services.agent.backups`;
-- `edge/dns.json`, `edge/proxy.json`: see `services.adapters.edge_files`.
+- `backups/<backup_id>.tar.gz`: see `services.agent.backups`.
 
 Stand-ins run in their own session (`start_new_session`), so they outlive a
 restart or crash of the control plane; the driver finds them again through
@@ -36,10 +35,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from services.adapters.edge_files import EdgeFiles, EdgeSteps
 from services.agent import backups, files, standin
 from services.infrastructure.files import atomic_write_text, file_lock
-from services.ports import DriverError, InstanceSpec
+from services.ports import DriverError, InstanceSpec, customer_address
 
 STANDIN_MODULE = "services.agent.standin"
 PORT_FILE = "port"
@@ -49,26 +47,23 @@ POLL_INTERVAL = 0.05
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class LocalDriver(EdgeSteps):
-    """Instances as local stand-in processes; the edge as JSON files. See the module docstring."""
+class LocalDriver:
+    """Instances as local stand-in processes. See the module docstring."""
 
     def __init__(
         self,
         data_dir: Path,
-        dns_zone: str,
         python_executable: str = sys.executable,
         host: str = "127.0.0.1",
         max_write_bytes: int = files.MAX_WRITE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.dns_zone = dns_zone
         self.python_executable = python_executable
         self.host = host
         self.max_write_bytes = max_write_bytes
         self.instances_dir = self.data_dir / "instances"
         self.runtime_root = self.data_dir / "runtime"
         self.backups_dir = self.data_dir / "backups"
-        self.edge = EdgeFiles(self.data_dir / "edge")
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
 
@@ -113,6 +108,12 @@ class LocalDriver(EdgeSteps):
                     return
             finally:
                 os.close(fd)  # releases the lock
+
+    def public_host(self, spec: InstanceSpec) -> str:
+        return self.host
+
+    def address(self, spec: InstanceSpec, port: int) -> str:
+        return customer_address(spec.kind, self.host, port)
 
     # -- InstanceDriver: provisioning -------------------------------------------------------------
 

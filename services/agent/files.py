@@ -2,9 +2,12 @@
 
 A customer path is a `/`-separated string relative to the instance root; a
 leading `/` means the root itself (`/` and `/server.properties` are fine). It is
-`DriverError("bad_path")` if it holds a NUL byte, a `..` component, or if the
-real path it names (symlinks followed, for the result and for every existing
-parent) lies outside `realpath(root)`.
+`DriverError("bad_path")` if it holds a NUL byte, a `..` component, a component
+over 255 bytes or is over 4,096 bytes in all (UTF-8, as Linux counts NAME_MAX and
+PATH_MAX), or if the real path it names (symlinks followed, for the result and for
+every existing parent) lies outside `realpath(root)`. A path that the file system
+still finds too long (the root's own path counts there) is `bad_path` as well, never
+an I/O error.
 
 `normalize` is the pure, filesystem-free part (the fake driver uses it too);
 `resolve_inside`, `list_dir`, `read_file` and `write_file` work on a real root.
@@ -16,6 +19,7 @@ create missing parent directories inside the root, and are refused above
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -25,8 +29,10 @@ from services.ports import DriverError
 
 #: Largest file content a single write may carry.
 MAX_WRITE_BYTES = 8 * 1024 * 1024
-#: Longest customer path accepted, in characters.
-MAX_PATH_CHARS = 4096
+#: Longest customer path accepted, in bytes of UTF-8 (Linux's PATH_MAX).
+MAX_PATH_BYTES = 4096
+#: Longest path component accepted, in bytes of UTF-8 (Linux's NAME_MAX).
+MAX_NAME_BYTES = 255
 
 
 def normalize(path: str) -> tuple[str, ...]:
@@ -38,12 +44,29 @@ def normalize(path: str) -> tuple[str, ...]:
         raise DriverError("bad_path", "a path must be a string")
     if "\0" in path:
         raise DriverError("bad_path", "a path must not contain NUL bytes")
-    if len(path) > MAX_PATH_CHARS:
-        raise DriverError("bad_path", f"a path must be at most {MAX_PATH_CHARS} characters")
+    try:
+        size = len(path.encode())
+    except UnicodeEncodeError:
+        raise DriverError("bad_path", "a path must be valid Unicode (no lone surrogates)") from None
+    if size > MAX_PATH_BYTES:
+        raise DriverError("bad_path", f"a path must be at most {MAX_PATH_BYTES} bytes of UTF-8, got {size}")
     parts = tuple(p for p in path.split("/") if p not in ("", "."))
+    for part in parts:
+        if len(part.encode()) > MAX_NAME_BYTES:
+            raise DriverError("bad_path", f"a file or directory name must be at most {MAX_NAME_BYTES} bytes of "
+                              f"UTF-8; {part[:32]!r}... has {len(part.encode())}")
     if ".." in parts:
         raise DriverError("bad_path", f"{path!r}: '..' is not allowed")
     return parts
+
+
+def _io_error(exc: OSError, message: str) -> DriverError:
+    """The driver error for a failed file system call: what the customer's path caused is theirs, not I/O."""
+    if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return DriverError("bad_path", f"{message} (the path is too long or loops)")
+    if exc.errno == errno.ENOTDIR:
+        return DriverError("not_a_directory", f"{message} (a parent is not a directory)")
+    return DriverError("io_error", message)
 
 
 def display(parts: tuple[str, ...]) -> str:
@@ -96,7 +119,7 @@ def list_dir(root: Path, path: str) -> list[dict[str, object]]:
     except FileNotFoundError as exc:
         raise DriverError("not_found", f"{display(normalize(path))!r} does not exist") from exc
     except OSError as exc:
-        raise DriverError("io_error", f"cannot list {display(normalize(path))!r}: {exc.strerror}") from exc
+        raise _io_error(exc, f"cannot list {display(normalize(path))!r}: {exc.strerror}") from exc
     if not stat.S_ISDIR(st.st_mode):
         raise DriverError("not_a_directory", f"{display(normalize(path))!r} is not a directory")
     entries: list[dict[str, object]] = []
@@ -115,7 +138,7 @@ def list_dir(root: Path, path: str) -> list[dict[str, object]]:
                         size = est.st_size
                 entries.append({"name": entry.name, "type": kind, "size": size})
     except OSError as exc:
-        raise DriverError("io_error", f"cannot list {display(normalize(path))!r}: {exc.strerror}") from exc
+        raise _io_error(exc, f"cannot list {display(normalize(path))!r}: {exc.strerror}") from exc
     entries.sort(key=lambda e: (e["type"] != "dir", str(e["name"])))
     return entries
 
@@ -132,7 +155,7 @@ def read_file(root: Path, path: str) -> bytes:
     except IsADirectoryError as exc:
         raise DriverError("is_a_directory", f"{shown!r} is a directory") from exc
     except OSError as exc:
-        raise DriverError("io_error", f"cannot read {shown!r}: {exc.strerror}") from exc
+        raise _io_error(exc, f"cannot read {shown!r}: {exc.strerror}") from exc
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -144,7 +167,7 @@ def read_file(root: Path, path: str) -> bytes:
         try:
             return f.read()
         except OSError as exc:
-            raise DriverError("io_error", f"cannot read {shown!r}: {exc.strerror}") from exc
+            raise _io_error(exc, f"cannot read {shown!r}: {exc.strerror}") from exc
 
 
 def write_file(root: Path, path: str, content: bytes, max_bytes: int = MAX_WRITE_BYTES) -> None:
@@ -162,19 +185,22 @@ def write_file(root: Path, path: str, content: bytes, max_bytes: int = MAX_WRITE
     except (FileExistsError, NotADirectoryError) as exc:
         raise DriverError("not_a_directory", f"a parent of {shown!r} is not a directory") from exc
     except OSError as exc:
-        raise DriverError("io_error", f"cannot create the parents of {shown!r}: {exc.strerror}") from exc
+        raise _io_error(exc, f"cannot create the parents of {shown!r}: {exc.strerror}") from exc
     # Parents created just now could have raced with a symlink swap: check again.
     target = resolve_inside(root, path)
-    if target.is_dir():
-        raise DriverError("is_a_directory", f"{shown!r} is a directory")
     try:
-        mode = stat.S_IMODE(target.stat().st_mode)
-    except OSError:
-        mode = 0o644
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise _io_error(exc, f"cannot write {shown!r}: {exc.strerror}") from exc
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise DriverError("is_a_directory", f"{shown!r} is a directory")
+    mode = stat.S_IMODE(st.st_mode) if st is not None else 0o644
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:64]}.", suffix=".tmp")
     except OSError as exc:
-        raise DriverError("io_error", f"cannot write {shown!r}: {exc.strerror}") from exc
+        raise _io_error(exc, f"cannot write {shown!r}: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(content)
@@ -185,7 +211,7 @@ def write_file(root: Path, path: str, content: bytes, max_bytes: int = MAX_WRITE
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise DriverError("io_error", f"cannot write {shown!r}: {exc.strerror}") from exc
+        raise _io_error(exc, f"cannot write {shown!r}: {exc.strerror}") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
 Dialect = Literal["sqlite", "postgres"]
@@ -75,12 +75,6 @@ def ensure_sqlite_file(url: DatabaseURL) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
-
-class Cursor(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-    def fetchone(self) -> Any: ...
-    def fetchall(self) -> list[Any]: ...
 
 
 class ReadModelDB:
@@ -176,6 +170,18 @@ class PortableCursor:
     @property
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
+
+    @contextmanager
+    def savepoint(self, name: str = "zlh_event") -> Iterator[None]:
+        """Run a block that can fail without aborting the transaction: on error, roll back only the block."""
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        self.execute(f"RELEASE SAVEPOINT {name}")
 
 
 def _to_sqlite(sql: str) -> str:

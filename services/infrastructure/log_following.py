@@ -1,23 +1,42 @@
-"""Following the log: consumer positions, reading pages of events, and the follower loop.
+"""Following the log: consumer positions, reading pages of events, and the one follower loop.
 
-Every consumer of the log (a projection or a process manager) has a named position in
+Every consumer of the log (a read model or a process manager) has a named position in
 `zlh_positions`; positions only move forward, so several workers may share one.
+
+`LogFollower` is how every consumer follows the log, and it never stops on one event. An event its
+consumer cannot handle is tried again, with backoff, up to `MAX_ATTEMPTS` times; then it becomes a
+dead letter (services.infrastructure.dead_letters) and is skipped, so everything after it still
+flows. Failures of the infrastructure itself (the database or the event store unreachable, a table
+not migrated yet) are not the event's fault: they pause the follower with capped backoff and never
+count as attempts, so an outage cannot turn good events into dead letters.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from eventsourcing.persistence import Notification
+import psycopg
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 
+from services.infrastructure import dead_letters
 from services.infrastructure.database import PortableCursor, ReadModelDB
 
 log = logging.getLogger(__name__)
 
 POSITIONS = "zlh_positions"
+#: How many times a follower tries one event before it becomes a dead letter.
+MAX_ATTEMPTS = 3
+#: Errors of the infrastructure, not of the event: they pause a follower and never count as attempts.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
+    psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, sqlite3.OperationalError,
+    ConnectionError, TimeoutError,
+)
 SQLITE_EVENTS = "stored_events"  # the library's events table on SQLite (it ignores the app name there)
 
 
@@ -67,6 +86,9 @@ def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
             after_drain()
             backoff = 0.1
             wait_for_events(1.0)
+        except EventFailedError:  # logged with its attempt count where it failed
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
         except Exception:
             log.exception("%s failed; retrying in %.1fs", name, backoff)
             stop.wait(backoff)
@@ -104,3 +126,125 @@ def read_position(db: ReadModelDB, name: str) -> int:
 
 def read_positions(db: ReadModelDB) -> dict[str, int]:
     return {r["name"]: int(r["position"]) for r in db.query(f"SELECT name, position FROM {POSITIONS}")}
+
+
+class EventFailedError(Exception):
+    """An event failed and has attempts left: the follower backs off and tries it again."""
+
+
+class LogFollower:
+    """Follows the log for one named consumer, handing it each notification of `topics` in order.
+
+    `handle` runs outside any read-model transaction (process managers record their effects in
+    the event store, idempotently); the position moves past what was handled after each page, or
+    up to a failing event. `after_drain` runs whenever the follower has caught up. A subclass may
+    apply pages transactionally instead (`ProjectionRunner`).
+    """
+
+    def __init__(self, name: str, log_: EventLog, db: ReadModelDB,
+                 handle: Callable[[Notification], object] | None = None, *,
+                 topics: Collection[str] | None = None, page_size: int = 200, max_attempts: int = MAX_ATTEMPTS,
+                 after_drain: Callable[[], object] | None = None) -> None:
+        self.name, self.log, self.db = name, log_, db
+        self.handle = handle
+        self.topics = frozenset(topics) if topics is not None else None
+        self.page_size, self.max_attempts = page_size, max_attempts
+        self.after_drain = after_drain
+        self._attempts: dict[tuple[str, int], dead_letters.Attempts] = {}
+
+    def wanted(self, notification: Notification) -> bool:
+        return self.topics is None or notification.topic in self.topics
+
+    def position(self) -> int:
+        return read_position(self.db, self.name)
+
+    def run(self, stop: threading.Event, wait_for_events: Callable[[float], object]) -> None:
+        """Follow the log until `stop` is set."""
+        follow_log(self.name, stop, self.process_page, wait_for_events, after_drain=self._caught_up)
+
+    def _caught_up(self) -> None:
+        self.retry_dead_letters()
+        if self.after_drain is not None:
+            self.after_drain()
+
+    # Process managers: handle each event, then move the position.
+
+    def process_page(self) -> int:
+        """Handle the next page; return how many events were read."""
+        assert self.handle is not None, "a LogFollower needs a handler"
+        start = self.position()
+        page = self.log.recorder.select_notifications(start=start, limit=self.page_size, inclusive_of_start=False)
+        last = start
+        try:
+            for notification in page:
+                if self.wanted(notification):
+                    self._handle_one(notification)
+                last = notification.id
+        finally:
+            if last > start:
+                with self.db.transaction() as cur:
+                    advance_position(cur, self.name, last)
+        return len(page)
+
+    def _handle_one(self, notification: Notification) -> None:
+        assert self.handle is not None
+        try:
+            self.handle(notification)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            attempts = self.failed(notification, exc)
+            with self.db.transaction() as cur:
+                self.dead_letter_or_retry(cur, notification, attempts)
+        else:
+            self.succeeded(notification)
+
+    # Attempts and dead letters, shared with the transactional runner.
+
+    def failed(self, notification: Notification, exc: BaseException, scope: str | None = None) -> dead_letters.Attempts:
+        """Count a failed attempt at `notification`."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        key = (scope or self.name, notification.id)
+        attempts = self._attempts.get(key) or dead_letters.Attempts(0, now, now, "")
+        attempts.count += 1
+        attempts.last_at, attempts.error = now, dead_letters.describe(exc)
+        self._attempts[key] = attempts
+        log.warning("%s: event %d (%s) failed, attempt %d of %d: %s", scope or self.name, notification.id,
+                    notification.topic, attempts.count, self.max_attempts, attempts.error)
+        return attempts
+
+    def succeeded(self, notification: Notification, scope: str | None = None) -> None:
+        self._attempts.pop((scope or self.name, notification.id), None)
+
+    def dead_letter_or_retry(self, cur: PortableCursor, notification: Notification, attempts: dead_letters.Attempts,
+                             scope: str | None = None) -> None:
+        """With attempts left, raise `EventFailedError` (the follower backs off); else record the dead letter."""
+        if attempts.count < self.max_attempts:
+            raise EventFailedError(f"event {notification.id} failed: {attempts.error}")
+        dead_letters.record(cur, scope or self.name, notification, attempts)
+        self._attempts.pop((scope or self.name, notification.id), None)
+        log.error("%s: event %d (%s %s v%d) is a dead letter after %d attempts: %s", scope or self.name,
+                  notification.id, notification.topic, notification.originator_id, notification.originator_version,
+                  attempts.count, attempts.error)
+
+    def retry_dead_letters(self) -> int:
+        """Handle again the dead letters an operator asked to retry (`zlh projections retry NAME`)."""
+        if self.handle is None:
+            return 0
+        positions = dead_letters.retry_requested(self.db, self.name)
+        for position in positions:
+            page = self.log.recorder.select_notifications(start=position, limit=1)
+            try:
+                if page and page[0].id == position:
+                    self.handle(page[0])
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as exc:
+                with self.db.transaction() as cur:
+                    dead_letters.failed_again(cur, self.name, position, dead_letters.describe(exc))
+                log.error("%s: dead letter %d failed again: %s", self.name, position, exc)
+            else:
+                with self.db.transaction() as cur:
+                    dead_letters.resolve(cur, self.name, position)
+                log.info("%s: dead letter %d applied", self.name, position)
+        return len(positions)

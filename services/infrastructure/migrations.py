@@ -14,6 +14,7 @@ from pathlib import Path
 
 from projections.registry import all_projections
 from services.infrastructure.database import DatabaseURL, ReadModelDB, ensure_sqlite_file
+from services.infrastructure.dead_letters import create_dead_letters_table
 from services.infrastructure.heartbeats import create_heartbeats_table
 from services.infrastructure.log_following import create_positions_table
 from services.infrastructure.projection_runner import ProjectionRunner
@@ -55,6 +56,7 @@ def migrate(url: DatabaseURL) -> None:
             with db.transaction() as cur:
                 create_positions_table(cur)
                 create_heartbeats_table(cur)
+                create_dead_letters_table(cur)
                 create_usage_table(cur)
                 for projection in all_projections():
                     ProjectionRunner(app, db, projection).migrate(cur)

@@ -10,6 +10,12 @@ A rebuild writes into `TABLE__shadow` tables from position 0 while the live tabl
 keep serving and following; when the shadow has caught up, one transaction takes
 the live position lock, applies the last events, drops the live tables and renames
 the shadows into place. Readers see the old complete table or the new complete one.
+
+A runner is a `LogFollower`: an event the projection cannot apply is retried and then becomes a
+dead letter, written in the same transaction as the position that skips it. A page is applied
+in one go; only when something in it fails is it applied again event by event, each under a
+savepoint, so one bad event costs its own rollback and nothing else. A rebuild applies every
+event again, dead letters included: its own dead letters then replace the live ones.
 """
 
 from __future__ import annotations
@@ -21,16 +27,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventsourcing.persistence import Notification
+
 from projections.base import Projection, Table
+from services.infrastructure import dead_letters
 from services.infrastructure.database import PortableCursor, ReadModelDB
 from services.infrastructure.log_following import (
+    INFRASTRUCTURE_ERRORS,
     POSITIONS,
+    EventFailedError,
     EventLog,
+    LogFollower,
     advance_position,
     ensure_position,
-    follow_log,
     lock_position,
     read_log_page,
+    read_position,
 )
 
 log = logging.getLogger(__name__)
@@ -75,39 +87,28 @@ class RebuildProgress:
         }
 
 
-class ProjectionRunner:
+class ProjectionRunner(LogFollower):
     """Applies one projection's events from the log to its tables."""
 
     def __init__(self, log_: EventLog, db: ReadModelDB, projection: Projection, page_size: int = 500,
                  on_commit: Callable[[], None] | None = None) -> None:
-        self.log = log_
+        super().__init__(projection.name, log_, db, topics=projection.topics, page_size=page_size)
         self.on_commit = on_commit
         self._on_progress: Callable[[RebuildProgress], None] | None = None
-        self.db = db
         self.projection = projection
-        self.page_size = page_size
         self.progress = RebuildProgress(projection.name)
         self._live_names = {t.name: t.name for t in projection.tables}
         self._shadow_names = {t.name: t.name + SHADOW for t in projection.tables}
-
-    @property
-    def name(self) -> str:
-        return self.projection.name
 
     def migrate(self, cur: PortableCursor) -> None:
         create_tables(cur, self.projection.tables)
         ensure_position(cur, self.name)
 
-    def position(self) -> int:
-        rows = self.db.query(f"SELECT position FROM {POSITIONS} WHERE name = %s", (self.name,))
-        return int(rows[0]["position"]) if rows else 0
-
     # Live following.
 
     def process_page(self) -> int:
         """Apply the next page of events to the live tables; return how many events were read."""
-        with self.db.transaction() as cur:
-            read = self._apply_page(cur, self.name, self._live_names)
+        read = self._page(self.name, self._live_names)
         if read:
             self.projection.after_commit(self.db)
             if self.on_commit is not None:
@@ -115,25 +116,75 @@ class ProjectionRunner:
         return read
 
     def catch_up(self) -> int:
-        """Apply pages until the log is exhausted; return the position reached."""
-        while self.process_page():
-            pass
-        return self.position()
+        """Apply pages until the log is exhausted (failing events retried until dead letters); the position."""
+        while True:
+            try:
+                if not self.process_page():
+                    return self.position()
+            except EventFailedError:
+                continue
 
-    def _apply_page(self, cur: PortableCursor, position_name: str, names: dict[str, str]) -> int:
+    def retry_dead_letters(self) -> int:
+        """A read model applies its dead letters again by a rebuild (`zlh projections retry NAME`)."""
+        return 0
+
+    def _page(self, position_name: str, names: dict[str, str]) -> int:
+        """One page in one transaction: at once, or event by event when something in it fails."""
+        try:
+            with self.db.transaction() as cur:
+                read, failure = self._apply_page(cur, position_name, names, careful=False)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception:
+            with self.db.transaction() as cur:
+                read, failure = self._apply_page(cur, position_name, names, careful=True)
+        if failure is not None:
+            raise failure
+        return read
+
+    def _apply_page(self, cur: PortableCursor, position_name: str, names: dict[str, str],
+                    careful: bool) -> tuple[int, EventFailedError | None]:
+        """Apply the next page in `cur` and move the position past what was applied or dead-lettered.
+
+        Not `careful`: any failure propagates (the caller rolls back and applies the page carefully).
+        `careful`: each event under a savepoint; a failing event with attempts left stops the page
+        there and is returned, to be raised once what came before it is committed.
+        """
         start = lock_position(cur, position_name)
         page = read_log_page(self.log, cur, start, self.page_size)
+        last, failure = start, None
         for notification in page:
-            if notification.topic in self.projection.topics:
-                event = self.log.mapper.to_domain_event(notification)
-                self.projection.apply(cur, event, names)
-        if page:
-            advance_position(cur, position_name, page[-1].id)
-        return len(page)
+            if self.wanted(notification):
+                if not careful:
+                    self._apply(cur, notification, names)
+                else:
+                    failure = self._apply_carefully(cur, notification, names, position_name)
+                    if failure is not None:
+                        break
+            last = notification.id
+        if last > start:
+            advance_position(cur, position_name, last)
+        return len(page), failure
 
-    def run(self, stop: threading.Event, wait_for_events: Callable[[float], object]) -> None:
-        """Follow the log until `stop` is set."""
-        follow_log(f"projection {self.name}", stop, self.process_page, wait_for_events)
+    def _apply(self, cur: PortableCursor, notification: Notification, names: dict[str, str]) -> None:
+        self.projection.apply(cur, self.log.mapper.to_domain_event(notification), names)
+
+    def _apply_carefully(self, cur: PortableCursor, notification: Notification, names: dict[str, str],
+                         scope: str) -> EventFailedError | None:
+        try:
+            with cur.savepoint():
+                self._apply(cur, notification, names)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            attempts = self.failed(notification, exc, scope)
+            try:
+                self.dead_letter_or_retry(cur, notification, attempts, scope)
+            except EventFailedError as failure:
+                return failure
+        else:
+            self.succeeded(notification, scope)
+        return None
 
     # Rebuild from position 0 into shadow tables, then swap.
 
@@ -153,22 +204,28 @@ class ProjectionRunner:
                     cur.execute(f"DROP TABLE IF EXISTS {table.name}{SHADOW}")
                 create_tables(cur, self.projection.tables, SHADOW)
                 cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (shadow_position,))
+                dead_letters.discard(cur, shadow_position)
             while True:
-                with self.db.transaction() as cur:
-                    read = self._apply_page(cur, shadow_position, self._shadow_names)
-                    position = lock_position(cur, shadow_position)
+                try:
+                    read = self._page(shadow_position, self._shadow_names)
+                except EventFailedError:
+                    continue  # tried again at once, until applied or a dead letter
+                position = read_position(self.db, shadow_position)
                 self._report(position)
                 if read < self.page_size:
                     break
             progress.state = "swapping"
             with self.db.transaction() as cur:
                 lock_position(cur, self.name)
-                while self._apply_page(cur, shadow_position, self._shadow_names):
-                    pass
+                while True:
+                    read, failure = self._apply_page(cur, shadow_position, self._shadow_names, careful=True)
+                    if not read and failure is None:
+                        break
                 position = lock_position(cur, shadow_position)
                 self._swap(cur)
                 cur.execute(f"UPDATE {POSITIONS} SET position = %s WHERE name = %s", (position, self.name))
                 cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (shadow_position,))
+                dead_letters.replace_with_rebuilt(cur, self.name, shadow_position)
             self.projection.after_commit(self.db)
             if self.on_commit is not None:
                 self.on_commit()

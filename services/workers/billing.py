@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 
 from domain.announcement import Announcement
 from domain.billing import (
@@ -45,7 +45,7 @@ from domain.operation import Operation
 from projections import billing as billing_view
 from projections import instances as instances_view
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.log_following import LogFollower
 from services.infrastructure.store import ZLH
 from services.instances import fingerprint
 
@@ -89,6 +89,8 @@ class BillingManager:
                  now: Callable[[], datetime] = lambda: datetime.now(UTC), full_sweep_every: float = 30.0) -> None:
         self.app, self.db, self.schedule, self.now = app, db, schedule, now
         self.stop_event = threading.Event()
+        self.follower = LogFollower(POSITION, app, db, self._dispatch, topics=WAKE_TOPICS | TRANSITION_TOPICS,
+                                    after_drain=self.sweep)
         self.full_sweep_every = full_sweep_every
         self._outstanding: set[UUID] = set()  # accounts whose instance effects must be retried
         self._last_full_sweep = float("-inf")
@@ -101,21 +103,18 @@ class BillingManager:
         }
 
     def position(self) -> int:
-        return read_position(self.db, POSITION)
+        return self.follower.position()
 
     # Following the log.
 
-    def dispatch_page(self, limit: int = 200) -> int:
-        page = self.app.recorder.select_notifications(start=self.position(), limit=limit, inclusive_of_start=False)
-        for notification in page:
-            if notification.topic in WAKE_TOPICS:
-                self.evaluate(notification.originator_id)
-            elif notification.topic in TRANSITION_TOPICS:
-                self.apply_effects(self.app.mapper.to_domain_event(notification))
-        if page:
-            with self.db.transaction() as cur:
-                advance_position(cur, POSITION, page[-1].id)
-        return len(page)
+    def dispatch_page(self) -> int:
+        return self.follower.process_page()
+
+    def _dispatch(self, notification: Notification) -> None:
+        if notification.topic in WAKE_TOPICS:
+            self.evaluate(notification.originator_id)
+        else:
+            self.apply_effects(self.app.mapper.to_domain_event(notification))
 
     def evaluate(self, account_id: UUID) -> list[EnforcementState]:
         """Append the transitions the account's facts call for now (optimistic concurrency; retried)."""
@@ -252,4 +251,4 @@ class BillingManager:
                 self._outstanding.add(aid)
 
     def run(self, wait_for_events: Callable[[float], object]) -> None:
-        follow_log("billing", self.stop_event, self.dispatch_page, wait_for_events, after_drain=self.sweep)
+        self.follower.run(self.stop_event, wait_for_events)

@@ -50,11 +50,12 @@ from domain.repair import (
 from projections import billing as billing_view
 from projections import repairs as repairs_view
 from projections.base import parse_iso
+from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.heartbeats import last_beats
 from services.infrastructure.leader import LeaderLock, LockUnavailableError
 from services.infrastructure.store import ZLH
-from services.ports import DriverError, InstanceDriver
+from services.ports import DriverError, InstanceDriver, InstanceSpec
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Controller:
     app: ZLH
     db: ReadModelDB
     driver: InstanceDriver
+    edge: Edge
     lock: LeaderLock
     mode: str = "dry-run"
     interval: float = 30.0
@@ -101,10 +103,6 @@ class Controller:
     stop_event: threading.Event = field(default_factory=threading.Event)
     _leadership: ControllerLeadership | None = None
     _backoff: dict[str, tuple[int, datetime]] = field(default_factory=dict)
-
-    @property
-    def host(self) -> str:
-        return getattr(self.driver, "host", "127.0.0.1")
 
     # The loop.
 
@@ -174,7 +172,7 @@ class Controller:
         operations = self.running_operations(now)
         observed = self.observe()
         result = plan(instances, operations, observed, now=now, stale_after=timedelta(seconds=self.stale_after),
-                      host=self.host, zone=self.zone)
+                      zone=self.zone)
         by_target = result.findings_by_target()
         proposals: dict[str, list[Proposal]] = {}
         for p in result.proposals:
@@ -196,7 +194,7 @@ class Controller:
         return result
 
     def desired_instances(self) -> list[DesiredInstance]:
-        rows = self.db.query("SELECT id, owner_id, kind, status, edge_name, port, pending_operation_id "
+        rows = self.db.query("SELECT id, owner_id, kind, template, status, edge_name, port, pending_operation_id "
                              "FROM rm_instances WHERE status <> 'deleted'")
         suspended = set(billing_view.suspended_users(self.db))  # one query; the worker re-checks the log
         return [DesiredInstance(
@@ -204,6 +202,7 @@ class Controller:
             edge_name=r["edge_name"], port=int(r["port"]) if r["port"] is not None else None,
             pending_operation_id=UUID(r["pending_operation_id"]) if r["pending_operation_id"] else None,
             billing_suspended=r["owner_id"] in suspended,
+            host=self.driver.public_host(InstanceSpec(UUID(r["id"]), r["kind"], r["template"], r["edge_name"])),
         ) for r in rows]
 
     def running_operations(self, now: datetime) -> list[PendingOperation]:
@@ -219,13 +218,9 @@ class Controller:
 
     def observe(self) -> Observed:
         hosts = self.driver.observe()
-        dns: dict[str, int] = {}
-        for record in self.driver.list_dns():
-            if record.get("type") == "SRV" and isinstance(record.get("name"), str):
-                port = (record.get("data") or {}).get("port")
-                if isinstance(port, int):
-                    dns[record["name"].strip().rstrip(".").lower()] = port
-        return Observed(dns=dns, proxy=dict(self.driver.list_proxy()),
+        edge = self.edge.observe()
+        return Observed(dns=edge.srv_ports, proxy=edge.proxy, dns_owners=edge.srv_owners,
+                        proxy_owners=edge.proxy_owners,
                         processes=frozenset(UUID(i) for i in hosts["processes"]),
                         directories=frozenset(UUID(i) for i in hosts["directories"]))
 

@@ -22,13 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 
 from domain.delivery import Delivery
 from domain.support import SupportTicket
 from projections import deliveries as deliveries_view
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.log_following import LogFollower
 from services.infrastructure.store import ZLH
 from services.notification_ports import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
 from services.workers.billing_messages import billing_messages
@@ -37,6 +37,8 @@ from services.workers.repair_messages import repair_messages
 log = logging.getLogger(__name__)
 
 POSITION = "notifications"
+#: The streams whose events may owe a message (see `plan`).
+PLANNED_TOPICS = ("zlh.SupportTicket.", "zlh.BillingAccount.", "zlh.StripeEvent.", "zlh.Repair.")
 MAX_ATTEMPTS = 8
 #: A delivery left `pending` or `attempting` this long is taken to be a crashed worker's: resend once.
 STALE_AFTER = timedelta(seconds=60)
@@ -84,26 +86,23 @@ class NotificationsManager:
         self.channels: dict[str, Any] = {"email": email, "discord": alerts}
         self.now = now
         self.stop_event = threading.Event()
+        self.follower = LogFollower(POSITION, app, db, self._dispatch, after_drain=self.retry_due)
 
     def position(self) -> int:
-        return read_position(self.db, POSITION)
+        return self.follower.position()
 
     # Following the log.
 
-    def dispatch_page(self, limit: int = 200) -> int:
-        page = self.app.recorder.select_notifications(start=self.position(), limit=limit, inclusive_of_start=False)
-        for notification in page:
-            if not notification.topic.startswith(("zlh.SupportTicket.", "zlh.BillingAccount.", "zlh.StripeEvent.",
-                                                  "zlh.Repair.")):
-                continue
-            event = self.app.mapper.to_domain_event(notification)
-            for channel, kind, message in plan(event):
-                delivery_id = self.request(event.originator_id, event.originator_version, channel, kind, message)
-                self.deliver(delivery_id)
-        if page:
-            with self.db.transaction() as cur:
-                advance_position(cur, POSITION, page[-1].id)
-        return len(page)
+    def dispatch_page(self) -> int:
+        return self.follower.process_page()
+
+    def _dispatch(self, notification: Notification) -> None:
+        if not notification.topic.startswith(PLANNED_TOPICS):
+            return
+        event = self.app.mapper.to_domain_event(notification)
+        for channel, kind, message in plan(event):
+            delivery_id = self.request(event.originator_id, event.originator_version, channel, kind, message)
+            self.deliver(delivery_id)
 
     def request(self, source_id: UUID, source_version: int, channel: str, kind: str,
                 message: dict[str, Any]) -> UUID:
@@ -193,4 +192,4 @@ class NotificationsManager:
         return len(ids)
 
     def run(self, wait_for_events: Callable[[float], object]) -> None:
-        follow_log("notifications", self.stop_event, self.dispatch_page, wait_for_events, after_drain=self.retry_due)
+        self.follower.run(self.stop_event, wait_for_events)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 
 from domain.backup import Backup, backup_id_for_operation
 from domain.errors import DomainError
@@ -33,8 +33,9 @@ from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from domain.quota import BACKUPS, INSTANCES
 from services.billing import operation_block
+from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.log_following import LogFollower
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
@@ -55,12 +56,13 @@ class ProvisioningManager:
         app: ZLH,
         db: ReadModelDB,
         driver: InstanceDriver,
+        edge: Edge,
         worker_id: str,
         step_delay: float = 0.0,
         connect_timeout: float = 30.0,
         concurrency: int = 4,
     ) -> None:
-        self.app, self.db, self.driver = app, db, driver
+        self.app, self.db, self.driver, self.edge = app, db, driver, edge
         self.worker_id = worker_id
         self.step_delay = step_delay
         self.connect_timeout = connect_timeout
@@ -68,24 +70,20 @@ class ProvisioningManager:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="zlh-provision")
         self._active: set[UUID] = set()
         self._active_lock = threading.Lock()
+        self.follower = LogFollower(POSITION, app, db, self._dispatch, topics={Operation.Requested.TOPIC})
 
     # Dispatch.
 
     def position(self) -> int:
-        return read_position(self.db, POSITION)
+        return self.follower.position()
 
-    def dispatch_page(self, limit: int = 200) -> int:
+    def dispatch_page(self) -> int:
         """Claim the queued operations of the next page and start them; return events read."""
-        page = self.app.recorder.select_notifications(
-            start=self.position(), limit=limit, inclusive_of_start=False
-        )
-        for notification in page:
-            if notification.topic == Operation.Requested.TOPIC and self.claim(notification.originator_id):
-                self._submit(notification.originator_id)
-        if page:
-            with self.db.transaction() as cur:
-                advance_position(cur, POSITION, page[-1].id)
-        return len(page)
+        return self.follower.process_page()
+
+    def _dispatch(self, notification: Notification) -> None:
+        if self.claim(notification.originator_id):
+            self._submit(notification.originator_id)
 
     def claim(self, operation_id: UUID) -> bool:
         """Append `Claimed` if the operation is still queued; True if this worker won it."""
@@ -116,7 +114,7 @@ class ProvisioningManager:
 
     def run(self, wait_for_events: Any) -> None:
         """Dispatch until stopped."""
-        follow_log("provisioning", self.stop_event, self.dispatch_page, wait_for_events)
+        self.follower.run(self.stop_event, wait_for_events)
 
     def stop(self, wait: bool = True) -> None:
         self.stop_event.set()
@@ -316,9 +314,9 @@ class ProvisioningManager:
             driver.wait_connectable(spec, port, self.connect_timeout)
             return {}
         if step == "publish_dns":
-            return {"record": driver.publish_dns(spec, port)}
+            return {"record": self.edge.publish_dns(spec, driver.public_host(spec), port)}
         if step == "publish_proxy":
-            return {"target": driver.publish_proxy(spec, port)}
+            return {"target": self.edge.publish_proxy(spec, driver.public_host(spec), port)}
         if step == "stop_process":
             driver.stop_process(spec)
             return {}
@@ -328,10 +326,10 @@ class ProvisioningManager:
             driver.restore_backup(spec, context["backup_id"], context["sha256"])
             return {}
         if step == "remove_proxy":
-            driver.remove_proxy(spec)
+            self.edge.remove_proxy(spec)
             return {}
         if step == "remove_dns":
-            driver.remove_dns(spec)
+            self.edge.remove_dns(spec)
             return {}
         if step == "remove_directory":
             driver.remove_directory(spec)

@@ -33,9 +33,10 @@ from domain.reconcile import DesiredInstance, executable, guard
 from domain.repair import Repair, RepairStatus
 from projections import operations as operations_view
 from services.billing import recorded_state
+from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.heartbeats import last_beats
-from services.infrastructure.log_following import advance_position, follow_log, read_position
+from services.infrastructure.log_following import LogFollower
 from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 
@@ -47,28 +48,23 @@ PERMANENT_CODES = frozenset({"edge_file_corrupt", "bad_request", "not_found"})
 
 
 class RepairWorker:
-    def __init__(self, app: ZLH, db: ReadModelDB, driver: InstanceDriver, *, worker_id: str,
+    def __init__(self, app: ZLH, db: ReadModelDB, driver: InstanceDriver, edge: Edge, *, worker_id: str,
                  stale_after: float, level2: bool = False,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.app, self.db, self.driver = app, db, driver
+        self.app, self.db, self.driver, self.edge = app, db, driver, edge
         self.worker_id, self.stale_after, self.level2, self.now = worker_id, stale_after, level2, now
         self.stop_event = threading.Event()
+        self.follower = LogFollower(POSITION, app, db, lambda n: self.execute(n.originator_id),
+                                    topics={Repair.Queued.TOPIC})
 
     def position(self) -> int:
-        return read_position(self.db, POSITION)
+        return self.follower.position()
 
     def run(self, wait_for_events: Any) -> None:
-        follow_log("repair worker", self.stop_event, self.dispatch_page, wait_for_events)
+        self.follower.run(self.stop_event, wait_for_events)
 
-    def dispatch_page(self, limit: int = 200) -> int:
-        page = self.app.recorder.select_notifications(start=self.position(), limit=limit, inclusive_of_start=False)
-        for notification in page:
-            if notification.topic == Repair.Queued.TOPIC:
-                self.execute(notification.originator_id)
-        if page:
-            with self.db.transaction() as cur:
-                advance_position(cur, POSITION, page[-1].id)
-        return len(page)
+    def dispatch_page(self) -> int:
+        return self.follower.process_page()
 
     def execute(self, repair_id: UUID) -> str:
         """Check, claim, act, record. Returns the repair's final status."""
@@ -153,8 +149,9 @@ class RepairWorker:
             instance = self._instance(repair.instance_id)
             assert instance is not None and instance.port is not None
             spec = InstanceSpec(instance.id, instance.kind.value, instance.template, instance.edge_name)
-            record = self.driver.publish_dns(spec, instance.port)
-            proxy = self.driver.publish_proxy(spec, instance.port)
+            host = self.driver.public_host(spec)
+            record = self.edge.publish_dns(spec, host, instance.port)
+            proxy = self.edge.publish_proxy(spec, host, instance.port)
             repair.succeed({"dns": record.get("name") if record else None, "proxy": proxy})
             return []
         if repair.kind == "clear_stale_operation_lock":

@@ -54,7 +54,7 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop(signal.SIGKILL)
     from services.agent.driver import LocalDriver
 
-    LocalDriver(workdir / "data", "play.zlh.localhost").kill_all()
+    LocalDriver(workdir / "data").kill_all()
 
 
 @pytest.fixture(scope="package")

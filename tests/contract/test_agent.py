@@ -27,7 +27,7 @@ from services.adapters.agent_client import AgentDriver
 from services.agent.driver import LocalDriver
 from services.agent.server import create_agent_app, run_agent, start_agent_in_thread
 from services.ports import DriverError, InstanceSpec
-from tests.contract.test_driver_contract import WRITE_LIMIT, ZONE, local_driver, make_spec, provision
+from tests.contract.test_driver_contract import WRITE_LIMIT, local_driver, make_spec, provision
 
 
 @dataclass
@@ -46,7 +46,7 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     with local_driver(tmp_path / "node") as node:
         secret = secrets.token_urlsafe(32)
         url, stop = start_agent_in_thread(node, secret)
-        driver = AgentDriver(url, secret, tmp_path / "control", ZONE)
+        driver = AgentDriver(url, secret)
         try:
             yield Agent(url, secret, node, driver)
         finally:
@@ -82,7 +82,7 @@ def _free_port() -> int:
 
 @pytest.mark.parametrize("secret", ["", None, "   "])
 def test_no_secret_refuses_to_start(tmp_path: Path, secret: Any) -> None:
-    node = LocalDriver(tmp_path / "node", ZONE)
+    node = LocalDriver(tmp_path / "node")
     with pytest.raises(ValueError):
         create_agent_app(node, secret)
     with pytest.raises(ValueError):
@@ -136,7 +136,7 @@ def test_a_driver_with_the_wrong_secret_gets_agent_unauthorized(agent: Agent) ->
     spec = make_spec()
     agent.driver.create_directory(spec)
     wrong_secret = secrets.token_urlsafe(32)
-    wrong = AgentDriver(agent.url, wrong_secret, agent.node.data_dir.parent / "control", ZONE)
+    wrong = AgentDriver(agent.url, wrong_secret)
     try:
         with pytest.raises(DriverError) as info:
             wrong.write_file(spec, "evil.txt", b"x")
@@ -205,7 +205,7 @@ def test_errors_never_contain_the_secret(agent: Agent, tmp_path: Path) -> None:
     port, _pid = provision(agent.driver, spec)
     backup_id = uuid4()
     agent.driver.create_backup(spec, backup_id)
-    unreachable = AgentDriver(f"http://127.0.0.1:{_free_port()}", agent.secret, tmp_path / "control", ZONE)
+    unreachable = AgentDriver(f"http://127.0.0.1:{_free_port()}", agent.secret)
     calls: list[Callable[[], Any]] = [
         lambda: agent.driver.read_file(spec, "../../etc/passwd"),
         lambda: agent.driver.read_file(spec, "missing"),
@@ -230,6 +230,48 @@ def test_errors_never_contain_the_secret(agent: Agent, tmp_path: Path) -> None:
                      "agent_unreachable", "agent_unreachable"]
     assert agent.secret not in repr(agent.driver)
     assert agent.secret not in repr(agent.driver.console(spec))
+
+
+def test_errors_never_name_the_agent_or_the_node(agent: Agent, tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                 ) -> None:
+    """What a customer reads (and an operation stores) has no agent address, host or node path; the log has."""
+    spec = make_spec()
+    port, _pid = provision(agent.driver, spec)
+    dead_port = _free_port()
+    unreachable = AgentDriver(f"http://127.0.0.1:{dead_port}", agent.secret)
+    calls: list[Callable[[], Any]] = [
+        lambda: agent.driver.wait_connectable(make_spec(), port, 0.5),  # process_exited, with a log tail
+        lambda: agent.driver.restore_backup(spec, uuid4(), "0" * 64),
+        lambda: unreachable.allocate_port(spec),
+        lambda: asyncio.run(unreachable.console(spec, connect_timeout=2.0).__aenter__()),
+    ]
+    node_dir = str(agent.node.data_dir)
+    try:
+        for call in calls:
+            with pytest.raises(DriverError) as info:
+                call()
+            shown = info.value.message
+            for leak in (agent.url, str(dead_port), "127.0.0.1", node_dir, agent.secret):
+                assert leak not in shown, (info.value.code, shown)
+    finally:
+        unreachable.close()
+    assert str(dead_port) in caplog.text  # staff still find the address in the log
+
+
+@pytest.mark.parametrize("path", ["/" + "n" * 256, "/d/" + "é" * 128, "/" + "a/" * 2048 + "b"])
+def test_names_and_paths_too_long_are_bad_path_not_a_server_error(agent: Agent, path: str) -> None:
+    spec = make_spec()
+    agent.driver.create_directory(spec)
+    for call in (lambda: agent.driver.list_files(spec, path), lambda: agent.driver.read_file(spec, path),
+                 lambda: agent.driver.write_file(spec, path, b"x")):
+        with pytest.raises(DriverError) as info:
+            call()
+        assert info.value.code == "bad_path", info.value.message
+    with httpx.Client(trust_env=False, timeout=10, headers=agent.headers()) as http:
+        r = http.get(f"{agent.url}/v1/instances/{spec.instance_id}/files", params={"path": path})
+    assert r.status_code == 400 and r.json()["code"] == "bad_path"
+    agent.driver.write_file(spec, "/" + "n" * 255, b"fits")
+    assert agent.driver.read_file(spec, "/" + "n" * 255) == b"fits"
 
 
 # -- console -------------------------------------------------------------------------------------
@@ -296,7 +338,7 @@ def test_console_websocket_rejects_a_wrong_secret(agent: Agent) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {agent.secret}!"}):
         assert asyncio.run(attempt(headers)) == 4401
 
-    wrong = AgentDriver(agent.url, "wrong-secret", agent.node.data_dir.parent / "control", ZONE)
+    wrong = AgentDriver(agent.url, "wrong-secret")
 
     async def through_the_driver() -> int | None:
         async with wrong.console(spec) as ws:
@@ -316,7 +358,7 @@ def test_console_connect_timeout_is_agent_timeout(tmp_path: Path) -> None:
     with socket.socket() as silent:  # accepts TCP connections (backlog) but never answers the handshake
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
-        driver = AgentDriver(f"http://127.0.0.1:{silent.getsockname()[1]}", "s3cret", tmp_path, ZONE)
+        driver = AgentDriver(f"http://127.0.0.1:{silent.getsockname()[1]}", "s3cret")
         spec: InstanceSpec = make_spec()
 
         async def session() -> None:
@@ -335,7 +377,7 @@ def test_http_timeouts_are_agent_timeout(tmp_path: Path) -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
         driver = AgentDriver(
-            f"http://127.0.0.1:{silent.getsockname()[1]}", "s3cret", tmp_path, ZONE, timeout=httpx.Timeout(0.3)
+            f"http://127.0.0.1:{silent.getsockname()[1]}", "s3cret", timeout=httpx.Timeout(0.3)
         )
         try:
             with pytest.raises(DriverError) as info:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import secrets
 import signal
@@ -29,7 +28,6 @@ from uuid import uuid4
 import pytest
 
 from services.adapters.agent_client import AgentDriver
-from services.adapters.edge_files import EdgeFiles
 from services.adapters.fake_driver import FakeDriver
 from services.agent.driver import LocalDriver
 from services.agent.server import start_agent_in_thread
@@ -80,7 +78,7 @@ def standins_under(root: Path) -> list[int]:
 @contextlib.contextmanager
 def local_driver(data_dir: Path) -> Iterator[LocalDriver]:
     """A `LocalDriver` on `data_dir`; on exit every stand-in it started is killed, and checked gone."""
-    driver = LocalDriver(data_dir, ZONE, max_write_bytes=WRITE_LIMIT)
+    driver = LocalDriver(data_dir, max_write_bytes=WRITE_LIMIT)
     try:
         yield driver
     finally:
@@ -99,7 +97,7 @@ class Backend:
 @pytest.fixture(params=["fake", "local", "agent"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "fake":
-        yield Backend(FakeDriver(ZONE, max_write_bytes=WRITE_LIMIT), None)
+        yield Backend(FakeDriver(max_write_bytes=WRITE_LIMIT), None)
     elif request.param == "local":
         with local_driver(tmp_path / "data") as local:
             yield Backend(local, local)
@@ -107,7 +105,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         with local_driver(tmp_path / "node") as node:
             secret = secrets.token_urlsafe(32)
             url, stop = start_agent_in_thread(node, secret)
-            agent = AgentDriver(url, secret, tmp_path / "control", ZONE)
+            agent = AgentDriver(url, secret)
             try:
                 yield Backend(agent, node)
             finally:
@@ -183,50 +181,12 @@ def test_wait_connectable_fails_when_nothing_was_started(driver: Driver) -> None
     assert info.value.code == "process_exited"
 
 
-def test_publish_twice_leaves_one_record_and_one_entry(driver: Driver) -> None:
-    spec = make_spec()
-    port = driver.allocate_port(spec)
-    name = f"_minecraft._tcp.{spec.edge_name}.{ZONE}"
-    record = driver.publish_dns(spec, port)
-    assert driver.publish_dns(spec, port) == record
-    assert record["type"] == "SRV"
-    assert record["name"] == name
-    assert record["data"]["port"] == port
-    assert record["data"]["target"] == "127.0.0.1"
-    assert str(spec.instance_id) in record["comment"]
-    assert [r for r in driver.list_dns() if r["name"] == name] == [record]
-
-    assert driver.publish_proxy(spec, port) == f"127.0.0.1:{port}"
-    assert driver.publish_proxy(spec, port) == f"127.0.0.1:{port}"
-    assert driver.list_proxy() == {spec.edge_name: f"127.0.0.1:{port}"}
 
 
-def test_republish_on_a_new_port_replaces_the_record_and_keeps_its_id(driver: Driver) -> None:
-    spec = make_spec()
-    first = driver.publish_dns(spec, 31000)
-    second = driver.publish_dns(spec, 31001)
-    assert second["id"] == first["id"]
-    assert second["data"]["port"] == 31001
-    assert driver.list_dns() == [second]
 
 
-def test_dev_publishes_nothing(driver: Driver) -> None:
-    spec = make_spec("dev")
-    port = driver.allocate_port(spec)
-    assert driver.publish_dns(spec, port) == {}
-    assert driver.publish_proxy(spec, port) == ""
-    assert driver.list_dns() == []
-    assert driver.list_proxy() == {}
 
 
-def test_two_customers_same_name_do_not_collide(driver: Driver) -> None:
-    a, b = make_spec(name="lobby"), make_spec(name="lobby")
-    driver.publish_dns(a, 31000)
-    driver.publish_dns(b, 31001)
-    driver.publish_proxy(a, 31000)
-    driver.publish_proxy(b, 31001)
-    assert len(driver.list_dns()) == 2
-    assert len(driver.list_proxy()) == 2
 
 
 @pytest.mark.parametrize("kind", ["game", "dev"])
@@ -262,15 +222,9 @@ def test_remove_directory_refuses_while_running(driver: Driver) -> None:
 def test_removing_twice_is_fine(driver: Driver) -> None:
     spec = make_spec()
     port, _pid = provision(driver, spec)
-    driver.publish_dns(spec, port)
-    driver.publish_proxy(spec, port)
     for _ in range(2):
         driver.stop_process(spec)
-        driver.remove_dns(spec)
-        driver.remove_proxy(spec)
         driver.remove_directory(spec)
-    assert driver.list_dns() == []
-    assert driver.list_proxy() == {}
     assert not driver.is_running(spec, port)
 
 
@@ -525,7 +479,7 @@ def test_backup_of_an_instance_without_files_is_not_found(driver: Driver) -> Non
 
 
 def test_fake_records_calls_and_injects_failures() -> None:
-    fake = FakeDriver(ZONE)
+    fake = FakeDriver()
     spec = make_spec()
     fake.fail_on["start_process"] = DriverError("spawn_failed", "injected")
     port = fake.allocate_port(spec)
@@ -604,7 +558,7 @@ def test_sigterm_exits_cleanly(local: LocalDriver) -> None:
 def test_a_new_driver_finds_a_running_standin(local: LocalDriver) -> None:
     spec = make_spec()
     port, pid = provision(local, spec)
-    again = LocalDriver(local.data_dir, ZONE)
+    again = LocalDriver(local.data_dir)
     assert again.allocate_port(spec) == port
     assert again.start_process(spec, port) == pid
     assert again.is_running(spec, port)
@@ -660,61 +614,12 @@ def test_not_connectable_after_timeout(local: LocalDriver) -> None:
     assert info.value.code == "not_connectable"
 
 
-def test_corrupt_dns_json_raises_edge_file_corrupt(local: LocalDriver) -> None:
-    spec = make_spec()
-    edge_dir = local.data_dir / "edge"
-    edge_dir.mkdir(parents=True)
-    (edge_dir / "dns.json").write_text("[{ not json")
-    for call in (lambda: local.publish_dns(spec, 31000), local.list_dns, lambda: local.remove_dns(spec)):
-        with pytest.raises(DriverError) as info:
-            call()
-        assert info.value.code == "edge_file_corrupt"
-    assert (edge_dir / "dns.json").read_text() == "[{ not json"
 
 
-def test_corrupt_proxy_json_raises_edge_file_corrupt(local: LocalDriver) -> None:
-    spec = make_spec()
-    edge_dir = local.data_dir / "edge"
-    edge_dir.mkdir(parents=True)
-    (edge_dir / "proxy.json").write_text('["a list, not an object"]')
-    with pytest.raises(DriverError) as info:
-        local.publish_proxy(spec, 31000)
-    assert info.value.code == "edge_file_corrupt"
 
 
-def test_edge_files_empty_files_read_as_empty_and_hand_edits_survive(tmp_path: Path) -> None:
-    edge = EdgeFiles(tmp_path / "edge")
-    assert edge.read_dns() == []
-    assert edge.read_proxy() == {}
-    edge.dir.mkdir()
-    edge.dns_path.write_text("")
-    edge.proxy_path.write_text("  \n")
-    assert edge.read_dns() == []
-    assert edge.read_proxy() == {}
-    hand = {"id": "handmade", "type": "A", "name": "other.example", "content": "10.0.0.1"}
-    dup = {"id": "custom", "type": "SRV", "name": "_minecraft._tcp.X.zone.", "data": {}}
-    edge.dns_path.write_text(json.dumps([hand, dup]))
-    record = edge.upsert_srv("_minecraft._tcp.x.zone", 31000)
-    assert record["id"] == "custom"
-    assert edge.read_dns() == [hand, record]
-    assert edge.remove_record("_MINECRAFT._tcp.x.zone") is True
-    assert edge.remove_record("_minecraft._tcp.x.zone") is False
-    assert edge.read_dns() == [hand]
-    assert not list(edge.dir.glob("*.tmp"))
 
 
-def test_concurrent_edge_writes_lose_nothing(tmp_path: Path) -> None:
-    edges = [EdgeFiles(tmp_path / "edge") for _ in range(8)]  # flock serializes separate descriptors
-
-    def write(worker: int) -> None:
-        for i in range(10):
-            edges[worker].upsert_srv(f"_minecraft._tcp.s{worker}-{i}.zone", 30000 + i)
-            edges[worker].upsert_proxy(f"s{worker}-{i}", f"127.0.0.1:{30000 + i}")
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, range(8)))
-    assert len(edges[0].read_dns()) == 80
-    assert len(edges[0].read_proxy()) == 80
 
 
 def test_concurrent_starts_spawn_one_process(local: LocalDriver) -> None:

@@ -131,4 +131,4 @@ def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.stop(signal.SIGKILL)
     from services.agent.driver import LocalDriver
 
-    LocalDriver(tmp_path / "data", "play.zlh.localhost").kill_all()
+    LocalDriver(tmp_path / "data").kill_all()

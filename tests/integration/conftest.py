@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from services.adapters.fake_driver import FakeDriver
+from services.adapters.fake_edge import FakeDns, FakeProxy
 from services.bootstrap import Container
+from services.edge import Edge
 from services.infrastructure.database import DatabaseURL
 from services.infrastructure.migrations import migrate
 from services.settings import Settings
@@ -41,13 +43,20 @@ def driver() -> FakeDriver:
 
 
 @pytest.fixture
-def make_container(database_url: str, tmp_path: Path, driver: FakeDriver) -> Iterator[Callable[..., Container]]:
+def edge() -> Edge:
+    """DNS and the proxy in memory, with the same ownership rules as every provider."""
+    return Edge(FakeDns(), FakeProxy(), "play.zlh.localhost")
+
+
+@pytest.fixture
+def make_container(database_url: str, tmp_path: Path, driver: FakeDriver,
+                   edge: Edge) -> Iterator[Callable[..., Container]]:
     built: list[Container] = []
 
     def make(workers: tuple[str, ...] = ("projections", "provisioning"), **overrides: Any) -> Container:
         settings = Settings(database_url=database_url, data_dir=str(tmp_path / "data"), **overrides)
         migrate(DatabaseURL.parse(settings.database_url))
-        container = Container.build(settings, driver=driver, pool_size=4)
+        container = Container.build(settings, driver=driver, pool_size=4, edge=edge)
         ensure_bootstrap_admin(container.app, ADMIN_TOKEN)
         container.start(workers)
         built.append(container)

@@ -80,7 +80,7 @@ def test_token_requests_are_checked(client: TestClient) -> None:
                  {"name": "x", "expires_at": "2030-01-01T00:00:00"},  # no timezone
                  {"name": "x", "expires_at": "9999-12-31T23:59:59-14:00"},
                  {"name": "x", "expires_at": "not a date"},
-                 {"name": "a\u0000b"}, {"name": "line\nbreak"}, {"name": "\ud800"}, {"name": ""}, {"name": "x" * 101},
+                 {"name": "a\u0000b"}, {"name": "bell\u0007"}, {"name": "\ud800"}, {"name": ""}, {"name": "x" * 101},
                  {"name": "x", "scope": "admin"}, {"name": "x", "extra": 1}, {}):
         r = client.post("/api/tokens", content=json.dumps(body),  # ASCII JSON: a lone surrogate as \\ud800
                         headers={**alice, "Content-Type": "application/json"})

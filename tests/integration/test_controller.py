@@ -1,9 +1,11 @@
-"""The controller and the repair worker against a real store (SQLite and PostgreSQL), Redis and a fake driver."""
+"""The controller and the repair worker against a real store (SQLite and PostgreSQL), Redis, a fake driver and
+a fake edge (DNS and proxy in memory, with the real ownership rules)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -19,8 +21,10 @@ from domain.repair import ControllerLeadership, Drift, Repair
 from projections import repairs as repairs_view
 from services.adapters.fake_driver import FakeDriver
 from services.bootstrap import Container
+from services.edge import Edge
 from services.infrastructure.leader import InProcessLock, RedisLeaderLock
 from services.instances import request_instance
+from services.ports import ownership_comment
 from services.workers.controller import Controller
 from services.workers.repair import RepairWorker
 from tests.integration.conftest import ADMIN_TOKEN, auth, poll
@@ -33,7 +37,7 @@ WORKERS = ("projections", "provisioning", "repair")
 
 def controller(container: Container, mode: str = "live", lock: Any = None, **kw: Any) -> Controller:
     lock = lock or InProcessLock(ttl=30, key=f"test-{id(container)}")
-    return Controller(container.app, container.db, container.driver, lock,
+    return Controller(container.app, container.db, container.driver, container.edge, lock,
                       mode=mode, interval=0.05, stale_after=kw.pop("stale_after", 900.0),
                       zone=container.settings.dns_zone, **kw)
 
@@ -63,14 +67,35 @@ def live(make_container: Callable[..., Container]) -> tuple[Container, TestClien
     client.close()
 
 
-def srv_name(driver: FakeDriver, iid: str) -> str:
-    return next(name for name in driver.dns if iid[:8] in name)
+def srv_names(edge: Edge) -> list[str]:
+    return [r["name"] for r in edge.dns.list_records()]
 
 
-def test_dry_run_records_once_and_changes_nothing(live: tuple, driver: FakeDriver) -> None:
+def srv_name(edge: Edge, iid: str) -> str:
+    return next(name for name in srv_names(edge) if iid[:8] in name)
+
+
+def srv_port(edge: Edge, name: str) -> int:
+    return next(r["data"]["port"] for r in edge.dns.list_records() if r["name"] == name)
+
+
+def drop_srv(edge: Edge, iid: str) -> dict[str, Any]:
+    """An operator deletes the instance's SRV record by hand."""
+    record = next(r for r in edge.dns.records if iid[:8] in r["name"])
+    edge.dns.records.remove(record)
+    return record
+
+
+def drop_proxy(edge: Edge, iid: str) -> None:
+    """An operator deletes the instance's proxy entry by hand."""
+    edge.proxy.map = replace(edge.proxy.map, servers={k: v for k, v in edge.proxy.map.servers.items()
+                                                       if iid[:8] not in k})
+
+
+def test_dry_run_records_once_and_changes_nothing(live: tuple, driver: FakeDriver, edge: Edge) -> None:
     container, client, _, iid = live
-    name = srv_name(driver, iid)
-    del driver.dns[name]
+    name = srv_name(edge, iid)
+    record = drop_srv(edge, iid)
     calls = len(driver.calls)
     ctl = controller(container, mode="dry-run")
     result = ctl.tick()
@@ -82,29 +107,29 @@ def test_dry_run_records_once_and_changes_nothing(live: tuple, driver: FakeDrive
     ctl.tick()  # the same drift again: nothing new in the log
     caught_up(container)
     assert container.app.head() == head
-    assert name not in driver.dns and len(driver.calls) == calls  # nothing was repaired
+    assert name not in srv_names(edge) and len(driver.calls) == calls  # nothing was repaired
     admin = client.get("/api/admin/repairs", headers=auth(ADMIN_TOKEN)).json()
     assert admin["items"][0]["status"] == "proposed" and admin["controller"]["mode"] == "dry-run"
     assert admin["drift"][0]["findings"][0]["kind"] == "srv_missing"
     # The drift goes away by hand: the proposal is closed as resolved, the finding cleared.
-    driver.dns[name] = {"name": name, "type": "SRV", "data": {"port": driver.ports[UUID(iid)]}}
+    edge.dns.records.append(record)
     ctl.tick()
     rows = repair_rows(container)
     assert rows[0]["status"] == "skipped" and rows[0]["reason"] == "resolved"
     assert repairs_view.current_drift(container.db) == []
 
 
-def test_live_mode_restores_a_deleted_srv_record(live: tuple, driver: FakeDriver) -> None:
+def test_live_mode_restores_a_deleted_srv_record(live: tuple, edge: Edge) -> None:
     container, client, _, iid = live
-    name = srv_name(driver, iid)
-    record = driver.dns.pop(name)
-    del driver.proxy[next(iter(driver.proxy))]
+    name = srv_name(edge, iid)
+    record = drop_srv(edge, iid)
+    drop_proxy(edge, iid)
     ctl = controller(container)
     ctl.tick()  # first pass: found and queued; the repair worker acts before the next pass
     repair = wait_repair(container, "succeeded")
     assert repair["kind"] == "edge_republish" and repair["mode"] == "live"
-    assert driver.dns[name]["data"]["port"] == record["data"]["port"]
-    assert driver.proxy  # the proxy entry is back too
+    assert srv_port(edge, name) == record["data"]["port"]
+    assert edge.proxy.list_servers()  # the proxy entry is back too
     caught_up(container)
     ctl.tick()  # second pass: nothing left to find
     caught_up(container)
@@ -153,24 +178,28 @@ def test_level2_is_proposed_never_executed(live: tuple, driver: FakeDriver, make
     assert len(repair_rows(container)) == 1
 
 
-def test_orphans_are_found_and_only_proposed(live: tuple, driver: FakeDriver) -> None:
+def test_orphans_are_found_and_only_proposed_and_others_records_are_left_alone(live: tuple, edge: Edge) -> None:
     container, _, _, _ = live
-    orphan = f"_minecraft._tcp.ghost-12345678.{container.settings.dns_zone}"
-    driver.dns[orphan] = {"name": orphan, "type": "SRV", "data": {"port": 1}}
-    driver.proxy["ghost-12345678"] = "127.0.0.1:1"
+    zone = container.settings.dns_zone
+    ghost = ownership_comment(UUID(int=0x12345678))  # ZLH's mark, of an instance that is gone
+    orphan, theirs = f"_minecraft._tcp.ghost-12345678.{zone}", f"_minecraft._tcp.lobby.{zone}"
+    edge.dns.upsert_srv(orphan, "127.0.0.1", 1, ghost)
+    edge.proxy.register("ghost-12345678", "127.0.0.1:1", None, ghost)
+    edge.dns.upsert_srv(theirs, "10.0.0.9", 25565, "made by hand")
+    edge.proxy.map = replace(edge.proxy.map, servers={**edge.proxy.map.servers, "lobby": "10.0.0.9:25565"})
     controller(container).tick()
     rows = repair_rows(container)
     assert sorted((r["target"], r["kind"], r["status"]) for r in rows) == [
         (f"dns:{orphan}", "remove_orphan", "proposed"), ("proxy:ghost-12345678", "remove_orphan", "proposed")]
-    assert orphan in driver.dns
+    assert orphan in srv_names(edge) and theirs in srv_names(edge)
 
 
 def test_repeated_drift_is_escalated_after_three_repairs_an_hour(live: tuple, driver: FakeDriver,
-                                                                  make_container: Callable) -> None:
+                                                                  make_container: Callable, edge: Edge) -> None:
     container, _, _, iid = live
     ctl = controller(container)
     for round_ in range(3):
-        driver.dns.pop(srv_name(driver, iid))
+        drop_srv(edge, iid)
         ctl.tick()
         expected = round_ + 1
         poll(lambda: repairs_view.list_repairs(container.db),
@@ -178,24 +207,24 @@ def test_repeated_drift_is_escalated_after_three_repairs_an_hour(live: tuple, dr
         caught_up(container)
         ctl.tick()  # drift gone: a new episode next time
         caught_up(container)
-    driver.dns.pop(srv_name(driver, iid))
+    drop_srv(edge, iid)
     ctl.tick()
     rows = repair_rows(container)
     assert rows[0]["status"] == "escalated" and len(rows) == 4
-    assert not any(iid[:8] in n for n in driver.dns)  # not executed
+    assert not any(iid[:8] in n for n in srv_names(edge))  # not executed
     ctl.tick()
     assert len(repair_rows(container)) == 4  # escalated once, not once per pass
 
 
 def test_staff_alerts_for_executed_and_escalated_repairs(make_container: Callable[..., Container],
-                                                        driver: FakeDriver) -> None:
+                                                        driver: FakeDriver, edge: Edge) -> None:
     container = make_container((*WORKERS, "notifications"))
     client = TestClient(create_app(container))
     try:
         r = client.post("/api/admin/users", json={"email": "alerts@example.com"}, headers=auth(ADMIN_TOKEN))
         iid = running_instance(client, auth(r.json()["token"]))
         caught_up(container)
-        driver.dns.pop(srv_name(driver, iid))
+        drop_srv(edge, iid)
         controller(container).tick()
         wait_repair(container, "succeeded")
         rows = poll(lambda: container.db.query("SELECT kind, channel, status FROM rm_deliveries "
@@ -226,7 +255,8 @@ def test_only_one_controller_leads(live: tuple, redis_test_url: str) -> None:
         b.lock.close()
 
 
-def test_split_brain_the_old_epoch_is_fenced_off(live: tuple, driver: FakeDriver, redis_test_url: str) -> None:
+def test_split_brain_the_old_epoch_is_fenced_off(live: tuple, driver: FakeDriver, redis_test_url: str,
+                                                 edge: Edge) -> None:
     """A leader paused past its lease writes after a new leader began its term: the store rejects it."""
     container, _, _, iid = live
     key = f"zlh:test:split:{id(container)}"
@@ -240,7 +270,7 @@ def test_split_brain_the_old_epoch_is_fenced_off(live: tuple, driver: FakeDriver
     b = controller(container, mode="dry-run", lock=RedisLeaderLock(redis_test_url, ttl=30, key=key), holder="b")
     try:
         assert a.tick() is not None and a.status.epoch == 1
-        driver.dns.pop(srv_name(driver, iid))
+        drop_srv(edge, iid)
         a.before_write = pause
         outcome: list[Any] = []
         thread = threading.Thread(target=lambda: outcome.append(a.tick()))
@@ -297,7 +327,8 @@ def suspend(container: Container, iid: str) -> None:
     caught_up(container)
 
 
-def test_a_suspended_server_is_not_repaired(make_container: Callable[..., Container], driver: FakeDriver) -> None:
+def test_a_suspended_server_is_not_repaired(make_container: Callable[..., Container], driver: FakeDriver,
+                                            edge: Edge) -> None:
     container = make_container(WORKERS)
     with TestClient(create_app(container)) as client:
         r = client.post("/api/admin/users", json={"email": "s@example.com"}, headers=auth(ADMIN_TOKEN))
@@ -307,7 +338,7 @@ def test_a_suspended_server_is_not_repaired(make_container: Callable[..., Contai
         poll(lambda: client.get(f"/api/operations/{stop['operation_id']}", headers=headers).json(),
              lambda op: op["phase"] == "succeeded")
     suspend(container, iid)
-    driver.dns.pop(srv_name(driver, iid))
+    drop_srv(edge, iid)
     ctl = controller(container)
     ctl.tick()
     rows = repair_rows(container)
@@ -315,31 +346,31 @@ def test_a_suspended_server_is_not_repaired(make_container: Callable[..., Contai
         ("edge_republish", "skipped", "billing_suspended")]
     ctl.tick()
     assert len(repair_rows(container)) == 1  # recorded once, not once per pass
-    assert not any(iid[:8] in n for n in driver.dns)
+    assert not any(iid[:8] in n for n in srv_names(edge))
 
 
-def test_the_worker_checks_suspension_again_right_before_acting(live: tuple, driver: FakeDriver) -> None:
+def test_the_worker_checks_suspension_again_right_before_acting(live: tuple, driver: FakeDriver, edge: Edge) -> None:
     container, _, _, iid = live
-    container.repair.stop_event.set()  # this test runs the worker's step by hand
-    driver.dns.pop(srv_name(driver, iid))
+    container.stop_worker("repair")  # this test runs the worker's step by hand
+    drop_srv(edge, iid)
     controller(container).tick()
     queued = repair_rows(container)[0]
     assert queued["status"] == "queued"
     instance = container.app.repository.get(UUID(iid))
     assert instance.suspend("billing", stop_operation_id=UUID(int=5))
     container.app.save(instance)
-    worker = RepairWorker(container.app, container.db, driver, worker_id="w", stale_after=900)
+    worker = RepairWorker(container.app, container.db, driver, container.edge, worker_id="w", stale_after=900)
     assert worker.execute(UUID(queued["id"])) == "skipped"
     assert container.app.repository.get(UUID(queued["id"])).reason == "billing_suspended"
-    assert not any(iid[:8] in n for n in driver.dns)
+    assert not any(iid[:8] in n for n in srv_names(edge))
 
 
-def test_a_failed_repair_is_retried_later_with_backoff(live: tuple, driver: FakeDriver) -> None:
+def test_a_failed_repair_is_retried_later_with_backoff(live: tuple, driver: FakeDriver, edge: Edge) -> None:
     container, _, _, iid = live
     from services.ports import DriverError
 
-    driver.dns.pop(srv_name(driver, iid))
-    driver.fail_on["publish_dns"] = DriverError("edge_io_error", "the edge is read-only")
+    drop_srv(edge, iid)
+    edge.dns.fail_on["upsert_srv"] = DriverError("edge_io_error", "the edge is read-only")
     clock = {"now": datetime.now(UTC)}
     ctl = controller(container, now=lambda: clock["now"])
     ctl.tick()
@@ -348,8 +379,8 @@ def test_a_failed_repair_is_retried_later_with_backoff(live: tuple, driver: Fake
     caught_up(container)
     ctl.tick()  # within the backoff: nothing new
     assert len(repair_rows(container)) == 1
-    del driver.fail_on["publish_dns"]
+    del edge.dns.fail_on["upsert_srv"]
     clock["now"] += timedelta(minutes=11)
     ctl.tick()
     assert wait_repair(container, "succeeded")["id"] != failed["id"]
-    assert any(iid[:8] in n for n in driver.dns)
+    assert any(iid[:8] in n for n in srv_names(edge))

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from services.adapters.fake_driver import FakeDriver
 from services.bootstrap import Container
+from services.edge import Edge
 from services.ports import DriverError
 from tests.integration.conftest import poll
 from tests.integration.test_api import GAME, assert_problem, create, make_customer, wait_operation
@@ -78,15 +79,15 @@ def test_operation_in_progress_is_409(make_container: Callable[..., Container]) 
 
 
 def test_delete_removes_everything_and_releases_the_name(client: TestClient, new_user: Callable,
-                                                         driver: FakeDriver) -> None:
+                                                         driver: FakeDriver, edge: Edge) -> None:
     alice = new_user("alice@example.com")
     iid = running_instance(client, alice)
-    assert driver.list_proxy() and driver.list_dns()
+    assert edge.proxy.list_servers() and edge.dns.list_records()
     op = run(client, alice, client.delete(f"/api/instances/{iid}", headers=alice))
     assert op["phase"] == "succeeded" and op["kind"] == "delete"
     gone = instance(client, alice, iid, "deleted")
     assert gone["address"] is None
-    assert driver.list_proxy() == {} and driver.list_dns() == []
+    assert edge.proxy.list_servers() == {} and edge.dns.list_records() == []
     assert UUID(iid) not in driver.processes and UUID(iid) not in driver.directories
     assert client.get("/api/instances", headers=alice).json() == {"items": []}
     assert_problem(client.delete(f"/api/instances/{iid}", headers=alice), 409, "illegal_transition")
@@ -108,7 +109,7 @@ def test_delete_of_a_failed_instance_cleans_up_what_exists(client: TestClient, n
 
 
 def test_interrupted_delete_resumes_without_double_effects(client: TestClient, new_user: Callable,
-                                                           driver: FakeDriver, admin: dict) -> None:
+                                                           driver: FakeDriver, edge: Edge, admin: dict) -> None:
     alice = new_user("alice@example.com")
     iid = running_instance(client, alice)
     driver.fail_on["remove_directory"] = DriverError("io_error", "disk on fire")
@@ -119,7 +120,8 @@ def test_interrupted_delete_resumes_without_double_effects(client: TestClient, n
     assert run(client, alice, client.delete(f"/api/instances/{iid}", headers=alice))["phase"] == "succeeded"
     instance(client, alice, iid, "deleted")
     calls = [m for m, i in driver.calls if str(i) == iid]
-    assert calls.count("remove_proxy") == 1 and calls.count("remove_dns") == 1
+    assert [m for m, _ in edge.proxy.calls].count("unregister") == 1
+    assert [m for m, _ in edge.dns.calls].count("remove") == 1
     assert calls.count("remove_directory") == 2  # the failed attempt and the resumed one
     events = client.get(f"/api/admin/streams/{iid}/events", headers=admin).json()["events"]
     done = [e["data"]["finalizer"] for e in events if e["type"] == "zlh.Instance.FinalizerCompleted"]

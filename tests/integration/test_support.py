@@ -81,9 +81,7 @@ def test_ticket_mails_the_customer_and_alerts_staff_once(client: TestClient, cha
     alert, _ = alerts.sent[0]
     assert number in alert.title and ("Customer", "alice@example.com") in alert.fields
     # Replaying the whole log (position back to 0) sends nothing again.
-    manager = container.notifications
-    assert manager is not None
-    manager.stop_event.set()
+    container.stop_worker("notifications")
     with container.db.transaction() as cur:
         cur.execute("UPDATE zlh_positions SET position = 0 WHERE name = 'notifications'")
     replay = NotificationsManager(container.app, container.db, email, alerts)
@@ -118,7 +116,7 @@ def test_transient_failures_are_retried_then_sent_exactly_once(container: Contai
     email.script = [Outcome("transient", "connection refused"), Outcome("transient", "421 try later")]
     clock = [datetime(2026, 11, 24, 12, 0, tzinfo=UTC)]
     manager = NotificationsManager(container.app, container.db, email, alerts, now=lambda: clock[0])
-    container.notifications.stop_event.set()  # type: ignore[union-attr]
+    container.stop_worker("notifications")
     user = Principal(create_user(container.app, "r@example.com", False).principal.id, "r@example.com", False)
     ticket, _ = open_ticket(container.app, user, "s", "m", None)
     mail_id = delivery_id(ticket.id, 1, "email")

@@ -60,6 +60,6 @@ def test_two_worker_processes_share_the_queue(pg_url: str, tmp_path: Path) -> No
         for w in workers:
             w.wait(timeout=30)
         app.close()
-        LocalDriver(data, "play.zlh.localhost").kill_all()
+        LocalDriver(data).kill_all()
     logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in range(2))
     assert "Traceback" not in logs, logs[-3000:]

@@ -1,5 +1,5 @@
-"""The common ground of the stateful property tests: a fresh SQLite store, its projections, a fake driver and
-a provisioning manager that the rules drive by hand."""
+"""The common ground of the stateful property tests: a fresh SQLite store, its projections, a fake driver, a
+fake edge and a provisioning manager that the rules drive by hand."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine
 
 from projections.registry import all_projections
 from services.adapters.fake_driver import FakeDriver
+from services.adapters.fake_edge import FakeDns, FakeProxy
+from services.edge import Edge
 from services.infrastructure.database import DatabaseURL, ReadModelDB
 from services.infrastructure.migrations import migrate
 from services.infrastructure.projection_runner import ProjectionRunner
@@ -27,7 +29,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.app, self.db = ZLH(env=store_env(url)), ReadModelDB(url)
         self.runners = [ProjectionRunner(self.app, self.db, p) for p in all_projections()]
         self.driver = FakeDriver()
-        self.provisioning = ProvisioningManager(self.app, self.db, self.driver, worker_id="w", concurrency=1)
+        self.edge = Edge(FakeDns(), FakeProxy(), "play.zlh.localhost")
+        self.provisioning = ProvisioningManager(self.app, self.db, self.driver, self.edge, worker_id="w",
+                                                concurrency=1)
 
     def catch_up(self) -> None:
         """Bring every projection up to the head of the log."""

@@ -123,10 +123,10 @@ class NothingIsDeleted(StoreMachine):
         self.sent: list[dict[str, Any]] = []
 
     def _observe(self) -> dict[str, Any]:
-        d = self.driver
+        d, edge = self.driver, self.edge
         return {"files": repr(sorted((str(k), sorted(v.items())) for k, v in d.files.items())),
                 "backups": repr(sorted((str(k), v[0]) for k, v in d.backups.items())),
-                "dns": repr(sorted(d.dns.items())), "proxy": repr(sorted(d.proxy.items())),
+                "dns": repr(edge.dns.list_records()), "proxy": repr(sorted(edge.proxy.list_servers().items())),
                 "directories": repr(sorted(d.directories.items()))}
 
     def _provision(self) -> None:

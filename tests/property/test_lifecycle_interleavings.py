@@ -20,7 +20,7 @@ from services.ports import DriverError, InstanceSpec
 from tests.property.machines import StoreMachine
 
 STEPS = ["start_process", "stop_process", "wait_connectable", "create_backup", "restore_backup",
-         "remove_proxy", "remove_directory"]
+         "unregister", "remove_directory"]
 
 
 class LifecycleMachine(StoreMachine):
@@ -63,7 +63,8 @@ class LifecycleMachine(StoreMachine):
 
     @rule(step=st.sampled_from(STEPS))
     def break_next(self, step: str) -> None:
-        self.driver.fail_on[step] = DriverError("injected", f"{step} failed")
+        target = self.edge.proxy if step == "unregister" else self.driver  # the proxy entry's removal, or a node step
+        target.fail_on[step] = DriverError("injected", f"{step} failed")
 
     @rule()
     def work(self) -> None:
@@ -71,6 +72,7 @@ class LifecycleMachine(StoreMachine):
         pending = self.run_pending(self.instance_id)
         if pending is not None:
             self.driver.fail_on.clear()
+            self.edge.proxy.fail_on.clear()
             done: Operation = self.app.repository.get(pending)
             event(f"{done.kind.value} {done.phase.value}")
 
@@ -98,6 +100,6 @@ class LifecycleMachine(StoreMachine):
                 assert not self.driver.is_running(spec, instance.port or 0)
         if instance.status is InstanceStatus.DELETED:
             assert instance.id not in self.driver.directories
-            assert self.driver.list_dns() == [] and self.driver.list_proxy() == {}
+            assert self.edge.dns.list_records() == [] and self.edge.proxy.list_servers() == {}
 
 TestLifecycleInterleavings = LifecycleMachine.TestCase

@@ -22,8 +22,7 @@ SERVICE_PACKAGES = {"infrastructure", "workers", "adapters", "agent"}
 #: The modules at the top of services/: wiring and ports beside the use cases.
 SERVICE_WIRING = {"__init__", "bootstrap", "settings", "ports", "notification_ports", "problem_documents"}
 #: What the node agent may import from this project: pure interfaces and stdlib-only helpers.
-AGENT_MAY_IMPORT = ("services.agent", "services.ports", "services.problem_documents", "services.infrastructure.files",
-                    "services.adapters.edge_files")  # until the edge leaves the driver port
+AGENT_MAY_IMPORT = ("services.agent", "services.ports", "services.problem_documents", "services.infrastructure.files")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -55,6 +55,7 @@ KNOWN_METRICS: dict[str, str] = {
     "zlh_log_head_position": "gauge",
     "zlh_consumer_position": "gauge",  # {consumer}
     "zlh_consumer_lag_events": "gauge",  # {consumer}
+    "zlh_dead_letters": "gauge",  # {consumer}
     "zlh_events_appended_total": "counter",  # {type}
     "zlh_operations": "gauge",  # {kind, phase}
     "zlh_operation_oldest_age_seconds": "gauge",  # {phase}: queued | running

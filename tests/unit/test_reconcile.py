@@ -33,9 +33,17 @@ def game(status: str = "running", **kw: object) -> DesiredInstance:
     return DesiredInstance(**fields)  # type: ignore[arg-type]
 
 
+SRV = srv_record_name("mc-00000000", ZONE)
+
+
 def healthy() -> Observed:
-    return Observed({srv_record_name("mc-00000000", ZONE): 30001}, {"mc-00000000": "127.0.0.1:30001"},
-                    frozenset({IID}), frozenset({IID}))
+    return Observed({SRV: 30001}, {"mc-00000000": "127.0.0.1:30001"}, frozenset({IID}), frozenset({IID}),
+                    {SRV: IID}, {"mc-00000000": IID})
+
+
+def findings(instance: DesiredInstance, observed: Observed) -> list[str]:
+    result = plan([instance], (), observed, now=NOW, stale_after=timedelta(minutes=15), zone=ZONE)
+    return sorted(f.kind for f in result.findings)
 
 
 def kinds(instance: DesiredInstance, observed: Observed, ops: tuple = ()) -> list[tuple[str, str | None]]:
@@ -50,8 +58,26 @@ def test_healthy_plans_nothing() -> None:
 
 def test_wrong_srv_port_and_missing_proxy_call_for_one_republish() -> None:
     o = healthy()
-    broken = Observed({k: 1 for k in o.dns}, {}, o.processes, o.directories)
+    broken = Observed({k: 1 for k in o.dns}, {}, o.processes, o.directories, o.dns_owners, {})
+    assert findings(game(), broken) == ["proxy_missing", "srv_wrong_port"]
     assert kinds(game(), broken) == [("edge_republish", None)]
+
+
+def test_a_record_at_our_name_that_is_not_ours_is_a_conflict_left_alone() -> None:
+    o = healthy()
+    hijacked = Observed(o.dns, o.proxy, o.processes, o.directories, {SRV: None}, {"mc-00000000": UUID(int=77)})
+    # The proxy entry carries the mark of an instance that is gone: also an orphan (Level 2, never run).
+    assert findings(game(), hijacked) == ["orphan_proxy", "proxy_conflict", "srv_conflict"]
+    assert kinds(game(), hijacked) == [("remove_orphan", None)]
+
+
+def test_only_zlhs_records_of_gone_instances_are_orphans() -> None:
+    o = healthy()
+    gone, theirs = srv_record_name("gone-11111111", ZONE), srv_record_name("theirs", ZONE)
+    extra = Observed({**o.dns, gone: 1, theirs: 2}, {**o.proxy, "gone-11111111": "h:1", "theirs": "h:2"},
+                     o.processes, o.directories, {**o.dns_owners, gone: UUID(int=5), theirs: None},
+                     {**o.proxy_owners, "gone-11111111": UUID(int=5)})
+    assert findings(game(), extra) == ["orphan_dns", "orphan_proxy"]
 
 
 def test_process_down_is_level2_and_missing_files_level3() -> None:
