@@ -111,7 +111,8 @@ def test_a_failed_deletion_leaves_the_backup_as_it_was(client: TestClient, drive
 def by_hand(make_container: Callable[..., Container]) -> Iterator[tuple[Container, TestClient, Callable[[str], None]]]:
     """A control plane whose operations run only when the test says so (`drive(operation_id)`)."""
     container = make_container(workers=("projections",))
-    pm = ProvisioningManager(container.app, container.db, container.driver, worker_id="t", concurrency=1)
+    pm = ProvisioningManager(container.app, container.db, container.driver, container.edge, worker_id="t",
+                             concurrency=1)
 
     def drive(operation_id: str) -> None:
         assert pm.claim(UUID(operation_id))
