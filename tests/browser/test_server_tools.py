@@ -127,7 +127,7 @@ def test_backup_and_restore(page: Page, owner: tuple[Customer, httpx.Client, str
     # The customer deletes it (an operation: the node agent removes the archive); the list empties.
     backups.get_by_role("button", name=re.compile("^Delete the backup")).click()
     page.locator("#confirm").get_by_role("button", name="Delete backup").click()
-    expect(backups.locator(".backups-message")).to_have_text("Backup deleted.")
+    expect(backups.locator(".backups-message")).to_have_text("No backups yet.")  # once the list is reloaded
     expect(backups.locator('tbody tr[data-status="completed"]')).to_have_count(0)
     poll(lambda: api.get("/api/backups").json()["items"], lambda items: items == [])  # the read model follows
 
