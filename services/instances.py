@@ -27,7 +27,7 @@ from domain.operation import Operation, OperationKind
 from domain.text import check_text
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
-from services.quotas import UNLIMITED, Quotas
+from services.quotas import UNLIMITED, Quotas, take_instance_slot
 
 
 def fingerprint(route: str, body: dict[str, Any]) -> str:
@@ -79,7 +79,7 @@ def request_instance(
             owner_id=owner_id, fingerprint=print_, params=body,
         )
         quota = quotas.instances(app, owner_id)
-        quota.take(instance_id, quotas.instances_per_user)
+        take_instance_slot(app, quota, instance_id, quotas.instances_per_user)
         try:
             recordings = app.save(operation, instance, claim, quota)
         except IntegrityError:

@@ -39,7 +39,7 @@ from services.infrastructure.log_following import LogFollower
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
-from services.quotas import release
+from services.quotas import free_slot, release
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,8 @@ class ProvisioningManager:
         instance.mark_deleted(operation.id)
         claim: NameClaim = self.app.repository.get(NameClaim.create_id(instance.owner_id, instance.name))
         claim.release(instance.id)
-        self._save(operation, instance, claim, *release(self.app, INSTANCES, str(instance.owner_id), instance.id))
+        self._save(operation, instance, claim)
+        free_slot(self.app, INSTANCES, str(instance.owner_id), instance.id)  # the owner may be creating meanwhile
 
     def _delete_backup(self, operation: Operation, instance: Instance) -> None:
         """The node agent removes the archive; then the backup is `deleted` and its quota slot free."""

@@ -25,7 +25,7 @@ from services.instances import request_instance
 from services.quotas import Quotas
 from services.support import open_ticket
 from services.users import Principal, create_user
-from tests.integration.conftest import ADMIN_TOKEN, auth
+from tests.integration.conftest import ADMIN_TOKEN, auth, poll
 from tests.integration.test_api import GAME, assert_problem, create, make_customer, wait_operation
 
 
@@ -99,6 +99,28 @@ def test_instances_quota_over_http(make_container: Callable[..., Container]) -> 
         deleted = client.delete(f"/api/instances/{first.json()['instance_id']}", headers=alice).json()
         assert wait_operation(client, alice, deleted["operation_id"])["phase"] == "succeeded"
         assert create(client, alice, "k4", {**GAME, "name": "three"}).status_code == 202  # the slot is free again
+
+
+def test_a_slot_a_crash_left_behind_is_reclaimed_at_the_limit(make_container: Callable[..., Container]) -> None:
+    """The slot of a deleted instance is freed right after the deletion; if a crash came in between, the next
+    create at the limit frees it."""
+    container = make_container(max_instances_per_user=1)
+    with TestClient(create_app(container)) as client:
+        alice = make_customer(client, "alice@example.com")
+        first = create(client, alice, "k1", {**GAME, "name": "one"}).json()
+        wait_operation(client, alice, first["operation_id"])
+        deleted = client.delete(f"/api/instances/{first['instance_id']}", headers=alice).json()
+        assert wait_operation(client, alice, deleted["operation_id"])["phase"] == "succeeded"
+        owner = UUID(client.get("/api/me", headers=alice).json()["id"])
+        quota_id = Quota.create_id(INSTANCES, str(owner))
+        poll(lambda: container.app.find(quota_id, Quota).held, lambda held: held == [])  # freed after the deletion
+        quota = container.app.find(quota_id, Quota)
+        quota.take(UUID(first["instance_id"]), None)  # as if the worker had crashed before freeing it
+        container.app.save(quota)
+        assert create(client, alice, "k2", {**GAME, "name": "two"}).status_code == 202
+        quota = container.app.find(Quota.create_id(INSTANCES, str(owner)), Quota)
+        assert quota is not None and len(quota.held) == 1
+        assert_problem(create(client, alice, "k3", {**GAME, "name": "three"}), 409, "quota_exceeded")
 
 
 def test_instances_from_before_quotas_count(make_container: Callable[..., Container]) -> None:
