@@ -25,9 +25,9 @@ INSTANCES, BACKUPS, TICKETS = "instances", "backups", "tickets"
 
 #: What a customer is told when a quota is reached, by kind ({limit} is filled in).
 MESSAGES = {
-    INSTANCES: "you already have {limit} servers, the most one customer may have; delete one to make room",
-    BACKUPS: "this server already keeps {limit} backups, the most allowed per server; delete one to make room",
-    TICKETS: "you have opened {limit} support tickets today (UTC), the most per day; reply to an open ticket "
+    INSTANCES: "you have reached the limit of {limit} servers per customer; delete one to make room",
+    BACKUPS: "this server has reached the limit of {limit} backups per server; delete one to make room",
+    TICKETS: "you have reached the limit of {limit} new support tickets a day (UTC); reply to an open ticket "
              "instead, or open a new one tomorrow",
 }
 

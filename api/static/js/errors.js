@@ -81,9 +81,9 @@ const MESSAGES = {
 };
 
 const QUOTAS = {
-  instances: (n) => `You already have ${n} servers, the most one account may have. Delete one to make room.`,
-  backups: (n) => `This server already keeps ${n} backups, the most allowed. Delete one to make room.`,
-  tickets: (n) => `You have opened ${n} tickets today, the most per day. Reply to an open ticket, `
+  instances: (n) => `You have reached the limit of ${n} servers per account. Delete one to make room.`,
+  backups: (n) => `This server has reached the limit of ${n} backups. Delete one to make room.`,
+  tickets: (n) => `You have reached the limit of ${n} new support tickets a day. Reply to an open ticket, `
     + 'or open a new one tomorrow.',
 };
 
