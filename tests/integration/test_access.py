@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from domain.user import TokenRevokedError, User
+from domain.user import Credential, TokenRevokedError, User
 from services.access import token_id
 from services.bootstrap import Container
 from services.infrastructure.database import DatabaseURL
@@ -178,6 +179,33 @@ def test_operators_disable_and_enable_users(client: TestClient, container: Conta
     assert_problem(client.post(f"/api/admin/users/{alice_id}/disable", headers=alice), 403, "forbidden")
     assert_problem(client.post("/api/admin/users/00000000-0000-0000-0000-000000000000/disable", headers=admin),
                    404, "not_found")
+
+
+def test_tokens_from_an_old_log_still_authenticate(client: TestClient, container: Container) -> None:
+    """A log written before tokens had names, scopes and expiry: `User.TokenIssued` and `Credential.Issued`
+    version 1, stored as the old code stored them. Such a token authenticates as a full token."""
+    user = User(email="old@example.com", admin=False)
+    user._token_issued(token_hash=hash_token("old-token"))
+    credential = Credential(token_hash=hash_token("old-token"), user_id=user.id, name="", scope="", expires_at=None)
+    stored = [container.app.mapper.to_stored_event(e) for e in (*user.collect_events(), *credential.collect_events())]
+    legacy = []
+    for event in stored:
+        state = json.loads(event.state)
+        if event.topic == Credential.Issued.TOPIC:
+            for field in ("name", "scope", "expires_at", "class_version"):
+                del state[field]
+        legacy.append(StoredEvent(event.originator_id, event.originator_version, event.topic,
+                                  json.dumps(state).encode()))
+    container.app.recorder.insert_events(legacy)
+    old = auth("old-token")
+    me = client.get("/api/me", headers=old).json()  # at once: from the store if the read model is behind
+    assert (me["email"], me["scope"]) == ("old@example.com", "full")
+    listed = poll(lambda: client.get("/api/tokens", headers=old).json()["items"], lambda items: len(items) == 1)
+    assert (listed[0]["name"], listed[0]["scope"], listed[0]["expires_at"]) == ("API token", "full", None)
+    assert client.post("/api/support/create", json={"subject": "s", "message": "m", "instance_id": None},
+                       headers=old).status_code == 201  # full scope
+    assert client.delete(f"/api/tokens/{listed[0]['id']}", headers=old).status_code == 204
+    assert client.get("/api/me", headers=old).status_code == 401
 
 
 @pytest.fixture
