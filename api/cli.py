@@ -50,10 +50,14 @@ def _setup_logging() -> None:
 
 @cli.command()
 def migrate() -> None:
-    """Create or upgrade every table (idempotent; safe to run concurrently)."""
+    """Create or upgrade every table: numbered steps once each, read models rebuilt when their version changed.
+
+    Idempotent and safe to run concurrently (an advisory lock on PostgreSQL, a file lock on SQLite).
+    """
     from services.infrastructure.migrations import migrate as run_migrate
 
-    run_migrate(DatabaseURL.parse(_settings().database_url))
+    for line in run_migrate(DatabaseURL.parse(_settings().database_url)):
+        typer.echo(line)
     typer.echo("migrated")
 
 

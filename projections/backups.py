@@ -12,6 +12,7 @@ TABLE = "rm_backups"
 
 class BackupsProjection(Projection):
     name = "backups"
+    version = 2  # 2: deletions (`deleting`, back after a failed one), and each customer's backups by owner
     tables = (
         Table(
             TABLE,

@@ -49,6 +49,8 @@ class Projection(ABC):
     name: str
     tables: tuple[Table, ...]
     topics: frozenset[str]
+    #: Bump whenever the tables or what `apply` writes change: `zlh migrate` then rebuilds the read model.
+    version: int = 1
 
     @abstractmethod
     def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:

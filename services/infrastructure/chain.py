@@ -4,9 +4,10 @@ The chain lives in a side table, ``zlh_event_hashes``, one row per stored event:
 
     (originator_id, originator_version, prev_hash, hash)   PRIMARY KEY (originator_id, originator_version)
 
-and is written by the application recorders below **in the same transaction that inserts the
-events**, from the bytes actually stored (topic and encoded, possibly compressed or encrypted,
-state), so it is independent of the domain classes and of every read model.
+and is written **in the same transaction that inserts the events**, from the bytes actually stored
+(topic and encoded, possibly compressed or encrypted, state), so it is independent of the domain
+classes and of every read model. The library's own insert path is used as it is (no private method
+of it is overridden), and the database itself makes sure no event is stored without its link:
 
 Canonical layout of one link (all integers big-endian)::
 
@@ -23,15 +24,19 @@ whose predecessor exists but has no hash row (a database written before chaining
 new chain at :data:`GENESIS` too; :func:`services.audit.verify_stream` reports the versions before
 it as *unchained*, never as verified.
 
-Events of one stream inside one insert batch are chained in version order. The predecessor's hash
-is read in the inserting transaction after the events table's ``EXCLUSIVE`` lock is taken
-(PostgreSQL; SQLite has one writer at a time), so concurrent appenders cannot fork a chain: the
-loser of a version race fails on a primary key, as it always has.
+- **PostgreSQL** computes the links itself, in a statement-level ``AFTER INSERT`` trigger on the
+  events table (:func:`postgres_chain_ddl`, the same layout in SQL): whatever inserts an event, the
+  library's path, a future version's or a hand-written INSERT, gets its link in that transaction.
+  It runs after the library has taken the events table's ``EXCLUSIVE`` lock, so the predecessors it
+  reads are final and concurrent appenders cannot fork a chain.
+- **SQLite** has no SHA-256: :class:`ChainedSQLiteApplicationRecorder` computes the links in Python
+  (:func:`event_hash`) and writes them right before the events, through the library's public
+  ``insert_events_statement``; a ``BEFORE INSERT`` trigger (:func:`sqlite_chain_ddl`) refuses any event
+  that arrives without its hash row, so no other path can store an event unchained.
 
-SQLite computes the links in Python (:func:`event_hash`). PostgreSQL computes them in the one
-``INSERT`` statement that also reads the predecessors (``_SQL_LINK``, the same layout), because a
-read-then-write round trip while holding the table lock cost ~1.8x write throughput under 8
-concurrent writers, against ~1.2x this way. Verification is always the Python :func:`event_hash`.
+Events of one stream inside one insert batch are chained in version order; the loser of a version
+race fails on a primary key, as it always has. Verification is always the Python :func:`event_hash`.
+The DDL (table and triggers) is made by ``zlh migrate`` (services.infrastructure.migrations).
 
 What this does *not* protect (no secret key is involved): anybody who can write to the database
 can recompute a whole chain after editing it, and can cut a stream's tail (its last events and
@@ -50,10 +55,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
-from psycopg import Cursor
-from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier, Literal
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 HASHES_TABLE = "zlh_event_hashes"
 GENESIS = "0" * 64
@@ -122,7 +125,14 @@ def chain_rows(
 
 
 class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
-    """The library's SQLite recorder, plus a hash row per event written in the insert's transaction."""
+    """The library's SQLite recorder, inserting each batch's hash rows first, in the same transaction.
+
+    SQLite has no SHA-256 of its own, so the links are computed here (`event_hash`) and written just
+    before the events, through the library's public `insert_events_statement`. The database guards
+    the rule itself: the trigger `zlh_chain_guard` (made by `zlh migrate`) refuses any event that
+    arrives without its hash row, so no other insert path, a library upgrade's included, can store
+    an event unchained.
+    """
 
     hashes_table_name = HASHES_TABLE
 
@@ -143,35 +153,37 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             f"SELECT originator_id FROM {self.events_table_name} UNION SELECT originator_id FROM {t}"
         )
 
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), (
-            f"CREATE TABLE IF NOT EXISTS {self.hashes_table_name} ("
-            "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL, "
-            "prev_hash TEXT NOT NULL, hash TEXT NOT NULL, "
-            "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID"
-        )]
-
     def _db_id(self, originator_id: UUID | str) -> str:
         return originator_id.hex if isinstance(originator_id, UUID) else originator_id
 
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        # The events go in first: that takes SQLite's write lock, so nothing can append between
-        # reading a predecessor's hash and writing its successor's.
-        notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        if stored_events:
-            stored: dict[tuple[Hashable, int], str] = {}
-            for oid, version in predecessors_to_read(stored_events):
-                c.execute(self.select_hash_statement, (self._db_id(oid), version))  # type: ignore[arg-type]
-                row = c.fetchone()
-                if row is not None:
-                    stored[(oid, version)] = row["hash"]
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """Hash rows, then events, in one transaction; the events' notification ids, as the library returns.
+
+        The predecessors' hashes are read first, in a read transaction of their own: a predecessor (version
+        N - 1 of a stream we append version N to) was committed before its aggregate could be loaded, so it
+        is final; and a write transaction that starts with a write waits for SQLite's lock (busy timeout)
+        where one that read first would fail at once with "database is locked".
+        """
+        stored: dict[tuple[Hashable, int], str] = {}
+        wanted = predecessors_to_read(stored_events)
+        if wanted:
+            with self.datastore.transaction(commit=False) as c:
+                for oid, version in wanted:
+                    c.execute(self.select_hash_statement, (self._db_id(oid), version))  # type: ignore[arg-type]
+                    row = c.fetchone()
+                    if row is not None:
+                        stored[(oid, version)] = row["hash"]
+        with self.datastore.transaction(commit=True) as c:
             c.executemany(self.insert_hashes_statement, [
                 (self._db_id(r.originator_id), r.originator_version, r.prev_hash, r.hash)
                 for r in chain_rows(stored_events, stored)
             ])
-        return notification_ids
+            notification_ids = []
+            for s in stored_events:
+                c.execute(self.insert_events_statement,
+                          (self._db_id(s.originator_id), s.originator_version, s.topic, s.state))
+                notification_ids.append(c.lastrowid)
+            return notification_ids
 
     def select_chain(self, originator_id: UUID | str) -> list[ChainEntry]:
         """Every event and hash row of a stream, by version, read in one snapshot."""
@@ -185,6 +197,20 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(self.select_stream_ids_statement)
             return [self.convert_originator_id(row["originator_id"]) for row in c.fetchall()]
+
+
+def sqlite_chain_ddl(events_table: str = "stored_events") -> list[str]:
+    """The hash table and the guard that refuses an event stored without its hash row (SQLite)."""
+    return [
+        f"CREATE TABLE IF NOT EXISTS {HASHES_TABLE} ("
+        "originator_id TEXT NOT NULL, originator_version INTEGER NOT NULL, "
+        "prev_hash TEXT NOT NULL, hash TEXT NOT NULL, "
+        "PRIMARY KEY (originator_id, originator_version)) WITHOUT ROWID",
+        "CREATE TRIGGER IF NOT EXISTS zlh_chain_guard BEFORE INSERT ON " + events_table + " "
+        f"WHEN NOT EXISTS (SELECT 1 FROM {HASHES_TABLE} h WHERE h.originator_id = NEW.originator_id "
+        "AND h.originator_version = NEW.originator_version) "
+        "BEGIN SELECT RAISE(ABORT, 'zlh: an event must be stored with its hash row (zlh_event_hashes)'); END",
+    ]
 
 
 #: `event_hash` in SQL, for one row `{e}` (originator_id, originator_version, topic, state) and `{prev}`.
@@ -201,55 +227,68 @@ _SQL_LINK = (
 )
 
 
+def postgres_chain_ddl(schema: str, events_table: str) -> list[SQL | Composed]:
+    """The hash table, and a statement-level trigger that chains every batch the events table receives.
+
+    The trigger sees the inserted rows as a transition table and links them in one set-based statement:
+    `anchors` are the batch's events whose predecessor is not in the batch (their prev_hash is the stored
+    hash of version - 1, or genesis); the recursion walks on through the batch. It runs inside the
+    inserting transaction, after the library has locked the events table (EXCLUSIVE), so the predecessors
+    it reads are final and concurrent appenders cannot fork a chain. Any insert path gets chained: the
+    library's, a future version's, or a hand-written INSERT.
+    """
+    fmt = {"schema": Identifier(schema), "events": Identifier(events_table), "hashes": Identifier(HASHES_TABLE),
+           "genesis": Literal(GENESIS)}
+    link_anchor = _SQL_LINK.format(prev="c.prev_hash", e="c")
+    link_next = _SQL_LINK.format(prev="l.hash", e="b")
+    return [
+        SQL("CREATE TABLE IF NOT EXISTS {schema}.{hashes} ("
+            "originator_id uuid NOT NULL, originator_version bigint NOT NULL, "
+            "prev_hash text NOT NULL, hash text NOT NULL, "
+            "PRIMARY KEY (originator_id, originator_version))").format(**fmt),
+        SQL("CREATE OR REPLACE FUNCTION {schema}.zlh_chain_batch() RETURNS trigger LANGUAGE plpgsql AS $fn$ "
+            "BEGIN "
+            "WITH RECURSIVE chain AS ("
+            " SELECT b.*, coalesce(("
+            "  SELECT h.hash FROM {schema}.{hashes} h"
+            "  WHERE h.originator_id = b.originator_id AND h.originator_version = b.originator_version - 1"
+            " ), {genesis}) AS prev_hash"
+            " FROM inserted b WHERE NOT EXISTS ("
+            "  SELECT 1 FROM inserted p WHERE p.originator_id = b.originator_id"
+            "  AND p.originator_version = b.originator_version - 1)"
+            "), linked AS ("
+            " SELECT c.originator_id, c.originator_version, c.prev_hash, " + link_anchor + " AS hash FROM chain c"
+            " UNION ALL"
+            " SELECT b.originator_id, b.originator_version, l.hash, " + link_next + " FROM linked l JOIN inserted b"
+            " ON b.originator_id = l.originator_id AND b.originator_version = l.originator_version + 1"
+            ") INSERT INTO {schema}.{hashes} (originator_id, originator_version, prev_hash, hash)"
+            " SELECT originator_id, originator_version, prev_hash, hash FROM linked"
+            " ON CONFLICT (originator_id, originator_version) DO NOTHING; "
+            "RETURN NULL; "
+            "END $fn$").format(**fmt),
+        SQL("DROP TRIGGER IF EXISTS zlh_chain ON {schema}.{events}").format(**fmt),
+        SQL("CREATE TRIGGER zlh_chain AFTER INSERT ON {schema}.{events} REFERENCING NEW TABLE AS inserted "
+            "FOR EACH STATEMENT EXECUTE FUNCTION {schema}.zlh_chain_batch()").format(**fmt),
+    ]
+
+
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, plus a hash row per event written in the insert's transaction."""
+    """The library's PostgreSQL recorder, unchanged for writes (the database chains every insert: see
+    `postgres_chain_ddl`), plus the two reads the auditors need."""
 
     hashes_table_name = HASHES_TABLE
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         if self.datastore.enable_db_functions:
-            # That insert path never calls `_insert_events`: events would be stored unchained.
+            # That insert path takes no table lock: concurrent appenders could then fork a chain.
             raise ProgrammingError("the hash chain needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         self.check_identifier_length(self.hashes_table_name)
         fmt = {
             "schema": Identifier(self.datastore.schema),
             "events": Identifier(self.events_table_name),
             "hashes": Identifier(self.hashes_table_name),
-            "id_type": Identifier(self.datastore.originator_id_type),
         }
-        self.sql_create_statements.append(SQL(
-            "CREATE TABLE IF NOT EXISTS {schema}.{hashes} ("
-            "originator_id {id_type} NOT NULL, originator_version bigint NOT NULL, "
-            "prev_hash text NOT NULL, hash text NOT NULL, "
-            "PRIMARY KEY (originator_id, originator_version))"
-        ).format(**fmt))
-        # The chain for a whole batch in one statement (no round trip while the table lock is held):
-        # `anchors` are the batch's events whose predecessor is not in the batch (their prev_hash is
-        # the stored hash of version - 1, or genesis), the recursion walks on through the batch.
-        self.insert_chain_statement = SQL(
-            "WITH RECURSIVE batch AS ("
-            " SELECT * FROM unnest(%s::{id_type}[], %s::bigint[], %s::text[], %s::bytea[])"
-            " AS b(originator_id, originator_version, topic, state)"
-            "), chain AS ("
-            " SELECT b.*, coalesce(("
-            "  SELECT h.hash FROM {schema}.{hashes} h"
-            "  WHERE h.originator_id = b.originator_id AND h.originator_version = b.originator_version - 1"
-            " ), {genesis}) AS prev_hash"
-            " FROM batch b WHERE NOT EXISTS ("
-            "  SELECT 1 FROM batch p WHERE p.originator_id = b.originator_id"
-            "  AND p.originator_version = b.originator_version - 1)"
-            "), linked AS ("
-            " SELECT c.originator_id, c.originator_version, c.prev_hash, " + _SQL_LINK.format(prev="c.prev_hash", e="c")
-            + " AS hash FROM chain c"
-            " UNION ALL"
-            " SELECT b.originator_id, b.originator_version, l.hash, " + _SQL_LINK.format(prev="l.hash", e="b")
-            + " FROM linked l JOIN batch b"
-            " ON b.originator_id = l.originator_id AND b.originator_version = l.originator_version + 1"
-            ") INSERT INTO {schema}.{hashes} (originator_id, originator_version, prev_hash, hash)"
-            " SELECT originator_id, originator_version, prev_hash, hash FROM linked"
-            " ON CONFLICT (originator_id, originator_version) DO NOTHING"
-        ).format(genesis=Literal(GENESIS), **fmt)
         self.select_chain_statement = SQL(
             "SELECT 'e' AS kind, originator_version, topic, state, NULL::text AS prev_hash, NULL::text AS hash "
             "FROM {schema}.{events} WHERE originator_id = %s "
@@ -259,25 +298,6 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         self.select_stream_ids_statement = SQL(
             "SELECT originator_id FROM {schema}.{events} UNION SELECT originator_id FROM {schema}.{hashes}"
         ).format(**fmt)
-
-    def _insert_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
-        # `insert_events` calls this first thing in the inserting transaction (pipeline mode), before
-        # the library locks the events table and inserts the events in that same transaction. Take
-        # that EXCLUSIVE lock now (taking it again later is a no-op), so the predecessors read by the
-        # statement are final. An error here or in the statement rolls the whole transaction back.
-        # A hash row that exists already (ON CONFLICT DO NOTHING) means its event normally does too,
-        # and the library's events INSERT, last in the pipeline, fails on its key exactly as before:
-        # letting *this* statement fail instead, ahead of the library's prepared LOCK statements,
-        # left pooled connections failing later with 'prepared statement "_pg3_N" does not exist'
-        # (psycopg 3.3 pipeline mode). With no event (one was deleted), the old row stays as evidence.
-        super()._insert_events(curs, stored_events, **kwargs)
-        if not stored_events:
-            return
-        self._lock_table(curs)
-        curs.execute(self.insert_chain_statement, (
-            [s.originator_id for s in stored_events], [s.originator_version for s in stored_events],
-            [s.topic for s in stored_events], [s.state for s in stored_events],
-        ), prepare=True)
 
     def select_chain(self, originator_id: UUID | str) -> list[ChainEntry]:
         """Every event and hash row of a stream, by version, read in one snapshot (one statement)."""

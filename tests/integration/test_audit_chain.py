@@ -184,18 +184,52 @@ def test_known_limit_cutting_a_tail_with_its_hash_rows_goes_unnoticed(app: ZLH, 
     assert result.ok and result.checked == 4 and result.head != head
 
 
+def plain_recorder_app(url: DatabaseURL) -> ZLH:
+    """The library's own recorder on the same database: no chaining code of ours on the insert path."""
+    legacy = ZLH(env={k: v for k, v in store_env(url).items() if k != "APPLICATION_RECORDER_TOPIC"})
+    assert type(legacy.recorder).__name__ in ("SQLiteApplicationRecorder", "PostgresApplicationRecorder")
+    return legacy
+
+
+def test_no_event_can_be_stored_without_its_hash_whatever_the_insert_path(database_url: str) -> None:
+    """PostgreSQL chains any insert itself; SQLite refuses an event that arrives without its hash row."""
+    url = DatabaseURL.parse(database_url)
+    migrate(url)
+    plain = plain_recorder_app(url)
+    note = Note(uuid4())
+    note.save("written by the library's plain insert path", expected=0)
+    try:
+        if url.dialect == "sqlite":
+            with pytest.raises(IntegrityError, match="must be stored with its hash row"):
+                plain.save(note)
+            assert plain.find(note.id, Note) is None  # nothing stored
+            return
+        plain.save(note)
+        execute(database_url, "INSERT INTO zlh_events (originator_id, originator_version, topic, state) "
+                "VALUES (?, 3, 'zlh.Note.Saved', 'raw')", (str(note.id),))
+    finally:
+        plain.close()
+    app = ZLH(env=store_env(url))
+    try:
+        result = verify_stream(app, note.id)
+        assert result.ok and result.checked == 3  # every link written by the database, every one verifies
+    finally:
+        app.close()
+
+
 def test_streams_stored_before_chaining_are_unchained_not_broken(database_url: str) -> None:
     url = DatabaseURL.parse(database_url)
     migrate(url)
-    legacy_env = {k: v for k, v in store_env(url).items() if k != "APPLICATION_RECORDER_TOPIC"}
-    legacy = ZLH(env=legacy_env)  # the library's plain recorder: what wrote every event before this change
+    chain_ddl = "DROP TRIGGER zlh_chain ON zlh_events" if url.dialect == "postgres" else "DROP TRIGGER zlh_chain_guard"
+    execute(database_url, chain_ddl)  # as before chaining existed
+    legacy = plain_recorder_app(url)  # the library's plain recorder: what wrote every event before chaining
     try:
-        assert type(legacy.recorder).__name__ in ("SQLiteApplicationRecorder", "PostgresApplicationRecorder")
         note = Note(uuid4())
         note.save("old", expected=0)
         legacy.save(note)
     finally:
         legacy.close()
+    reinstall_chain(url)
     app = ZLH(env=store_env(url))
     try:
         result = verify_stream(app, note.id)
@@ -271,6 +305,21 @@ def test_cli_verifies_a_stream_and_the_whole_log(database_url: str, tmp_path: Pa
     garbage = zlh(database_url, tmp_path, "audit", "stream", stream_id, "--verify")
     assert garbage.returncode == 1 and "broken at version 1" in garbage.stderr
     assert "undecodable" in json.loads(garbage.stdout.splitlines()[0])["error"]
+
+
+def reinstall_chain(url: DatabaseURL) -> None:
+    """What migration step 4 does on a database made before chaining: the table (kept) and the trigger."""
+    from services.infrastructure.chain import postgres_chain_ddl, sqlite_chain_ddl
+    from services.infrastructure.database import ReadModelDB
+
+    db = ReadModelDB(url, pool_size=1)
+    try:
+        with db.transaction() as cur:
+            for statement in (postgres_chain_ddl("public", "zlh_events") if url.dialect == "postgres"
+                              else sqlite_chain_ddl()):
+                cur.execute(statement)  # type: ignore[arg-type]
+    finally:
+        db.close()
 
 
 def _raw_state(database_url: str, stream_id: UUID, version: int) -> bytes:
