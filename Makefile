@@ -1,9 +1,10 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both install what they need first.
+# `make test-fast` is the inner loop: the domain, the use cases and the API contract, in memory, in well under a minute.
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-compare clean chromium wrk
+.PHONY: run test test-fast lint bench bench-compare clean chromium wrk tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +15,20 @@ $(BIN)/.installed: pyproject.toml
 run: $(BIN)/.installed
 	$(BIN)/zlh serve
 
-test: $(BIN)/.installed chromium
+# Independent test files run on two processes (pytest-xdist); every test has its own databases and ports.
+test: $(BIN)/.installed tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The browser tests (tests/browser/) drive Debian's Chromium; Playwright never downloads a browser here.
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest --fast -n 2 -q tests/unit tests/property tests/integration
+
+# Debian tools the tests drive: Chromium for the browser tests (Playwright never downloads a browser here),
+# promtool and the blackbox exporter for the Prometheus files (tests/unit/test_ops_files.py).
+tools: chromium
+	command -v promtool >/dev/null 2>&1 && command -v prometheus-blackbox-exporter >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-blackbox-exporter)
+
 chromium:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 

@@ -10,11 +10,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 from eventsourcing.persistence import Recording
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.bootstrap import Container
 from services.infrastructure import dead_letters, logs
@@ -52,23 +52,41 @@ CONTROLLER_LAST_PASS = Gauge("zlh_controller_last_pass_timestamp_seconds", "When
 def install(app: FastAPI, container: Container) -> None:
     if _count_events not in container.app.on_saved:
         container.app.on_saved.append(_count_events)
+    app.add_middleware(RequestMetrics)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+
+class RequestMetrics:
+    """Pure ASGI middleware: a request id for the logs and the `X-Request-ID` header, and the request's
+    count and latency by route template (known once the router has matched, from `scope["route"]`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        incoming = request.headers.get("x-request-id", "")
+        incoming = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         rid = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
         token = logs.request_id.set(rid)
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_id)
         finally:
             logs.request_id.reset(token)
-        response.headers["X-Request-ID"] = rid
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        LATENCY.labels(request.method, template).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-        return response
+            template = getattr(scope.get("route"), "path", "unmatched")
+            LATENCY.labels(scope["method"], template).observe(time.perf_counter() - started)
+            REQUESTS.labels(scope["method"], template, str(status)).inc()
 
 
 def _count_events(recordings: list[Recording]) -> None:

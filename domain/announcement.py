@@ -45,13 +45,20 @@ class Announcement(Aggregate):
 
     @classmethod
     def publish(cls, level: str, title: str, body: str, user_id: UUID | None, starts_at: datetime | None,
-                ends_at: datetime | None, source: str) -> Announcement:
-        """A new announcement, once its texts are storable and its window is valid."""
+                ends_at: datetime | None, source: str, announcement_id: UUID | None = None) -> Announcement:
+        """A new announcement, once its texts are storable and its window is valid.
+
+        `announcement_id` makes publishing idempotent (a process manager derives it from the event that
+        calls for the announcement, so a replay collides in the store instead of announcing twice).
+        """
         check_text("title", title)
         check_text("body", body)
         cls.check_window(starts_at, ends_at)
-        return cls(level=level, title=title, body=body, user_id=user_id, starts_at=starts_at, ends_at=ends_at,
-                   source=source)
+        fields = {"level": level, "title": title, "body": body, "user_id": user_id, "starts_at": starts_at,
+                  "ends_at": ends_at, "source": source}
+        if announcement_id is not None:
+            return cls._create(cls.Published, id=announcement_id, **fields)
+        return cls(**fields)
 
     @event(Published)
     def __init__(self, level: str, title: str, body: str, user_id: UUID | None, starts_at: datetime | None,

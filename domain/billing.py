@@ -266,7 +266,9 @@ class BillingAccount(Aggregate):
         next_step_at: datetime | None
 
     class InvoiceFactRecorded(Event):
-        """`anchor` and `next_step_at` are what the facts now say (derived, carried for the read side)."""
+        """`anchor` and `next_step_at` are what the facts now say (derived, carried for the read side);
+        `merged_*` is what the account now knows of the invoice, this fact merged with the earlier ones (None
+        in events recorded before it was carried: replaying those merges them again)."""
 
         TOPIC = "zlh.BillingAccount.InvoiceFactRecorded"
         stripe_event_id: str
@@ -276,6 +278,9 @@ class BillingAccount(Aggregate):
         failed: bool
         anchor: datetime | None
         next_step_at: datetime | None
+        merged_status: str | None = None
+        merged_failed_at: datetime | None = None
+        merged_settled_at: datetime | None = None
 
     class SubscriptionStatusRecorded(Event):
         TOPIC = "zlh.BillingAccount.SubscriptionStatusRecorded"
@@ -355,10 +360,12 @@ class BillingAccount(Aggregate):
         if fact["kind"] == "invoice":
             failed = bool(fact["failed"])
             merged = fold([_invoice_fact(fact["invoice_id"], fact["status"], failed, occurred_at)], self.invoices)
-            anchor = anchor_of(merged)
+            anchor, invoice = anchor_of(merged), merged[fact["invoice_id"]]
             self._invoice_fact_recorded(stripe_event_id=stripe_id, invoice_id=fact["invoice_id"],
                                         status=fact["status"], occurred_at=occurred_at, failed=failed, anchor=anchor,
-                                        next_step_at=schedule.next_step_at(self.state, anchor))
+                                        next_step_at=schedule.next_step_at(self.state, anchor),
+                                        merged_status=invoice.status, merged_failed_at=invoice.failed_at,
+                                        merged_settled_at=invoice.settled_at)
         elif fact["kind"] == "subscription":
             self._subscription_status_recorded(stripe_event_id=stripe_id, subscription_id=fact["subscription_id"],
                                                status=fact["status"], occurred_at=occurred_at)
@@ -395,9 +402,15 @@ class BillingAccount(Aggregate):
 
     @event(InvoiceFactRecorded)
     def _invoice_fact_recorded(self, stripe_event_id: str, invoice_id: str, status: str, occurred_at: datetime,
-                               failed: bool, anchor: datetime | None, next_step_at: datetime | None) -> None:
+                               failed: bool, anchor: datetime | None, next_step_at: datetime | None,
+                               merged_status: str | None = None, merged_failed_at: datetime | None = None,
+                               merged_settled_at: datetime | None = None) -> None:
         self.seen.add(stripe_event_id)
-        self.invoices = fold([_invoice_fact(invoice_id, status, failed, occurred_at)], self.invoices)
+        if merged_status is None:  # recorded before the merged fact was carried: merge it as it was then
+            self.invoices = fold([_invoice_fact(invoice_id, status, failed, occurred_at)], self.invoices)
+        else:
+            self.invoices = {**self.invoices,
+                             invoice_id: InvoiceFact(invoice_id, merged_status, merged_failed_at, merged_settled_at)}
 
     @event(SubscriptionStatusRecorded)
     def _subscription_status_recorded(self, stripe_event_id: str, subscription_id: str, status: str,

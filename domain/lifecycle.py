@@ -42,11 +42,6 @@ def check_transition(current: InstanceStatus, target: InstanceStatus) -> None:
         raise IllegalTransitionError(f"an instance cannot go from {current} to {target}")
 
 
-def is_live(status: InstanceStatus) -> bool:
-    """A live instance holds its name; only `deleted` releases it."""
-    return status is not InstanceStatus.DELETED
-
-
 #: Which statuses each operation may start from (besides "no other operation pending").
 ALLOWED_FROM: dict[str, frozenset[InstanceStatus]] = {
     "start": frozenset({S.STOPPED}),

@@ -123,12 +123,6 @@ class Operation(Aggregate):
                          if s["status"] == "succeeded" and s["name"] in ("stop_process", "start_process")]
         return bool(process_steps) and process_steps[-1] == "stop_process"
 
-    def step_result(self, step: str) -> dict[str, Any] | None:
-        for s in self.steps:
-            if s["name"] == step and s["status"] == "succeeded":
-                return s["result"]
-        return None
-
     # Commands.
 
     def claim(self, worker_id: str) -> None:

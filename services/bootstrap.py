@@ -172,7 +172,7 @@ class Container:
         self._listen()
         if "projections" in workers:
             for runner in self.runners.values():
-                self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal.wait)
+                self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal)
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(
                 self.app, self.db, self.driver, self.edge,
@@ -181,22 +181,22 @@ class Container:
                 connect_timeout=self.settings.connect_timeout,
                 concurrency=self.settings.provisioning_concurrency,
             )
-            self._spawn("provisioning", self.provisioning.run, self.app.signal.wait)
+            self._spawn("provisioning", self.provisioning.run, self.app.signal)
             beats = HeartbeatWriter(self.db, self.provisioning.worker_id, self.provisioning.active_operations,
                                     every=heartbeat_every(self.settings.operation_stale_after))
             self._spawn("heartbeats", beats.run, self.stop_event)
         if "notifications" in workers:
             email, alerts = self.channels or build_channels(self.settings)
             self.notifications = NotificationsManager(self.app, self.db, email, alerts)
-            self._spawn("notifications", self.notifications.run, self.app.signal.wait)
+            self._spawn("notifications", self.notifications.run, self.app.signal)
         if "repair" in workers:
             self.repair = RepairWorker(self.app, self.db, self.driver, self.edge, worker_id=self.worker_id("repair"),
                                        stale_after=self.settings.operation_stale_after,
                                        level2=self.settings.controller_level2)
-            self._spawn("repair", self.repair.run, self.app.signal.wait)
+            self._spawn("repair", self.repair.run, self.app.signal)
         if "billing" in workers:
             self.billing = BillingManager(self.app, self.db, self.schedule)
-            self._spawn("billing", self.billing.run, self.app.signal.wait)
+            self._spawn("billing", self.billing.run, self.app.signal)
         self.started |= set(workers)
 
     @property
@@ -210,8 +210,9 @@ class Container:
     def start_controller(self, lock: LeaderLock | None = None) -> Controller:
         """Run the reconciler in a thread of this process; it acts only while it holds the leader lease."""
         s = self.settings
+        lock = lock or build_lock(s.redis_url, s.controller_lease, s.redis_key_prefix)
         self.controller = Controller(
-            self.app, self.db, self.driver, self.edge, lock or build_lock(s.redis_url, s.controller_lease),
+            self.app, self.db, self.driver, self.edge, lock,
             mode=s.controller_mode, interval=s.controller_interval, stale_after=s.operation_stale_after,
             zone=s.dns_zone, holder=self.worker_id("controller"), level2=s.controller_level2,
         )

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///var/zlh.sqlite3"
     redis_url: str | None = None
+    #: Not in the contract: the prefix of every key ZLH keeps in Redis (the leader lock, rate limits), so that
+    #: several installations (staging, production) can share one Redis.
+    redis_key_prefix: str = Field(default="zlh", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     data_dir: str = "var"
     driver: Literal["local", "proxmox"] = "local"
     bootstrap_admin_token: str | None = Field(default=None, repr=False)

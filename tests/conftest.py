@@ -1,4 +1,10 @@
-"""Shared fixtures: real databases per test on SQLite and PostgreSQL, and containers over them."""
+"""Shared fixtures: real databases per test on SQLite and PostgreSQL, and containers over them.
+
+`pytest --fast` is the inner loop (`make test-fast`): every test that takes `database_url` runs once, on the
+in-memory profile (`memory://`: the library's in-memory event store, in-memory SQLite read models); tests that
+need a real database server, a file, a subprocess or a browser (marked `real_services`, or under tests/e2e,
+tests/browser) are deselected. `make test` (CI) runs everything on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -41,10 +47,48 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     drop_database(pg_admin_url, name)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+#: Fixtures that bring real services (servers, processes): a test that uses one is not part of --fast.
+REAL_FIXTURES = frozenset({"pg_url", "pg_admin_url", "redis_test_url", "servers", "local"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fast", action="store_true",
+                     help="the inner loop: the in-memory profile only; tests needing real services are deselected")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    chosen = any("database_url" in m.args[0] for m in metafunc.definition.iter_markers("parametrize"))
+    if "database_url" in metafunc.fixturenames and not chosen:  # a test may name its databases itself
+        profiles = ["memory"] if metafunc.config.getoption("fast") else ["sqlite", "postgres"]
+        metafunc.parametrize("database_url", profiles, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("fast"):
+        return
+    slow_dirs = ("tests/e2e/", "tests/browser/")
+    keep, drop = [], []
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        slow = (item.get_closest_marker("real_services") is not None or item.get_closest_marker("netns") is not None
+                or any(d in item.nodeid for d in slow_dirs)
+                or bool(fixtures & REAL_FIXTURES) or params.get("backend") in ("local", "agent"))
+        (drop if slow else keep).append(item)
+    items[:] = keep
+    config.hook.pytest_deselected(items=drop)
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test using this runs once on SQLite and once on PostgreSQL."""
-    if request.param == "sqlite":
+    """Each test using this runs once on SQLite and once on PostgreSQL (with --fast: once, in memory)."""
+    if request.param == "memory":
+        from services.infrastructure.database import drop_memory_database
+
+        name = f"{request.node.name}-{id(request)}"
+        yield f"memory://{name}"
+        drop_memory_database(name)
+    elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/zlh.sqlite3"
     else:
         yield request.getfixturevalue("pg_url")

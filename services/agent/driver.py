@@ -256,10 +256,6 @@ class LocalDriver:
         except OSError:
             return False
 
-    def process_running(self, spec: InstanceSpec) -> bool:
-        """Whether the instance's stand-in process is alive (on whatever port)."""
-        return self._standin_pid(spec) is not None
-
     # -- InstanceDriver: lifecycle ----------------------------------------------------------------
 
     def stop_process(self, spec: InstanceSpec, timeout: float = 10.0) -> None:

@@ -4,6 +4,11 @@ SQL is written once with `%s` placeholders and portable types (TEXT, BIGINT,
 INTEGER); on SQLite the placeholders become `?`. Write transactions are
 serialized per database (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: row locks taken
 by the callers with `FOR UPDATE`).
+
+`memory://NAME` is the in-memory profile of the fast tests: the event store is the
+library's in-memory recorder and the read models live in one in-memory SQLite
+database per NAME, shared by every `ReadModelDB` of the process and serialized by a
+lock (one connection, so nothing of SQLite's shared-cache locking is involved).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlparse
 
-Dialect = Literal["sqlite", "postgres"]
+Dialect = Literal["sqlite", "postgres", "memory"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class DatabaseURL:
 
     @classmethod
     def parse(cls, url: str) -> DatabaseURL:
+        if url.startswith("memory://"):
+            return cls(dialect="memory", path=url[len("memory://"):] or "default")
         if url.startswith("sqlite:///"):
             path = url[len("sqlite:///") :]
             if not path:
@@ -51,7 +58,7 @@ class DatabaseURL:
                 password=unquote(parsed.password or ""),
                 dbname=(parsed.path or "/").lstrip("/"),
             )
-        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH, postgresql://... or memory://NAME")
 
     def conninfo(self) -> str:
         """A libpq connection string (PostgreSQL only)."""
@@ -77,14 +84,41 @@ def ensure_sqlite_file(url: DatabaseURL) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+_MEMORY: dict[str, tuple[sqlite3.Connection, threading.RLock]] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def _memory_database(name: str) -> tuple[sqlite3.Connection, threading.RLock]:
+    """The process's one connection to the in-memory database `name` (made on first use)."""
+    with _MEMORY_LOCK:
+        if name not in _MEMORY:
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            _MEMORY[name] = (conn, threading.RLock())
+        return _MEMORY[name]
+
+
+def drop_memory_database(name: str) -> None:
+    """Forget an in-memory database (a test's, when it is done)."""
+    with _MEMORY_LOCK:
+        entry = _MEMORY.pop(name, None)
+    if entry is not None:
+        entry[0].close()
+
+
 class ReadModelDB:
     """Connections for read models and process-manager positions."""
 
     def __init__(self, url: DatabaseURL, pool_size: int = 4) -> None:
         self.url = url
-        self.dialect: Dialect = url.dialect
+        #: The SQL dialect spoken (the in-memory profile speaks SQLite's).
+        self.dialect: Literal["sqlite", "postgres"] = "postgres" if url.dialect == "postgres" else "sqlite"
+        #: Whether the event log lives in this very database (SQLite files): followers then read it through
+        #: their own transaction (see `read_log_page`).
+        self.holds_the_log = url.dialect == "sqlite"
         self._local = threading.local()
         self._pool: Any = None
+        self._memory: tuple[sqlite3.Connection, threading.RLock] | None = None
         if url.dialect == "postgres":
             from psycopg.rows import dict_row
             from psycopg_pool import ConnectionPool
@@ -97,6 +131,8 @@ class ReadModelDB:
                 open=True,
                 name="zlh-read-models",
             )
+        elif url.dialect == "memory":
+            self._memory = _memory_database(url.path)
         else:
             ensure_sqlite_file(url)
 
@@ -112,26 +148,35 @@ class ReadModelDB:
         return conn
 
     @contextmanager
+    def _sqlite_connection(self) -> Iterator[sqlite3.Connection]:
+        if self._memory is None:
+            yield self._sqlite()
+            return
+        conn, lock = self._memory
+        with lock:
+            yield conn
+
+    @contextmanager
     def transaction(self) -> Iterator[PortableCursor]:
         """A write transaction: commits on success, rolls back on any exception."""
         if self.dialect == "sqlite":
-            conn = self._sqlite()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield PortableCursor(conn.cursor(), "sqlite")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            with self._sqlite_connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield PortableCursor(conn.cursor(), "sqlite", self.holds_the_log)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
         else:
             with self._pool.connection() as conn, conn.transaction():
-                yield PortableCursor(conn.cursor(), "postgres")
+                yield PortableCursor(conn.cursor(), "postgres", False)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Run a read-only query and return its rows as dicts."""
         if self.dialect == "sqlite":
-            cur = self._sqlite().execute(_to_sqlite(sql), tuple(params))
-            return [dict(r) for r in cur.fetchall()]
+            with self._sqlite_connection() as conn:
+                return [dict(r) for r in conn.execute(_to_sqlite(sql), tuple(params)).fetchall()]
         with self._pool.connection() as conn:
             rows = conn.execute(sql, tuple(params)).fetchall()
             conn.rollback()
@@ -149,9 +194,10 @@ class ReadModelDB:
 class PortableCursor:
     """A cursor that takes `%s` placeholders on both dialects and returns dict rows."""
 
-    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+    def __init__(self, cursor: Any, dialect: Literal["sqlite", "postgres"], holds_the_log: bool = False) -> None:
         self._cursor = cursor
         self.dialect = dialect
+        self.holds_the_log = holds_the_log
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PortableCursor:
         if self.dialect == "sqlite":

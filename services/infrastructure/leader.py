@@ -136,5 +136,7 @@ class InProcessLock:
         pass
 
 
-def build_lock(redis_url: str | None, ttl: float) -> LeaderLock:
-    return RedisLeaderLock(redis_url, ttl) if redis_url else InProcessLock(ttl)
+def build_lock(redis_url: str | None, ttl: float, prefix: str = "zlh") -> LeaderLock:
+    """The controller's leader lock: in Redis under `PREFIX:controller:leader`, or in-process without Redis."""
+    key = f"{prefix}:controller:leader"
+    return RedisLeaderLock(redis_url, ttl, key=key) if redis_url else InProcessLock(ttl, key=key)

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 POSITIONS = "zlh_positions"
 #: How many times a follower tries one event before it becomes a dead letter.
 MAX_ATTEMPTS = 3
+#: A failing follower waits the first of these seconds, doubling up to the second, before it tries again.
+BACKOFF = (0.1, 10.0)
 #: Errors of the infrastructure, not of the event: they pause a follower and never count as attempts.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
@@ -71,28 +73,35 @@ def advance_position(cur: PortableCursor, name: str, position: int) -> None:
     )
 
 
+class Wakeup(Protocol):
+    """Wakes a follower when events are appended (`services.infrastructure.store.LogSignal`)."""
+
+    def wait(self, timeout: float, stop: threading.Event | None = None) -> bool: ...
+
+
 def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
-               wait_for_events: Callable[[float], object], after_drain: Callable[[], object] = lambda: None) -> None:
+               wakeup: Wakeup, after_drain: Callable[[], object] = lambda: None) -> None:
     """The loop of every log follower: drain pages, do `after_drain`, wait for news; until `stop`.
 
     Errors are logged and retried with capped exponential backoff, so a database
     outage pauses a follower instead of killing it.
     """
-    backoff = 0.1
+    first, cap = BACKOFF
+    backoff = first
     while not stop.is_set():
         try:
             while not stop.is_set() and drain_page():
                 pass
             after_drain()
-            backoff = 0.1
-            wait_for_events(1.0)
+            backoff = first
+            wakeup.wait(1.0, stop)  # returns at once when `stop` is set, even if its notification came first
         except EventFailedError:  # logged with its attempt count where it failed
             stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, cap)
         except Exception:
             log.exception("%s failed; retrying in %.1fs", name, backoff)
             stop.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, cap)
 
 
 def read_log_page(log_: EventLog, cur: PortableCursor, after: int, limit: int) -> list[Notification]:
@@ -103,7 +112,7 @@ def read_log_page(log_: EventLog, cur: PortableCursor, after: int, limit: int) -
     be waiting for our write lock, so reading through the pool here would deadlock.
     It also gives the page and the position update one consistent snapshot.
     """
-    if cur.dialect == "postgres":
+    if not cur.holds_the_log:
         return list(log_.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False))
     rows = cur.execute(
         f"SELECT rowid AS id, originator_id, originator_version, topic, state FROM {SQLITE_EVENTS} "
@@ -158,9 +167,9 @@ class LogFollower:
     def position(self) -> int:
         return read_position(self.db, self.name)
 
-    def run(self, stop: threading.Event, wait_for_events: Callable[[float], object]) -> None:
+    def run(self, stop: threading.Event, wakeup: Wakeup) -> None:
         """Follow the log until `stop` is set."""
-        follow_log(self.name, stop, self.process_page, wait_for_events, after_drain=self._caught_up)
+        follow_log(self.name, stop, self.process_page, wakeup, after_drain=self._caught_up)
 
     def _caught_up(self) -> None:
         self.retry_dead_letters()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from services.infrastructure.token_usage import create_usage_table
 log = logging.getLogger(__name__)
 
 ADVISORY_LOCK_KEY = 0x7A6C68  # "zlh"
+_MEMORY_MIGRATIONS = threading.Lock()
 MIGRATIONS = "zlh_migrations"
 PROJECTION_VERSIONS = "zlh_projection_versions"
 
@@ -72,6 +74,8 @@ def _dead_letters(ctx: Context) -> None:
 
 def _chain_in_the_database(ctx: Context) -> None:
     """The hash table and the trigger that chains (PostgreSQL) or guards (SQLite) every insert."""
+    if ctx.url.dialect == "memory":
+        return  # the in-memory profile keeps its events in the library's in-memory recorder: nothing to chain
     statements: list = (postgres_chain_ddl("public", EVENTS_TABLE) if ctx.url.dialect == "postgres"
                         else sqlite_chain_ddl(SQLITE_EVENTS))
     with ctx.db.transaction() as cur:
@@ -106,6 +110,9 @@ def _migration_lock(url: DatabaseURL) -> Iterator[None]:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    elif url.dialect == "memory":
+        with _MEMORY_MIGRATIONS:
+            yield
     else:
         path = Path(url.path)
         path.parent.mkdir(parents=True, exist_ok=True)

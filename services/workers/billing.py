@@ -45,7 +45,7 @@ from domain.operation import Operation
 from projections import billing as billing_view
 from projections import instances as instances_view
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import LogFollower
+from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.store import ZLH
 from services.instances import fingerprint
 
@@ -149,9 +149,8 @@ class BillingManager:
                 self._withdraw(announcement_id(account.id, earlier.originator_version))
         level, title, body = notice(transition.state, transition.since, account.anchor, self.schedule)
         ends_at = transition.timestamp + timedelta(days=7) if transition.state == "good_standing" else None
-        announcement = Announcement._create(
-            Announcement.Published, id=announcement_id(account.id, version), level=level, title=title, body=body,
-            user_id=account.user_id, starts_at=None, ends_at=ends_at, source="billing")
+        announcement = Announcement.publish(level, title, body, account.user_id, None, ends_at, "billing",
+                                            announcement_id=announcement_id(account.id, version))
         with contextlib.suppress(IntegrityError):  # announced already: a replay
             self.app.save(announcement)
 
@@ -250,5 +249,5 @@ class BillingManager:
             if not self.reconcile_instances(aid):
                 self._outstanding.add(aid)
 
-    def run(self, wait_for_events: Callable[[float], object]) -> None:
-        self.follower.run(self.stop_event, wait_for_events)
+    def run(self, wakeup: Wakeup) -> None:
+        self.follower.run(self.stop_event, wakeup)

@@ -28,7 +28,7 @@ from domain.delivery import Delivery
 from domain.support import SupportTicket
 from projections import deliveries as deliveries_view
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import LogFollower
+from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.store import ZLH
 from services.notification_ports import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
 from services.workers.billing_messages import billing_messages
@@ -191,5 +191,5 @@ class NotificationsManager:
             self.deliver(UUID(delivery_id))
         return len(ids)
 
-    def run(self, wait_for_events: Callable[[float], object]) -> None:
-        self.follower.run(self.stop_event, wait_for_events)
+    def run(self, wakeup: Wakeup) -> None:
+        self.follower.run(self.stop_event, wakeup)

@@ -35,7 +35,7 @@ from domain.quota import BACKUPS, INSTANCES
 from services.billing import operation_block
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import LogFollower
+from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
@@ -112,9 +112,9 @@ class ProvisioningManager:
         with self._active_lock:
             self._active.discard(operation_id)
 
-    def run(self, wait_for_events: Any) -> None:
+    def run(self, wakeup: Wakeup) -> None:
         """Dispatch until stopped."""
-        self.follower.run(self.stop_event, wait_for_events)
+        self.follower.run(self.stop_event, wakeup)
 
     def stop(self, wait: bool = True) -> None:
         self.stop_event.set()

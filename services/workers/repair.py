@@ -36,7 +36,7 @@ from services.billing import recorded_state
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
 from services.infrastructure.heartbeats import last_beats
-from services.infrastructure.log_following import LogFollower
+from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.store import ZLH
 from services.ports import DriverError, InstanceDriver, InstanceSpec
 
@@ -60,8 +60,8 @@ class RepairWorker:
     def position(self) -> int:
         return self.follower.position()
 
-    def run(self, wait_for_events: Any) -> None:
-        self.follower.run(self.stop_event, wait_for_events)
+    def run(self, wakeup: Wakeup) -> None:
+        self.follower.run(self.stop_event, wakeup)
 
     def dispatch_page(self) -> int:
         return self.follower.process_page()

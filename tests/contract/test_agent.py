@@ -29,6 +29,8 @@ from services.agent.server import create_agent_app, run_agent, start_agent_in_th
 from services.ports import DriverError, InstanceSpec
 from tests.contract.test_driver_contract import WRITE_LIMIT, local_driver, make_spec, provision
 
+pytestmark = pytest.mark.real_services  # a real node agent over HTTP, running real processes
+
 
 @dataclass
 class Agent:

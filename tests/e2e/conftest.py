@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,7 @@ def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
             "ZLH_DATABASE_URL": database_url,
             "ZLH_DATA_DIR": str(tmp_path / "data"),
             "ZLH_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
+            "ZLH_REDIS_KEY_PREFIX": f"zlh-test-{uuid.uuid4().hex}",  # tests run in parallel on one Redis
             **extra_env,
         }
         server = Server(tmp_path, env)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def test_the_controller_process_reports_an_unreachable_redis(tmp_path: Path, red
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("ZLH_")}, "PYTHONPATH": str(ROOT),
            "ZLH_DATABASE_URL": f"sqlite:///{tmp_path}/zlh.sqlite3", "ZLH_DATA_DIR": str(tmp_path / "data"),
-           "ZLH_CONTROLLER_INTERVAL": "0.2s"}
+           "ZLH_CONTROLLER_INTERVAL": "0.2s", "ZLH_REDIS_KEY_PREFIX": f"zlh-test-{uuid.uuid4().hex}"}
     subprocess.run([sys.executable, "-m", "api.cli", "migrate"], cwd=tmp_path, env=env, check=True,
                    capture_output=True)
     for redis_url, state, status in (("redis://127.0.0.1:1/0", "lock_unavailable", 503),

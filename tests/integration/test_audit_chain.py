@@ -26,6 +26,8 @@ from services.instances import request_instance
 from services.users import create_user, hash_token
 from tests.integration.test_cli import zlh
 
+pytestmark = pytest.mark.real_services  # the hash chain lives in real SQLite and PostgreSQL tables
+
 
 def execute(database_url: str, sql: str, params: tuple = ()) -> int:  # type: ignore[type-arg]
     """Run one statement straight on the database, as an intruder would; `?` placeholders. Returns rowcount."""

@@ -14,6 +14,8 @@ from domain.ids import credential_id
 from projections.registry import all_projections
 from services.users import hash_token
 
+pytestmark = pytest.mark.real_services  # runs the zlh command as subprocesses on real databases
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

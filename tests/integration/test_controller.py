@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 import redis
@@ -36,7 +36,7 @@ WORKERS = ("projections", "provisioning", "repair")
 
 
 def controller(container: Container, mode: str = "live", lock: Any = None, **kw: Any) -> Controller:
-    lock = lock or InProcessLock(ttl=30, key=f"test-{id(container)}")
+    lock = lock or InProcessLock(ttl=30, key=f"test-{uuid4().hex}")  # never a lease a previous test left
     return Controller(container.app, container.db, container.driver, container.edge, lock,
                       mode=mode, interval=0.05, stale_after=kw.pop("stale_after", 900.0),
                       zone=container.settings.dns_zone, **kw)
@@ -241,7 +241,7 @@ def test_staff_alerts_for_executed_and_escalated_repairs(make_container: Callabl
 
 def test_only_one_controller_leads(live: tuple, redis_test_url: str) -> None:
     container, _, _, _ = live
-    key = f"zlh:test:{UUID(int=1).hex}:{id(container)}"
+    key = f"zlh:test:{uuid4().hex}"  # unique across parallel test processes
     a = controller(container, lock=RedisLeaderLock(redis_test_url, ttl=30, key=key), holder="a")
     b = controller(container, lock=RedisLeaderLock(redis_test_url, ttl=30, key=key), holder="b")
     try:
@@ -259,7 +259,7 @@ def test_split_brain_the_old_epoch_is_fenced_off(live: tuple, driver: FakeDriver
                                                  edge: Edge) -> None:
     """A leader paused past its lease writes after a new leader began its term: the store rejects it."""
     container, _, _, iid = live
-    key = f"zlh:test:split:{id(container)}"
+    key = f"zlh:test:split:{uuid4().hex}"
     paused, resume = threading.Event(), threading.Event()
 
     def pause() -> None:

@@ -28,6 +28,8 @@ from services.infrastructure.store import ZLH, store_env
 from services.settings import Settings
 from tests.integration.conftest import auth
 
+pytestmark = pytest.mark.real_services  # upgrades real SQLite and PostgreSQL databases
+
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "previous_release"
 #: What the previous release's fixtures hold (the tokens were printed when the dumps were made).
 TOKENS = {"sqlite": "zlh_CemoxXq1H8SLkAsTeaeqwntlfTRd9FJ9g6td419_VyA",

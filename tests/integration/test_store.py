@@ -19,6 +19,8 @@ from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
 from tests.integration.conftest import poll
 
+pytestmark = pytest.mark.real_services  # the store on real SQLite and PostgreSQL, with concurrent writers
+
 
 def test_save_load_conflict_and_stable_topics(database_url: str) -> None:
     url = DatabaseURL.parse(database_url)

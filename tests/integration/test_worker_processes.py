@@ -18,6 +18,8 @@ from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
 from tests.integration.conftest import poll
 
+pytestmark = pytest.mark.real_services  # runs worker processes on a real database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

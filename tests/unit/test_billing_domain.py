@@ -151,3 +151,31 @@ def test_suspension_is_a_reason_and_lifting_it_starts_only_what_it_stopped() -> 
     stopped.suspend("billing")
     stopped.unsuspend("billing", None)
     assert stopped.status.value == "stopped" and stopped.pending_operation_id is None
+
+
+def test_an_invoice_fact_recorded_before_merged_facts_were_carried_replays_to_the_same_state() -> None:
+    """Events without `merged_*` (older logs) merge on replay; newer ones only assign what they carry."""
+    from dataclasses import replace
+
+    from domain.billing import BillingAccount, Schedule
+
+    schedule = Schedule.of(3 * DAY, 7 * DAY)
+    account = BillingAccount(user_id=UUID(int=1), email="a@example.com")
+    facts = [("evt_1", "open", True, T0), ("evt_2", "open", True, T0 + timedelta(days=1)),
+             ("evt_3", "paid", False, T0 + timedelta(days=2))]
+    for stripe_id, status, failed, at in facts:
+        account.record_fact(stripe_id, {"kind": "invoice", "invoice_id": "in_1", "status": status, "failed": failed},
+                            at, schedule)
+    events = account.collect_events()
+    recorded = [e for e in events if isinstance(e, BillingAccount.InvoiceFactRecorded)]
+    assert all(e.merged_status is not None for e in recorded)
+    legacy = [replace(e, merged_status=None, merged_failed_at=None, merged_settled_at=None)
+              if isinstance(e, BillingAccount.InvoiceFactRecorded) else e for e in events]
+    replayed, legacy_replayed = None, None
+    for e in events:
+        replayed = e.mutate(replayed)
+    for e in legacy:
+        legacy_replayed = e.mutate(legacy_replayed)
+    assert replayed is not None and legacy_replayed is not None
+    assert replayed.invoices == legacy_replayed.invoices == account.invoices
+    assert account.invoices["in_1"] == InvoiceFact("in_1", "paid", T0, T0 + timedelta(days=2))

@@ -92,7 +92,7 @@ def test_operation_phases_and_steps() -> None:
     with pytest.raises(IllegalTransitionError):
         op.succeed({})
     op.finish_step("allocate_port", {"port": 30000})
-    assert op.step_result("allocate_port") == {"port": 30000}
+    assert op.steps[-1] == {"name": "allocate_port", "status": "succeeded", "intent": {}, "result": {"port": 30000}}
     op.start_step("start_process", {"port": 30000})
     op.fail("process_exited", "boom")
     assert op.phase is Phase.FAILED and op.error == {"code": "process_exited", "message": "boom"}
