@@ -28,7 +28,7 @@ from domain.ids import credential_id
 from domain.user import Credential, User
 from projections import tokens as tokens_view
 from projections.base import Database, parse_iso
-from services.infrastructure.log_following import follow_log
+from services.infrastructure.log_following import Wakeup, follow_log
 from services.infrastructure.rate_limits import Window, Windows
 from services.infrastructure.store import ZLH
 from services.infrastructure.token_usage import UsageRecorder
@@ -184,5 +184,5 @@ class TokenInvalidator:
         self.position = page[-1].id if len(page) == self.PAGE else head
         return len(page)
 
-    def run(self, stop: threading.Event, wait_for_events: Callable[[float], object]) -> None:
-        follow_log("token invalidation", stop, self.drain_page, wait_for_events)
+    def run(self, stop: threading.Event, wakeup: Wakeup) -> None:
+        follow_log("token invalidation", stop, self.drain_page, wakeup)

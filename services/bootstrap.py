@@ -229,7 +229,7 @@ class Container:
         self.access.usage.start()
         invalidator = TokenInvalidator(self.app, self.access.authenticator,
                                        lambda position: self.wait_for_projections(position, ("tokens",)))
-        self._spawn("token-invalidation", invalidator.run, self.stop_event, self.app.signal.wait)
+        self._spawn("token-invalidation", invalidator.run, self.stop_event, self.app.signal)
 
     def _listen(self) -> None:
         """Relay the other processes' appends (PostgreSQL NOTIFY) to this process's followers, once."""

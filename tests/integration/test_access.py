@@ -218,6 +218,7 @@ def two_apis(make_container: Callable[..., Container]) -> Iterator[tuple[TestCli
         yield client_a, client_b, b
 
 
+@pytest.mark.real_services  # two processes share a database; in memory, each store is its own
 def test_revocation_and_disable_reach_every_api_process(two_apis: tuple[TestClient, TestClient, Container]) -> None:
     client_a, client_b, b = two_apis
     alice = make_customer(client_a, "alice@example.com")
@@ -254,6 +255,7 @@ def test_concurrent_revocation_leaves_one_revocation(client: TestClient, contain
     assert client.get("/api/me", headers=auth(made["token"])).status_code == 401
 
 
+@pytest.mark.real_services  # several stores on one database
 def test_rotating_the_bootstrap_token_revokes_the_previous_one(database_url: str, client: TestClient) -> None:
     """Many processes (here: stores with their own connections) starting at once with the same new token."""
     assert client.get("/api/me", headers=auth(ADMIN_TOKEN)).status_code == 200
