@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
+from api.access import AccessMiddleware
 from api.limits import BodyLimit
 from api.routers import (
     admin,
+    backups,
     billing,
     console,
     docs,
@@ -22,6 +24,7 @@ from api.routers import (
     schedules,
     support,
     templates,
+    tokens,
     users,
 )
 from api.security import SecurityHeaders
@@ -31,6 +34,7 @@ from services.bootstrap import Container
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        container.start_api()
         yield
 
     app = FastAPI(
@@ -43,12 +47,14 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     problems.install(app)
-    # Pure ASGI middleware, innermost first: body limits before routing and authentication, browser
-    # headers on every answer; the metrics middleware (outermost) measures them all.
+    # Pure ASGI middleware, innermost first: authentication and rate limits right before routing, body
+    # limits before them, browser headers on every answer; the metrics middleware (outermost) measures them all.
+    app.add_middleware(AccessMiddleware, container=container)
     app.add_middleware(BodyLimit, max_body=container.settings.max_body)
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
-    routers = (probes, users, templates, instances, lifecycle, files, console, schedules, support, admin, billing)
+    routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, support,
+               admin, billing)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

@@ -77,14 +77,13 @@ def serve(
 
     from api.app import create_app
     from services.infrastructure.migrations import migrate as run_migrate
-    from services.users import ensure_bootstrap_admin
 
     _setup_logging()
     settings = _settings()
     if not no_workers:
         run_migrate(DatabaseURL.parse(settings.database_url))
     container = _container(settings)
-    first_token = _bootstrap(container, settings, ensure_bootstrap_admin)
+    first_token = _bootstrap(container, settings)
     if not no_workers:
         container.start()
         container.start_controller()
@@ -103,22 +102,38 @@ def serve(
         container.close()
 
 
-def _bootstrap(container, settings, ensure_bootstrap_admin) -> str:  # type: ignore[no-untyped-def]
-    """Make sure an admin can sign in; return a line telling the operator how."""
-    if settings.bootstrap_admin_token:
-        ensure_bootstrap_admin(container.app, settings.bootstrap_admin_token)
-        return "Admin token: the value of ZLH_BOOTSTRAP_ADMIN_TOKEN"
-    token_file = Path(settings.data_dir) / "initial-admin-token"
-    if not token_file.exists():
-        from services.users import new_token
+def _bootstrap(container, settings) -> str:  # type: ignore[no-untyped-def]
+    """Make sure an admin can sign in; return a line telling the operator how.
 
-        token = new_token()
-        ensure_bootstrap_admin(container.app, token)
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
-    return (f"Admin token: {token_file.read_text().strip()}  (kept in {token_file}; "
-            "more users: zlh users create EMAIL [--admin])")
+    With `ZLH_BOOTSTRAP_ADMIN_TOKEN`, that token is the bootstrap admin's, and a new value revokes the
+    previous one. Without it, a token is generated once, into `ZLH_DATA_DIR/initial-admin-token` (created
+    0600), and printed only then; later starts say where it is.
+    """
+    from domain.errors import DomainError
+    from services.infrastructure.files import create_private_file
+    from services.users import ensure_admin_token, ensure_bootstrap_admin, new_token
+
+    if settings.bootstrap_admin_token:
+        try:
+            bootstrapped = ensure_bootstrap_admin(container.app, settings.bootstrap_admin_token)
+        except DomainError as exc:
+            log.error("ZLH_BOOTSTRAP_ADMIN_TOKEN: %s", exc.message)
+            return f"Admin token: NOT ACCEPTED: {exc.message}"
+        revoked = " (the previous bootstrap token is revoked)" if bootstrapped.revoked else ""
+        return f"Admin token: the value of ZLH_BOOTSTRAP_ADMIN_TOKEN{revoked}"
+    token_file = Path(settings.data_dir) / "initial-admin-token"
+    token = new_token()
+    made = create_private_file(token_file, token + "\n")
+    if not made:
+        token = token_file.read_text().strip()
+    credential = ensure_admin_token(container.app, token)
+    if credential.revoked:
+        return (f"Admin token: the one in {token_file} was revoked; delete that file and restart to make a new "
+                "one (or set ZLH_BOOTSTRAP_ADMIN_TOKEN)")
+    if made:
+        return (f"Admin token: {token}  (shown once; also kept in {token_file}, readable by you only; "
+                "more users: zlh users create EMAIL [--admin])")
+    return f"Admin token: kept in {token_file} (made at the first start; more users: zlh users create EMAIL [--admin])"
 
 
 @cli.command()

@@ -35,6 +35,9 @@ DOMAIN_STATUS = {
     "too_large": 413,
     "invalid_window": 422,
     "tickets_exhausted": 503,
+    "quota_exceeded": 409,
+    "token_revoked": 409,
+    "cannot_disable_self": 409,
     "billing_suspended": 402,
     "backups_blocked": 402,
     "destructive_action_rejected": 403,
@@ -122,7 +125,8 @@ def install(app: FastAPI) -> None:
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
         field = getattr(exc, "field", None)  # a validation error names what it is about (`variables.motd`)
         extra = {"field": field} if isinstance(field, str) and field else {}
-        return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message, **extra)
+        return problem_response(DOMAIN_STATUS.get(exc.code, 409), exc.code, exc.message, exc.headers or None,
+                                **exc.extra, **extra)
 
     @app.exception_handler(DriverError)
     async def _driver(_: Request, exc: DriverError) -> JSONResponse:

@@ -1,4 +1,10 @@
-"""The `Backup` aggregate: one archive of an instance's files and its manifest."""
+"""The `Backup` aggregate: one archive of an instance's files and its manifest.
+
+Statuses: `pending` (being made) -> `completed` | `failed`; a customer's deletion is
+`deleting` while the node agent removes the archive, then `deleted` (or back to what it was,
+if the deletion failed). A backup being made cannot be deleted; one being deleted cannot be
+restored. The instance's one-operation-at-a-time rule keeps a deletion and a restore apart.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import IllegalTransitionError
+from domain.errors import IllegalTransitionError, OperationInProgressError
 from domain.ids import derive
 
 
@@ -44,6 +50,20 @@ class Backup(Aggregate):
         TOPIC = "zlh.Backup.Deleted"
         operation_id: UUID
 
+    class DeletionRequested(Event):
+        """The customer asked for the backup to be deleted; `operation_id` removes the archive."""
+
+        TOPIC = "zlh.Backup.DeletionRequested"
+        operation_id: UUID
+
+    class DeletionFailed(Event):
+        """The archive could not be removed; the backup is `status` again, what it was before."""
+
+        TOPIC = "zlh.Backup.DeletionFailed"
+        operation_id: UUID
+        code: str
+        status: str
+
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
         return backup_id_for_operation(operation_id)
@@ -55,6 +75,8 @@ class Backup(Aggregate):
         self.operation_id = operation_id
         self.status = "pending"
         self.manifest: dict[str, object] | None = None
+        self.deletion_operation_id: UUID | None = None
+        self.status_before_deletion: str | None = None
 
     def complete(self, size: int, sha256: str, archived_at: str, path: str) -> None:
         if self.status != "pending":
@@ -69,6 +91,19 @@ class Backup(Aggregate):
     def check_restorable(self) -> None:
         if self.status != "completed":
             raise IllegalTransitionError(f"backup is {self.status}, not completed")
+
+    def request_deletion(self, operation_id: UUID) -> None:
+        """Start deleting (or start again, after an interrupted deletion)."""
+        if self.status == "pending":
+            raise OperationInProgressError("the backup is still being made; delete it once it is done")
+        if self.status == "deleted":
+            raise IllegalTransitionError("the backup is already deleted")
+        self._deletion_requested(operation_id=operation_id)
+
+    def deletion_failed(self, operation_id: UUID, code: str) -> None:
+        if self.status == "deleting" and self.deletion_operation_id == operation_id:
+            self._deletion_failed(operation_id=operation_id, code=code,
+                                  status=self.status_before_deletion or "completed")
 
     def delete(self, operation_id: UUID) -> None:
         if self.status != "deleted":
@@ -86,3 +121,15 @@ class Backup(Aggregate):
     @event(Deleted)
     def _deleted(self, operation_id: UUID) -> None:
         self.status = "deleted"
+
+    @event(DeletionRequested)
+    def _deletion_requested(self, operation_id: UUID) -> None:
+        if self.status != "deleting":
+            self.status_before_deletion = self.status
+        self.status = "deleting"
+        self.deletion_operation_id = operation_id
+
+    @event(DeletionFailed)
+    def _deletion_failed(self, operation_id: UUID, code: str, status: str) -> None:
+        self.status = status
+        self.deletion_operation_id = None

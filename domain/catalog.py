@@ -16,6 +16,7 @@ from domain.instance import Instance
 from domain.name_claim import NameClaim
 from domain.note import Note
 from domain.operation import Operation
+from domain.quota import Quota
 from domain.repair import ControllerLeadership, Drift, Repair
 from domain.schedule import Schedule, ScheduleRun
 from domain.support import SupportTicket, TicketCounter
@@ -23,4 +24,4 @@ from domain.user import Credential, User
 
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
-              BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity)
+              BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity, Quota)

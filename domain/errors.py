@@ -7,6 +7,10 @@ class DomainError(Exception):
     """A command broke a domain rule. `code` is stable; the API maps it to problem JSON."""
 
     code = "domain_error"
+    #: More members for the problem document (a quota's limit, say) and response headers (Retry-After);
+    #: instances that have some assign their own dicts.
+    extra: dict[str, object] = {}
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

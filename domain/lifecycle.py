@@ -50,6 +50,8 @@ ALLOWED_FROM: dict[str, frozenset[InstanceStatus]] = {
     "backup": frozenset({S.RUNNING, S.STOPPED}),
     "restore": frozenset({S.RUNNING, S.STOPPED}),
     "delete": frozenset({S.PROVISIONING, S.RUNNING, S.STOPPED, S.SUSPENDED, S.FAILED, S.DELETING}),
+    # A customer's backups stay theirs: deleting one is allowed whatever the server's state, deleted included.
+    "delete_backup": frozenset(S),
 }
 
 #: What a delete removes, in this order; each is idempotent ("already gone" counts as done).

@@ -27,6 +27,7 @@ class OperationKind(StrEnum):
     BACKUP = "backup"
     RESTORE = "restore"
     DELETE = "delete"
+    DELETE_BACKUP = "delete_backup"
 
 
 class Phase(StrEnum):

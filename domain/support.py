@@ -55,7 +55,8 @@ class TicketCounter(Aggregate):
     def allocate(self) -> str:
         """The next number of this day."""
         if self.last >= MAX_TICKETS_PER_DAY:
-            raise TicketsExhaustedError("no ticket numbers left today; try again tomorrow (UTC)")
+            raise TicketsExhaustedError(f"all {MAX_TICKETS_PER_DAY} ticket numbers of {self.day} (UTC) are taken; "
+                                        "open the ticket after midnight UTC, or write to staff another way")
         self._allocated(sequence=self.last + 1)
         return ticket_number(date.fromisoformat(self.day), self.last)
 

@@ -1,4 +1,4 @@
-"""`BackupsProjection`: each instance's backups with status, size and checksum."""
+"""`BackupsProjection`: each instance's backups with status, size and checksum, and each customer's."""
 
 from __future__ import annotations
 
@@ -12,16 +12,18 @@ TABLE = "rm_backups"
 
 class BackupsProjection(Projection):
     name = "backups"
+    version = 2  # 2: deletions (`deleting`, back after a failed one), and each customer's backups by owner
     tables = (
         Table(
             TABLE,
             "id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, owner_id TEXT NOT NULL, operation_id TEXT NOT NULL, "
             "status TEXT NOT NULL, size BIGINT, sha256 TEXT, error_code TEXT, created_at TEXT NOT NULL, "
             "completed_at TEXT, updated_at TEXT NOT NULL",
-            indexes=(("instance_created", "instance_id, created_at"),),
+            indexes=(("instance_created", "instance_id, created_at"), ("owner_created", "owner_id, created_at")),
         ),
     )
-    topics = frozenset({Backup.Requested.TOPIC, Backup.Completed.TOPIC, Backup.Failed.TOPIC, Backup.Deleted.TOPIC})
+    topics = frozenset({Backup.Requested.TOPIC, Backup.Completed.TOPIC, Backup.Failed.TOPIC, Backup.Deleted.TOPIC,
+                        Backup.DeletionRequested.TOPIC, Backup.DeletionFailed.TOPIC})
 
     def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, at, bid = t[TABLE], iso(event.timestamp), str(event.originator_id)
@@ -39,6 +41,10 @@ class BackupsProjection(Projection):
                         (event.code, at, bid))
         elif isinstance(event, Backup.Deleted):
             cur.execute(f"UPDATE {table} SET status = 'deleted', updated_at = %s WHERE id = %s", (at, bid))
+        elif isinstance(event, Backup.DeletionRequested):
+            cur.execute(f"UPDATE {table} SET status = 'deleting', updated_at = %s WHERE id = %s", (at, bid))
+        elif isinstance(event, Backup.DeletionFailed):
+            cur.execute(f"UPDATE {table} SET status = %s, updated_at = %s WHERE id = %s", (event.status, at, bid))
 
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +56,19 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 def list_for_instance(db: Database, instance_id: str) -> list[dict[str, Any]]:
     """An instance's backups, newest first."""
     rows = db.query(f"SELECT * FROM {TABLE} WHERE instance_id = %s ORDER BY created_at DESC, id", (instance_id,))
+    return [_row(r) for r in rows]
+
+
+def list_for_owner(db: Database, owner_id: str, limit: int, after: tuple[str, str] | None = None
+                   ) -> list[dict[str, Any]]:
+    """A customer's backups that are not deleted (those of deleted servers too), newest first; `after`:
+    the (created_at, id) of the previous page's last item."""
+    where, params = "owner_id = %s AND status <> 'deleted'", [owner_id]
+    if after is not None:
+        where += " AND (created_at < %s OR (created_at = %s AND id < %s))"
+        params += [after[0], after[0], after[1]]
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
+                    [*params, limit])
     return [_row(r) for r in rows]
 
 

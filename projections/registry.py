@@ -17,6 +17,7 @@ from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.schedules import SchedulesProjection
 from projections.tickets import TicketsProjection
+from projections.tokens import TokensProjection
 from projections.users import UsersProjection
 
 
@@ -26,4 +27,4 @@ def all_projections(data_dir: Path | None = None,
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
             RepairsProjection(), BillingProjection(), UsersProjection(), SchedulesProjection(),
-            ActivityProjection()]
+            ActivityProjection(), TokensProjection()]

@@ -9,6 +9,7 @@ from typing import Any
 
 from domain.user import User
 from projections.base import Cursor, Database, Projection, Table, iso
+from projections.tokens import USERS as TOKEN_USERS
 
 TABLE = "rm_users"
 
@@ -26,11 +27,13 @@ class UsersProjection(Projection):
 
 
 def list_users(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
-    """Newest first, with each user's billing state and Stripe customer when the billing read model has them."""
+    """Newest first, with each user's billing state and Stripe customer when the billing read model has them,
+    and whether they are disabled (from the tokens read model)."""
     rows = db.query(
-        f"SELECT u.id, u.email, u.admin, u.created_at, b.state AS billing_state, b.customer_id "
-        f"FROM {TABLE} u LEFT JOIN rm_billing b ON b.user_id = u.id "
+        f"SELECT u.id, u.email, u.admin, u.created_at, b.state AS billing_state, b.customer_id, d.disabled "
+        f"FROM {TABLE} u LEFT JOIN rm_billing b ON b.user_id = u.id LEFT JOIN {TOKEN_USERS} d ON d.id = u.id "
         "ORDER BY u.created_at DESC, u.id LIMIT %s", (limit,))
     return [{"id": r["id"], "email": r["email"], "admin": bool(r["admin"]), "created_at": r["created_at"],
-             "billing_state": r["billing_state"] or "good_standing", "stripe_customer_id": r["customer_id"]}
+             "billing_state": r["billing_state"] or "good_standing", "stripe_customer_id": r["customer_id"],
+             "disabled": bool(r["disabled"])}
             for r in rows]

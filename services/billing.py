@@ -37,8 +37,8 @@ from domain.billing import (
 from domain.errors import DomainError
 from domain.operation import Operation
 from domain.text import TextValidationError, check_epoch_seconds, check_text
-from domain.user import User
 from services.infrastructure.store import ZLH
+from services.users import load_user
 
 TOLERANCE = 300  # seconds, both ways
 _SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only: str.isdigit() would take "²"
@@ -54,10 +54,6 @@ class BadSignatureError(DomainError):
 
 class BadPayloadError(DomainError):
     code = "bad_payload"
-
-
-class UserNotFoundError(DomainError):
-    code = "not_found"
 
 
 @dataclass(frozen=True)
@@ -104,13 +100,6 @@ def _object_and_customer(event: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     obj = obj if isinstance(obj, dict) else {}
     customer = obj.get("customer")
     return obj, customer.get("id") if isinstance(customer, dict) else customer
-
-
-def load_user(app: ZLH, user_id: UUID) -> User:
-    user = app.find(user_id, User)
-    if user is None:
-        raise UserNotFoundError("no such user")
-    return user
 
 
 def load_account(app: ZLH, user_id: UUID) -> BillingAccount | None:

@@ -19,19 +19,23 @@ from typing import Any
 
 from domain.billing import Schedule
 from projections.registry import all_projections
+from services.access import AccessGate, Authenticator, TokenInvalidator
 from services.console import ConsoleTickets
 from services.edge import Edge
 from services.infrastructure import dead_letters
-from services.infrastructure.database import DatabaseURL, ReadModelDB
+from services.infrastructure.database import DatabaseURL, ReadModelDB, ensure_sqlite_file
 from services.infrastructure.files import atomic_write_text
 from services.infrastructure.heartbeats import HeartbeatWriter, heartbeat_every
 from services.infrastructure.leader import LeaderLock, build_lock
 from services.infrastructure.log_following import read_positions
 from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.rate_limits import build_windows
 from services.infrastructure.store import ZLH, LogSignal, PostgresListener, store_env
 from services.infrastructure.templates import TemplateCatalogue
+from services.infrastructure.token_usage import UsageRecorder
 from services.infrastructure.watcher import PositionWatcher
 from services.ports import DnsProvider, InstanceDriver, ProxyRegistry
+from services.quotas import Quotas
 from services.settings import Settings
 from services.workers.billing import BillingManager
 from services.workers.controller import Controller
@@ -120,6 +124,8 @@ class Container:
     watcher: PositionWatcher
     stop_event: threading.Event
     templates: TemplateCatalogue
+    access: AccessGate
+    quotas: Quotas
     provisioning: ProvisioningManager | None = None
     notifications: NotificationsManager | None = None
     repair: RepairWorker | None = None
@@ -147,6 +153,7 @@ class Container:
         """Wire everything `settings` asks for; a given `driver` or `edge` (tests, fakes) replaces the built one."""
         url = DatabaseURL.parse(settings.database_url)
         templates = TemplateCatalogue.load(settings.templates_dir)
+        ensure_sqlite_file(url)
         edge = edge or build_edge(settings)
         signal = LogSignal()
         app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)
@@ -155,7 +162,11 @@ class Container:
         watcher = PositionWatcher(db, stop)
         projections = all_projections(Path(settings.data_dir), atomic_write_text)
         runners = {p.name: ProjectionRunner(app, db, p, on_commit=watcher.poke) for p in projections}
-        return cls(settings, url, app, db, driver, edge, runners, watcher, stop, templates)
+        access = AccessGate(Authenticator(app, db, settings.auth_cache_ttl), build_windows(settings.redis_url),
+                            UsageRecorder(db), settings.rate_limit_per_minute, settings.auth_failures_per_minute)
+        quotas = Quotas(settings.max_instances_per_user, settings.max_backups_per_instance,
+                        settings.max_tickets_per_day, db)
+        return cls(settings, url, app, db, driver, edge, runners, watcher, stop, templates, access, quotas)
 
     # Workers.
 
@@ -163,8 +174,7 @@ class Container:
         unknown = set(workers) - set(WORKERS)
         if unknown:
             raise ValueError(f"unknown workers: {sorted(unknown)}; available: {list(WORKERS)}")
-        if self.url.dialect == "postgres":
-            self._thread(PostgresListener(self.url, self.app.signal, self.stop_event))
+        self._listen()
         if "projections" in workers:
             for runner in self.runners.values():
                 self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal)
@@ -194,7 +204,8 @@ class Container:
             self.billing = BillingManager(self.app, self.db, self.schedule)
             self._spawn("billing", self.billing.run, self.app.signal)
         if "schedules" in workers:
-            self.schedules = ScheduleManager(self.app, self.db, self.driver, grace=self.settings.schedule_grace)
+            self.schedules = ScheduleManager(self.app, self.db, self.driver, grace=self.settings.schedule_grace,
+                                             quotas=self.quotas)
             self._spawn("schedules", self.schedules.run, self.app.signal)
         self.started |= set(workers)
 
@@ -217,6 +228,24 @@ class Container:
         )
         self._spawn("controller", self.controller.run)
         return self.controller
+
+    def start_api(self) -> None:
+        """What an API process runs beside its routes (once): recording when tokens were last used, and
+        following the log for revocations and disables made by any process, to clear its token cache."""
+        if "api" in self.started:
+            return
+        self.started.add("api")
+        self._listen()
+        self.access.usage.start()
+        invalidator = TokenInvalidator(self.app, self.access.authenticator,
+                                       lambda position: self.wait_for_projections(position, ("tokens",)))
+        self._spawn("token-invalidation", invalidator.run, self.stop_event, self.app.signal)
+
+    def _listen(self) -> None:
+        """Relay the other processes' appends (PostgreSQL NOTIFY) to this process's followers, once."""
+        if self.url.dialect == "postgres" and "listen" not in self.started:
+            self.started.add("listen")
+            self._thread(PostgresListener(self.url, self.app.signal, self.stop_event))
 
     def _spawn(self, name: str, target: Any, *args: Any) -> None:
         self._thread(threading.Thread(target=target, args=args, name=f"zlh-{name}", daemon=True))
@@ -255,6 +284,8 @@ class Container:
         for thread in self.threads:
             thread.join(timeout=5)
         self.watcher.close()
+        self.access.usage.close()
+        self.access.windows.close()
         if self._driver_stop is not None:
             self._driver_stop()
         if self.controller is not None:

@@ -2,9 +2,11 @@
 
 `request_instance` does no provisioning work. It writes, in one atomic save, the
 `Operation` (id derived from the caller and the Idempotency-Key), the `Instance`
-(id derived from the operation) and the `NameClaim` (id derived from the owner and
-name). Concurrent duplicates collide in the store on those ids: exactly one save
-succeeds; every other request then reads what won and answers from it.
+(id derived from the operation), the `NameClaim` (id derived from the owner and
+name) and the owner's instances `Quota`. Concurrent duplicates collide in the store on
+those ids: exactly one save succeeds; every other request then reads what won and
+answers from it. Concurrent creates of one owner collide on the quota's version, so
+the limit is never overshot.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from domain.text import check_text
 from services.billing import check_billing_gate
 from services.infrastructure.store import ZLH
 from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
+from services.quotas import UNLIMITED, Quotas, take_instance_slot
 
 
 def fingerprint(route: str, body: dict[str, Any]) -> str:
@@ -48,6 +51,7 @@ class Accepted:
 def request_instance(
     app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str,
     variables: Mapping[str, Any] | None = None, templates: TemplateCatalogue | None = None,
+    quotas: Quotas = UNLIMITED,
 ) -> Accepted:
     """Queue a create operation, or replay the one this key already made.
 
@@ -64,7 +68,7 @@ def request_instance(
         body["variables"] = dict(variables)
     print_ = fingerprint("POST /api/instances", body)
     operation_id = operation_id_for_key(owner_id, idempotency_key)
-    for _ in range(10):
+    for _ in range(100):
         replay = _replay(app, operation_id, print_)
         if replay is not None:
             return replay
@@ -87,10 +91,12 @@ def request_instance(
             request_key=idempotency_key, kind=OperationKind.CREATE.value, instance_id=instance_id,
             owner_id=owner_id, fingerprint=print_, params={"kind": kind, "name": name, "template": template},
         )
+        quota = quotas.instances(app, owner_id)
+        take_instance_slot(app, quota, instance_id, quotas.instances_per_user)
         try:
-            recordings = app.save(operation, instance, claim)
+            recordings = app.save(operation, instance, claim, quota)
         except IntegrityError:
-            continue  # a concurrent duplicate or a concurrent name claim won: look again
+            continue  # a concurrent duplicate, name claim or create of this owner won: look again
         return Accepted(operation_id, instance_id, False, recordings[-1].notification.id)
     raise RuntimeError("request_instance: too much contention")
 

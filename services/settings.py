@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     provisioning_concurrency: int = Field(default=4, ge=1, le=64)
     #: Not in the contract: the controller's leader lease; a leader silent this long loses it.
     controller_lease: Duration = 15.0
+    #: Limits and quotas (CONTRACT.md): requests a minute per token, failed authentications a minute per
+    #: client address, and what one customer may hold.
+    rate_limit_per_minute: int = Field(default=720, ge=1)
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    max_instances_per_user: int = Field(default=10, ge=0)
+    max_backups_per_instance: int = Field(default=10, ge=0)
+    max_tickets_per_day: int = Field(default=20, ge=0)
+    #: Not in the contract: how long one API process trusts what it read about a token (revocations and
+    #: disables clear it at once in that process, and across processes as the log tells them); at most 2 s.
+    auth_cache_ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=2)] = 2.0
     #: Not in the contract: the second key to Level 2 repairs (restart_instance, remove_orphan). Off by
     #: default; and no Level 2 kind is in the code allow-list, so today they are proposed and recorded only.
     controller_level2: bool = False

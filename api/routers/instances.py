@@ -50,7 +50,7 @@ async def create_instance(
     key = _check_key(idempotency_key)
     accepted = await run_in_threadpool(
         request_instance, container.app, user.id, key, body.kind, body.name, body.template, body.variables,
-        container.templates,
+        container.templates, container.quotas,
     )
     if accepted.replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.routers.backups import DELETE_RESPONSES, DeletionAccepted, delete_backup
 from api.routers.instances import check_optional_key
 from projections import backups as backups_view
 from services.lifecycle import Queued, load_instance, request_backup, request_delete, request_power, request_restore
@@ -89,7 +90,8 @@ async def create_backup(instance_id: UUID, response: Response, user: UserDep, co
                         idempotency_key: KeyHeader = None) -> dict[str, str]:
     key = check_optional_key(idempotency_key)
     owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key, actor_id=user.id)
+    queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key, container.quotas,
+                                     actor_id=user.id)
     return {**await _answer(queued, response, container, "backups"), "backup_id": str(queued.backup_id)}
 
 
@@ -108,6 +110,15 @@ async def restore(instance_id: UUID, backup_id: UUID, response: Response, user: 
     queued = await run_in_threadpool(request_restore, container.app, owner, instance_id,
                                      backup_id, key, actor_id=user.id)
     return await _answer(queued, response, container)
+
+
+@router.delete("/{instance_id}/backups/{backup_id}", status_code=202, response_model=DeletionAccepted,
+               responses=DELETE_RESPONSES)
+async def delete_instance_backup(instance_id: UUID, backup_id: UUID, response: Response, user: UserDep,
+                                 container: ContainerDep, idempotency_key: KeyHeader = None
+                                 ) -> DeletionAccepted | Response:
+    """The same as `DELETE /api/backups/{backup_id}`, for a backup of this server (another's: 404)."""
+    return await delete_backup(user, container, backup_id, instance_id, idempotency_key, response)
 
 
 def _owner_of(container: ContainerDep, user: Principal, instance_id: UUID) -> UUID:

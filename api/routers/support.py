@@ -118,7 +118,7 @@ def _detail(ticket: SupportTicket) -> TicketDetail:
 @router.post("/support/create", status_code=201, response_model=TicketCreated)
 async def open_ticket(body: OpenTicket, response: Response, user: UserDep, container: ContainerDep) -> TicketCreated:
     ticket, position = await run_in_threadpool(support.open_ticket, container.app, user, body.subject, body.message,
-                                               body.instance_id)
+                                               body.instance_id, None, container.quotas)
     await read_your_writes(container, response, position, "tickets")
     return TicketCreated(id=str(ticket.id), number=ticket.number, status=ticket.status)
 

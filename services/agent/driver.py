@@ -250,9 +250,10 @@ class LocalDriver:
         # Reap the child whenever it exits, so no zombies accumulate.
         threading.Thread(target=self._reap, args=(proc,), name=f"zlh-reap-{proc.pid}", daemon=True).start()
         record = ProcessRecord.of(proc.pid)
+        if record is None:  # gone already (and maybe reaped): a server that exits at once, like a bad jar
+            raise DriverError("process_exited", f"the {spec.kind} server of {spec.instance_id} exited at once; the "
+                                                f"end of its console:\n{self._log_tail(spec)}")
         try:
-            if record is None:
-                raise OSError(f"the server (pid {proc.pid}) exited at once")
             _write_private(rt / STATE_FILE, json.dumps(state))
             atomic_write_text(rt / PID_FILE, record.dump())
         except OSError as exc:

@@ -13,10 +13,11 @@ lock (one connection, so nothing of SQLite's shared-cache locking is involved).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +70,20 @@ class DatabaseURL:
         return " ".join(f"{k}='{v}'" for k, v in parts.items())
 
 
+def ensure_sqlite_file(url: DatabaseURL) -> None:
+    """Create a SQLite database file readable by its owner only (0600) from the start, if it is missing.
+
+    `os.open` with the mode, not a chmod afterwards: there is no moment when others could open it. SQLite
+    creates its `-wal` and `-shm` files with the database file's permissions.
+    """
+    if url.dialect != "sqlite" or url.path.startswith((":memory:", "file:")):
+        return
+    path = Path(url.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 _MEMORY: dict[str, tuple[sqlite3.Connection, threading.RLock]] = {}
 _MEMORY_LOCK = threading.Lock()
 
@@ -119,7 +134,7 @@ class ReadModelDB:
         elif url.dialect == "memory":
             self._memory = _memory_database(url.path)
         else:
-            Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+            ensure_sqlite_file(url)
 
     # SQLite: one connection per thread, autocommit mode with explicit transactions.
     def _sqlite(self) -> sqlite3.Connection:

@@ -34,6 +34,29 @@ def atomic_write_text(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def create_private_file(path: Path, text: str) -> bool:
+    """Create `path` holding `text`, readable by its owner only (0600) from the start; False if it exists.
+
+    The content is written to a temporary 0600 file first and linked into place, so a reader (another
+    process starting at the same time) sees the whole file or none, and only one creator wins.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive `flock` on `path` (a directory, or a lock file created if missing)."""

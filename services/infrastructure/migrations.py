@@ -31,12 +31,13 @@ from pathlib import Path
 from projections.base import Projection
 from projections.registry import all_projections
 from services.infrastructure.chain import postgres_chain_ddl, sqlite_chain_ddl
-from services.infrastructure.database import DatabaseURL, PortableCursor, ReadModelDB
+from services.infrastructure.database import DatabaseURL, PortableCursor, ReadModelDB, ensure_sqlite_file
 from services.infrastructure.dead_letters import create_dead_letters_table
 from services.infrastructure.heartbeats import create_heartbeats_table
 from services.infrastructure.log_following import SQLITE_EVENTS, create_positions_table
 from services.infrastructure.projection_runner import ProjectionRunner
 from services.infrastructure.store import EVENTS_TABLE, ZLH, store_env
+from services.infrastructure.token_usage import create_usage_table
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,19 @@ def _chain_in_the_database(ctx: Context) -> None:
             cur.execute(statement)
 
 
+def _token_usage(ctx: Context) -> None:
+    """When each API token was last used (telemetry, not a read model: rebuilds leave it alone)."""
+    with ctx.db.transaction() as cur:
+        create_usage_table(cur)
+
+
 #: The numbered steps, in order. Append; never edit or reorder a step that has shipped.
 STEPS: tuple[tuple[int, str, Callable[[Context], None]], ...] = (
     (1, "event store", _event_store),
     (2, "positions and heartbeats", _infrastructure),
     (3, "dead letters", _dead_letters),
     (4, "hash chain in the database", _chain_in_the_database),
+    (5, "token usage", _token_usage),
 )
 
 
@@ -134,8 +142,7 @@ def applied_steps(db: ReadModelDB) -> list[int]:
 def migrate(url: DatabaseURL) -> list[str]:
     """Apply every step not applied yet, then bring every read model to its version; what was done."""
     done: list[str] = []
-    if url.dialect == "sqlite":
-        _create_private_file(Path(url.path))
+    ensure_sqlite_file(url)
     with _migration_lock(url):
         db = ReadModelDB(url, pool_size=1)
         try:
@@ -197,8 +204,3 @@ def _tables_exist(db: ReadModelDB, projection: Projection) -> bool:
         rows = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = %s", (name,))
     return bool(rows)
 
-
-def _create_private_file(path: Path) -> None:
-    """Create the SQLite database file 0600 before anything opens it (its WAL and SHM follow its mode)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))

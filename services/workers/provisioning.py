@@ -31,6 +31,7 @@ from domain.lifecycle import InstanceStatus
 from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
+from domain.quota import BACKUPS, INSTANCES
 from services.billing import operation_block
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
@@ -39,6 +40,7 @@ from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
 from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
 from services.ports import DriverError, InstanceDriver, InstanceSpec
+from services.quotas import free_slot, release
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class ProvisioningManager:
                 OperationKind.BACKUP: self._backup,
                 OperationKind.RESTORE: self._restore,
                 OperationKind.DELETE: self._delete,
+                OperationKind.DELETE_BACKUP: self._delete_backup,
             }[operation.kind]
             with operation_context(operation.id, instance.id):
                 if self._billing_blocked(operation):
@@ -234,18 +237,32 @@ class ProvisioningManager:
         claim: NameClaim = self.app.repository.get(NameClaim.create_id(instance.owner_id, instance.name))
         claim.release(instance.id)
         self._save(operation, instance, claim)
+        free_slot(self.app, INSTANCES, str(instance.owner_id), instance.id)  # the owner may be creating meanwhile
+
+    def _delete_backup(self, operation: Operation, instance: Instance) -> None:
+        """The node agent removes the archive; then the backup is `deleted` and its quota slot free."""
+        backup: Backup = self.app.repository.get(UUID(operation.params["backup_id"]))
+        results = self._steps(operation, instance, ("delete_backup",), backup_id=backup.id, extra=[backup],
+                              on_failure=lambda code, message: backup.deletion_failed(operation.id, code))
+        if results is None:
+            return
+        operation.succeed({"backup_id": str(backup.id)})
+        backup.delete(operation.id)
+        instance.complete_operation(operation.id, "delete_backup")
+        self._save(operation, instance, backup, *release(self.app, BACKUPS, str(instance.id), backup.id))
 
     def _remove(self, step: str, spec: InstanceSpec, instance: Instance,
                 operation: Operation) -> tuple[dict[str, Any], list[Any]]:
         """Run one delete finalizer; return its result and any aggregates it changed."""
         if step == "delete_backups":
-            deleted = []
+            deleted: list[Any] = []
             for backup_id in self.backup_ids(instance.id):
                 self.driver.delete_backup(backup_id)
                 backup: Backup = self.app.repository.get(backup_id)
                 backup.delete(operation.id)
                 deleted.append(backup)
-            return {"deleted": [str(b.id) for b in deleted]}, deleted
+            quota = release(self.app, BACKUPS, str(instance.id), *(b.id for b in deleted))
+            return {"deleted": [str(b.id) for b in deleted]}, [*deleted, *quota]
         return self._run_step(step, spec, 0), []
 
     def backup_ids(self, instance_id: UUID) -> list[UUID]:
@@ -323,6 +340,9 @@ class ProvisioningManager:
             return {}
         if step == "remove_directory":
             driver.remove_directory(spec)
+            return {}
+        if step == "delete_backup":
+            driver.delete_backup(context["backup_id"])
             return {}
         raise DriverError("unknown_step", f"no such step: {step}")
 

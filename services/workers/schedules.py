@@ -60,6 +60,7 @@ from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.store import ZLH
 from services.lifecycle import request_backup, request_power
 from services.ports import DriverError, InstanceDriver, InstanceSpec
+from services.quotas import UNLIMITED, Quotas
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ def notice_id(schedule_id: UUID, day: str) -> UUID:
 class ScheduleManager:
     def __init__(self, app: ZLH, db: ReadModelDB, driver: InstanceDriver, grace: float = 300.0,
                  now: Callable[[], datetime] = lambda: datetime.now(UTC), operation_timeout: float = 3600.0,
-                 lease: timedelta = TASK_LEASE) -> None:
-        self.app, self.db, self.driver = app, db, driver
+                 lease: timedelta = TASK_LEASE, quotas: Quotas = UNLIMITED) -> None:
+        self.app, self.db, self.driver, self.quotas = app, db, driver, quotas
         self.grace = timedelta(seconds=grace)
         self.now = now
         self.operation_timeout = timedelta(seconds=operation_timeout)
@@ -240,7 +241,8 @@ class ScheduleManager:
                 request_power(self.app, run.owner_id, run.instance_id, task["payload"], key, actor_id=actor,
                               origin=origin)
             elif action == "backup":
-                request_backup(self.app, run.owner_id, run.instance_id, key, actor_id=actor, origin=origin)
+                request_backup(self.app, run.owner_id, run.instance_id, key, self.quotas, actor_id=actor,
+                               origin=origin)
             else:
                 self._send_command(run.instance_id, task["payload"])
                 run.succeed_task(index, self.now(), {})

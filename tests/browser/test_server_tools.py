@@ -1,5 +1,5 @@
 """One running game server, driven from its detail panel: console (round trip, recovery after a
-stop, reconnect after a start), files (edit, upload, download, bad path), backups and restore."""
+stop, reconnect after a start), files (edit, upload, download, bad path), backups, restore and deletion."""
 
 from __future__ import annotations
 
@@ -123,6 +123,13 @@ def test_backup_and_restore(page: Page, owner: tuple[Customer, httpx.Client, str
     expect(backups.locator(".backups-message")).to_have_text("Backup restored.")
     restored = api.get(f"/api/instances/{iid}/files/content", params={"path": "/world.txt"})
     assert restored.content == b"before\n"
+
+    # The customer deletes it (an operation: the node agent removes the archive); the list empties.
+    backups.get_by_role("button", name=re.compile("^Delete the backup")).click()
+    page.locator("#confirm").get_by_role("button", name="Delete backup").click()
+    expect(backups.locator(".backups-message")).to_have_text("No backups yet.")  # once the list is reloaded
+    expect(backups.locator('tbody tr[data-status="completed"]')).to_have_count(0)
+    poll(lambda: api.get("/api/backups").json()["items"], lambda items: items == [])  # the read model follows
 
 
 def test_phone_width_dark_scheme_and_keyboard_only(new_context: Callable[..., BrowserContext],

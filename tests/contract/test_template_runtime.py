@@ -327,9 +327,9 @@ def test_paper_refuses_a_jar_whose_sha256_does_not_match_and_runs_java_on_one_th
     node.create_directory(right)
     cache = tmp_path / "cache" / "templates" / node.install(right)["cache"]
     assert (cache / "paper.jar").read_bytes() == jar
-    node.start_process(right, port)
     with pytest.raises(DriverError) as info:  # Java starts, and refuses what is not a jar: nothing claims Paper ran
-        node.wait_connectable(right, port, 30)
+        node.start_process(right, port)  # may already see Java gone...
+        node.wait_connectable(right, port, 30)  # ...or the wait does
     assert info.value.code == "process_exited"
     assert re.search(r"Invalid or corrupt jarfile|Error: .*jar", info.value.message), info.value.message
     properties = node.read_file(right, "server.properties").decode()

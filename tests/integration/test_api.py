@@ -55,8 +55,9 @@ def test_authentication_and_admin_checks(client: TestClient, admin: dict, new_us
     me = client.get("/api/me", headers=admin).json()
     assert me["admin"] is True
     alice = new_user("alice@example.com")
-    assert client.get("/api/me", headers=alice).json() == {
-        "id": client.get("/api/me", headers=alice).json()["id"], "email": "alice@example.com", "admin": False}
+    alice_me = client.get("/api/me", headers=alice).json()
+    assert {k: alice_me[k] for k in ("email", "admin", "scope")} == {
+        "email": "alice@example.com", "admin": False, "scope": "full"}
     assert_problem(client.post("/api/admin/users", json={"email": "x@example.com"}, headers=alice), 403, "forbidden")
     assert_problem(client.post("/api/admin/users", json={"email": "alice@example.com"}, headers=admin),
                    409, "email_taken")

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from domain.ids import credential_id
 from domain.note import Note
 from domain.operation import Operation
 from services.audit import verify_all, verify_stream
@@ -22,7 +23,7 @@ from services.infrastructure.database import DatabaseURL
 from services.infrastructure.migrations import migrate
 from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
-from services.users import create_user
+from services.users import create_user, hash_token
 from tests.integration.test_cli import zlh
 
 pytestmark = pytest.mark.real_services  # the hash chain lives in real SQLite and PostgreSQL tables
@@ -259,16 +260,19 @@ def test_cli_verifies_a_stream_and_the_whole_log(database_url: str, tmp_path: Pa
     created = zlh(database_url, tmp_path, "users", "create", "ops@example.com", "--admin")
     assert created.returncode == 0, created.stderr
     user_id = json.loads(created.stdout)["id"]
+    # The token's credential: its stream holds the token's hash (never the token).
+    stream_id = str(credential_id(hash_token(json.loads(created.stdout)["token"])))
 
-    ok = zlh(database_url, tmp_path, "audit", "stream", user_id, "--verify")
+    ok = zlh(database_url, tmp_path, "audit", "stream", stream_id, "--verify")
     assert ok.returncode == 0, ok.stderr
     lines = [json.loads(line) for line in ok.stdout.splitlines()]
-    assert [e["type"] for e in lines[:-1]] == ["zlh.User.Registered", "zlh.User.TokenIssued"]
+    assert [e["type"] for e in lines[:-1]] == ["zlh.Credential.Issued"]
     verdict = lines[-1]["verification"]
-    assert verdict["status"] == "intact" and verdict["ok"] is True and verdict["checked"] == 2
+    assert verdict["status"] == "intact" and verdict["ok"] is True and verdict["checked"] == 1
     assert verdict["first_broken_version"] is None and len(verdict["head"]) == 64
-    plain = zlh(database_url, tmp_path, "audit", "stream", user_id)  # without --verify: as before
+    plain = zlh(database_url, tmp_path, "audit", "stream", stream_id)  # without --verify: as before
     assert plain.returncode == 0 and plain.stdout.splitlines() == ok.stdout.splitlines()[:-1]
+    assert zlh(database_url, tmp_path, "audit", "stream", user_id, "--verify").returncode == 0
 
     clean = zlh(database_url, tmp_path, "audit", "verify", "--all")
     assert clean.returncode == 0, clean.stderr
@@ -276,33 +280,33 @@ def test_cli_verifies_a_stream_and_the_whole_log(database_url: str, tmp_path: Pa
     assert summary["streams"] >= 2 and summary["broken"] == 0 and summary["intact"] == summary["streams"]
     assert zlh(database_url, tmp_path, "audit", "verify").returncode == 2
 
-    # An intruder rewrites the token hash of version 2 in place: same length, valid JSON, still decodes.
-    uid = UUID(user_id)
-    stored = _raw_state(database_url, uid, 2)
+    # An intruder rewrites the token hash of version 1 in place: same length, valid JSON, still decodes.
+    uid = UUID(stream_id)
+    stored = _raw_state(database_url, uid, 1)
     data = json.loads(stored)
     data["token_hash"] = "0" * len(data["token_hash"])
     assert execute(database_url, f"UPDATE {events_table(database_url)} SET state = ? WHERE originator_id = ? "
-                   "AND originator_version = 2", (json.dumps(data).encode(), db_id(database_url, uid))) == 1
+                   "AND originator_version = 1", (json.dumps(data).encode(), db_id(database_url, uid))) == 1
 
-    bad = zlh(database_url, tmp_path, "audit", "stream", user_id, "--verify")
+    bad = zlh(database_url, tmp_path, "audit", "stream", stream_id, "--verify")
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
-    assert "broken at version 2" in bad.stderr
+    assert "broken at version 1" in bad.stderr
     verdict = json.loads(bad.stdout.splitlines()[-1])["verification"]
-    assert verdict["status"] == "broken" and verdict["first_broken_version"] == 2 and verdict["checked"] == 1
+    assert verdict["status"] == "broken" and verdict["first_broken_version"] == 1 and verdict["checked"] == 0
 
     tampered = zlh(database_url, tmp_path, "audit", "verify", "--all")
     assert tampered.returncode == 1, (tampered.stdout, tampered.stderr)
     out = [json.loads(line) for line in tampered.stdout.splitlines()]
-    assert [(r["stream_id"], r["first_broken_version"]) for r in out[:-1]] == [(user_id, 2)]
+    assert [(r["stream_id"], r["first_broken_version"]) for r in out[:-1]] == [(stream_id, 1)]
     assert out[-1]["broken"] == 1 and out[-1]["intact"] == out[-1]["streams"] - 1
     assert "1 of" in tampered.stderr and "broken" in tampered.stderr
 
     # Bytes that no longer decode at all are still listed (with the error) and still named.
     execute(database_url, f"UPDATE {events_table(database_url)} SET state = ? WHERE originator_id = ? "
-            "AND originator_version = 2", (b"\x00garbage", db_id(database_url, uid)))
-    garbage = zlh(database_url, tmp_path, "audit", "stream", user_id, "--verify")
-    assert garbage.returncode == 1 and "broken at version 2" in garbage.stderr
-    assert "undecodable" in json.loads(garbage.stdout.splitlines()[1])["error"]
+            "AND originator_version = 1", (b"\x00garbage", db_id(database_url, uid)))
+    garbage = zlh(database_url, tmp_path, "audit", "stream", stream_id, "--verify")
+    assert garbage.returncode == 1 and "broken at version 1" in garbage.stderr
+    assert "undecodable" in json.loads(garbage.stdout.splitlines()[0])["error"]
 
 
 def reinstall_chain(url: DatabaseURL) -> None:

@@ -187,8 +187,8 @@ def test_the_whole_timeline_with_gates(setup: tuple[Container, TestClient, Clock
 
     poll(restored, lambda s: s == (("running", None), ("stopped", None)))  # only what billing stopped starts again
     assert kept() == files_before
-    titles = [a["title"] for a in client.get("/api/announcements", headers=me).json()["items"]]
-    assert titles == ["Payment received"]
+    poll(lambda: [a["title"] for a in client.get("/api/announcements", headers=me).json()["items"]],
+         lambda titles: titles == ["Payment received"])  # the announcements read model follows the log
     stream = client.get(f"/api/admin/billing/{uid}/events", headers=auth(ADMIN_TOKEN)).json()["events"]
     kinds = [e["type"].split(".")[-1] for e in stream]
     transitions = [k for k in kinds if k in ("Warned", "FinalWarningIssued", "Suspended", "Restored")]

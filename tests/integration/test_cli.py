@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from domain.ids import credential_id
 from projections.registry import all_projections
+from services.users import hash_token
 
 pytestmark = pytest.mark.real_services  # runs the zlh command as subprocesses on real databases
 
@@ -37,9 +39,10 @@ def test_users_projections_and_audit(database_url: str, tmp_path: Path) -> None:
     stream = zlh(database_url, tmp_path, "audit", "stream", user["id"])
     assert stream.returncode == 0, stream.stderr
     events = [json.loads(line) for line in stream.stdout.splitlines()]
-    assert [e["type"] for e in events] == ["zlh.User.Registered", "zlh.User.TokenIssued"]
-    assert [e["version"] for e in events] == [1, 2]
-    assert user["token"] not in stream.stdout  # only the hash is stored
+    assert [(e["type"], e["version"]) for e in events] == [("zlh.User.Registered", 1)]
+    credential = zlh(database_url, tmp_path, "audit", "stream", str(credential_id(hash_token(user["token"]))))
+    assert [json.loads(line)["type"] for line in credential.stdout.splitlines()] == ["zlh.Credential.Issued"]
+    assert user["token"] not in stream.stdout + credential.stdout  # only the hash is stored
     assert zlh(database_url, tmp_path, "audit", "stream", "not-a-uuid").returncode == 2
     assert zlh(database_url, tmp_path, "audit", "stream", "00000000-0000-0000-0000-000000000000").returncode == 1
 

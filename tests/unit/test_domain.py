@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
@@ -17,7 +18,7 @@ from domain.instance import Instance
 from domain.lifecycle import TRANSITIONS, InstanceStatus, check_transition
 from domain.name_claim import NameClaim
 from domain.operation import Operation, Phase
-from domain.user import User
+from domain.user import Credential, User
 
 
 def new_instance() -> Instance:
@@ -117,9 +118,9 @@ def test_name_claim_release_and_reclaim() -> None:
     assert claim.instance_id == second
 
 
-def test_user_token_hash_and_credential() -> None:
+def test_user_and_credential_ids() -> None:
     user = User(email="a@example.com", admin=False)
-    credential = user.issue_token("abc")
-    assert credential.user_id == user.id and user.token_hashes == ["abc"]
+    credential = Credential.issue("abc", user.id, "laptop", "full", None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert credential.user_id == user.id and credential.id == Credential.create_id("abc")
     assert User.create_id("a@example.com") == user.id
 

@@ -1,5 +1,6 @@
-// Backups of one server: list, create, restore (with confirmation). Blocked states (402
-// backups_blocked / billing_suspended) are explained next to the button and in the banner.
+// Backups of one server: list, create, restore and delete (each with confirmation). Blocked states (402
+// backups_blocked / billing_suspended) and the backups quota (409 quota_exceeded) are explained next to
+// the button; deleting is always allowed, whatever the billing state.
 
 import {api, followOperation, newKey} from './api.js';
 import {describe, describeOperationError} from './errors.js';
@@ -48,7 +49,10 @@ export class BackupsView {
       fill(this.table, items.map((backup) => h('tr', {dataset: {id: backup.id, status: backup.status}},
         h('td', {}, time(backup.created_at)), h('td', {}, backup.status), h('td', {}, formatBytes(backup.size)),
         h('td', {}, h('button', {type: 'button', className: 'small', disabled: backup.status !== 'completed',
-        'aria-label': `Restore the backup made ${backup.created_at}`, onclick: () => this.restore(backup)}, 'Restore')))));
+          'aria-label': `Restore the backup made ${backup.created_at}`, onclick: () => this.restore(backup)}, 'Restore'),
+        ' ', h('button', {type: 'button', className: 'small danger',
+          disabled: !['completed', 'failed'].includes(backup.status),
+          'aria-label': `Delete the backup made ${backup.created_at}`, onclick: () => this.remove(backup)}, 'Delete')))));
       if (!items.length && !this.busy) say(this.message, 'No backups yet.');
     } catch (error) {
       say(this.message, `Backups could not be loaded. ${describe(error)}`, 'error');
@@ -63,6 +67,10 @@ export class BackupsView {
     say(this.message, doing);
     try {
       const accepted = await start();
+      if (accepted === null) { // done at once (204): nothing to follow
+        say(this.message, done, 'ok');
+        return;
+      }
       this.onOperation(accepted.operation_id, instanceId);
       await this.load(true);
       const op = await followOperation(accepted.operation_id, (o) => say(this.message,
@@ -74,11 +82,11 @@ export class BackupsView {
     } finally {
       this.busy = false;
       this.createButton.disabled = false;
-      // The backups list is its own read model: it may show the backup as pending a moment longer than the
-      // operation does. Look again a few times until nothing is pending.
+      // The backups list is its own read model: it may show a backup as pending (or being deleted) a moment
+      // longer than the operation does. Look again a few times until nothing is on its way.
       for (let i = 0; i < 8 && this.instance?.id === instanceId; i += 1) {
         await this.load(true);
-        if (!this.table.querySelector('tr[data-status="pending"]')) break;
+        if (!this.table.querySelector('tr[data-status="pending"], tr[data-status="deleting"]')) break;
         await new Promise((resolve) => setTimeout(resolve, 250 * (i + 1)));
       }
     }
@@ -96,5 +104,13 @@ export class BackupsView {
     if (!ok) return;
     await this.run(() => api.post(`/api/instances/${this.instance.id}/backups/${backup.id}/restore`,
       {headers: {'Idempotency-Key': newKey()}}), 'Restoring…', 'Backup restored.');
+  }
+
+  async remove(backup) {
+    const ok = await confirmAction('Delete the backup made '
+      + `${new Date(backup.created_at).toLocaleString()}? Its archive is removed for good.`, 'Delete backup');
+    if (!ok) return;
+    await this.run(() => api.del(`/api/instances/${this.instance.id}/backups/${backup.id}`,
+      {headers: {'Idempotency-Key': newKey()}}), 'Deleting the backup…', 'Backup deleted.');
   }
 }

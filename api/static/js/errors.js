@@ -8,7 +8,8 @@ const MESSAGES = {
   forbidden: 'This part of the portal is for operators only.',
   not_found: 'That no longer exists, or it is not yours.',
   method_not_allowed: 'This server does not offer that action.',
-  rate_limited: 'Too many requests at once. Wait a moment and try again.',
+  rate_limited: 'Too many requests in a minute. Wait a moment and try again.',
+  insufficient_scope: 'This token can only read. Sign in with a full token to change anything.',
   internal: 'Something went wrong on our side. It has been logged; please try again.',
   store_unavailable: 'The service is briefly unavailable. Please try again in a few seconds.',
   unavailable: 'The service is briefly unavailable. Please try again in a few seconds.',
@@ -63,6 +64,9 @@ const MESSAGES = {
     + 'Existing backups are kept and can still be restored.',
   destructive_action_rejected: 'Deleting a customer’s data for non-payment is never done automatically.',
   bad_signature: 'The webhook signature was not valid.',
+  // Quotas (the sentence names the limit when the answer says which quota it is).
+  quota_exceeded: 'You have reached a limit of your account. Delete something you no longer need to make room.',
+  bad_cursor: 'The list changed. Reload the page.',
   // Support, notes, announcements.
   tickets_exhausted: 'Too many tickets were opened today. Please try again tomorrow or email support.',
   version_conflict: 'Your notes were changed elsewhere since you loaded them.',
@@ -78,13 +82,24 @@ const MESSAGES = {
   missed: 'The schedule was missed while our scheduler was not running.',
   // Operators.
   email_taken: 'A user with that email already exists.',
+  cannot_disable_self: 'You cannot disable your own account; ask another operator.',
+  token_revoked: 'That token was revoked; it never works again.',
   rebuild_in_progress: 'That projection is already being rebuilt.',
+};
+
+const QUOTAS = {
+  instances: (n) => `You have reached the limit of ${n} servers per account. Delete one to make room.`,
+  backups: (n) => `This server has reached the limit of ${n} backups. Delete one to make room.`,
+  tickets: (n) => `You have reached the limit of ${n} new support tickets a day. Reply to an open ticket, `
+    + 'or open a new one tomorrow.',
 };
 
 /** The sentence for an ApiError (or any error). */
 export function describe(error) {
   if (!error) return '';
   const code = error.code || 'internal';
+  const quota = code === 'quota_exceeded' && QUOTAS[error.problem?.quota];
+  if (quota) return quota(error.problem.limit);
   const sentence = MESSAGES[code];
   if (code === 'validation_error') {
     return error.detail ? `${sentence}: ${error.detail}.` : `${sentence}.`;
