@@ -9,7 +9,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 from fastapi import Query
 
@@ -32,3 +33,30 @@ def decode_cursor(cursor: str, parts: int) -> list[str]:
     if not isinstance(keys, list) or len(keys) != parts or not all(isinstance(k, str) for k in keys):
         raise Problem(400, "bad_cursor", "cursor is not a next_cursor of this list")
     return keys
+
+
+Page = tuple[list[dict[str, Any]], str | None]
+
+
+def page(fetch: Callable[[int, tuple[str, str] | None], list[dict[str, Any]]], limit: int,
+         cursor: str | None) -> Page:
+    """One page of a read-model list sorted newest first by (created_at, id): its rows and `next_cursor`.
+
+    `fetch(n, after)` returns up to `n` rows after the (created_at, id) key; one more than `limit` is asked
+    for, so the last page says so (`next_cursor` null) without a second query.
+    """
+    after = (lambda keys: (keys[0], keys[1]))(decode_cursor(cursor, 2)) if cursor else None
+    rows = fetch(limit + 1, after)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more and rows else None
+
+
+def page_of(items: Sequence[Any], limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
+    """One page of a short list computed whole (templates, queues, projections): the cursor is a position."""
+    position = decode_cursor(cursor, 1)[0] if cursor else "0"
+    if not position.isascii() or not position.isdigit() or len(position) > 9:
+        raise Problem(400, "bad_cursor", "cursor is not a next_cursor of this list")
+    start = int(position)
+    end = start + limit
+    return list(items[start:end]), encode_cursor(str(end)) if end < len(items) else None

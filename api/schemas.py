@@ -91,6 +91,7 @@ class TemplateOut(BaseModel):
 
 class TemplateList(BaseModel):
     items: list[TemplateOut]
+    next_cursor: str | None = None
 
 
 class Accepted(BaseModel):
@@ -137,6 +138,7 @@ class InstanceOut(BaseModel):
 
 class InstanceList(BaseModel):
     items: list[InstanceOut]
+    next_cursor: str | None = None
 
 
 class CreateUser(BaseModel):
@@ -194,3 +196,4 @@ class ProjectionOut(BaseModel):
 
 class ProjectionList(BaseModel):
     items: list[ProjectionOut]
+    next_cursor: str | None = None

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.announcement import Announcement
-from projections.base import Cursor, Database, Projection, Table, iso
+from projections.base import After, Cursor, Database, Projection, Table, iso, newest_first
 
 TABLE = "rm_announcements"
 
@@ -43,17 +43,14 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                               "created_at")} | {"withdrawn": bool(r["withdrawn"])}
 
 
-def current_for(db: Database, user_id: str, now: datetime) -> list[dict[str, Any]]:
+def current_for(db: Database, user_id: str, now: datetime, limit: int = 10_000, after: After = None
+                ) -> list[dict[str, Any]]:
     """Not withdrawn, inside its window, and global or addressed to `user_id`; newest first."""
     at = iso(now)
-    rows = db.query(
-        f"SELECT * FROM {TABLE} WHERE withdrawn = 0 AND (user_id IS NULL OR user_id = %s) "
-        "AND (starts_at IS NULL OR starts_at <= %s) AND (ends_at IS NULL OR ends_at > %s) "
-        "ORDER BY created_at DESC, id",
-        (user_id, at, at),
-    )
-    return [_row(r) for r in rows]
+    where = ("withdrawn = 0 AND (user_id IS NULL OR user_id = %s) AND (starts_at IS NULL OR starts_at <= %s) "
+             "AND (ends_at IS NULL OR ends_at > %s)")
+    return [_row(r) for r in newest_first(db, TABLE, where, [user_id, at, at], limit, after)]
 
 
-def list_all(db: Database) -> list[dict[str, Any]]:
-    return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY created_at DESC, id")]
+def list_all(db: Database, limit: int = 10_000, after: After = None) -> list[dict[str, Any]]:
+    return [_row(r) for r in newest_first(db, TABLE, "", [], limit, after)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.backup import Backup
-from projections.base import Cursor, Database, Projection, Table, iso
+from projections.base import After, Cursor, Database, Projection, Table, iso, newest_first
 
 TABLE = "rm_backups"
 
@@ -53,23 +53,18 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
             "completed_at": r["completed_at"]}
 
 
-def list_for_instance(db: Database, instance_id: str) -> list[dict[str, Any]]:
-    """An instance's backups, newest first."""
-    rows = db.query(f"SELECT * FROM {TABLE} WHERE instance_id = %s ORDER BY created_at DESC, id", (instance_id,))
-    return [_row(r) for r in rows]
+def list_for_instance(db: Database, instance_id: str, limit: int = 10_000, after: After = None,
+                      include_deleted: bool = True) -> list[dict[str, Any]]:
+    """An instance's backups, newest first (a page of them: `after` the previous page's last (created_at, id))."""
+    where = "instance_id = %s" + ("" if include_deleted else " AND status <> 'deleted'")
+    return [_row(r) for r in newest_first(db, TABLE, where, [instance_id], limit, after)]
 
 
 def list_for_owner(db: Database, owner_id: str, limit: int, after: tuple[str, str] | None = None
                    ) -> list[dict[str, Any]]:
     """A customer's backups that are not deleted (those of deleted servers too), newest first; `after`:
     the (created_at, id) of the previous page's last item."""
-    where, params = "owner_id = %s AND status <> 'deleted'", [owner_id]
-    if after is not None:
-        where += " AND (created_at < %s OR (created_at = %s AND id < %s))"
-        params += [after[0], after[0], after[1]]
-    rows = db.query(f"SELECT * FROM {TABLE} WHERE {where} ORDER BY created_at DESC, id DESC LIMIT %s",
-                    [*params, limit])
-    return [_row(r) for r in rows]
+    return [_row(r) for r in newest_first(db, TABLE, "owner_id = %s AND status <> 'deleted'", [owner_id], limit, after)]
 
 
 def get(db: Database, backup_id: str) -> dict[str, Any] | None:

@@ -71,3 +71,25 @@ def iso(ts: datetime) -> str:
 def parse_iso(value: str) -> datetime:
     """The inverse of `iso`: a read model's timestamp back to an aware UTC datetime."""
     return datetime.strptime(value, ISO_FORMAT).replace(tzinfo=UTC)
+
+
+#: A list's sort key for keyset pagination: the previous page's last (created_at, id).
+After = tuple[str, str] | None
+
+
+def newest_first(db: Database, source: str, where: str, params: Sequence[Any], limit: int, after: After = None,
+                 columns: str = "*", prefix: str = "") -> list[dict[str, Any]]:
+    """One page of `source` rows matching `where`, newest first by (created_at, id), after `after`.
+
+    Keyset pagination: the page starts right after the previous page's last item, whatever was added
+    or removed since, and costs one indexed range scan however deep the page is. `prefix` qualifies the
+    sort columns when `source` is a join (`u.`).
+    """
+    at, ident = f"{prefix}created_at", f"{prefix}id"
+    clauses, args = ([where] if where else []), list(params)
+    if after is not None:
+        clauses.append(f"({at} < %s OR ({at} = %s AND {ident} < %s))")
+        args += [after[0], after[0], after[1]]
+    condition = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    return db.query(f"SELECT {columns} FROM {source} {condition}ORDER BY {at} DESC, {ident} DESC LIMIT %s",
+                    [*args, limit])

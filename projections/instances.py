@@ -11,7 +11,7 @@ from typing import Any
 
 from domain.instance import Instance
 from domain.operation import Operation
-from projections.base import Cursor, Database, Projection, Table, iso
+from projections.base import After, Cursor, Database, Projection, Table, iso, newest_first
 
 TABLE = "rm_instances"
 NO_PENDING = "pending_operation_id = NULL, pending_kind = NULL, pending_phase = NULL, pending_step = NULL"
@@ -115,11 +115,10 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_for_owner(db: Database, owner_id: str) -> list[dict[str, Any]]:
-    """The owner's instances, newest first, pending ones included; deleted ones are left out."""
-    rows = db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s AND status <> 'deleted' "
-                    "ORDER BY created_at DESC, id", (owner_id,))
-    return [_row(r) for r in rows]
+def list_for_owner(db: Database, owner_id: str, limit: int = 10_000, after: After = None) -> list[dict[str, Any]]:
+    """The owner's instances, newest first, pending ones included; deleted ones are left out. A page of them:
+    `after` is the previous page's last (created_at, id)."""
+    return [_row(r) for r in newest_first(db, TABLE, "owner_id = %s AND status <> 'deleted'", [owner_id], limit, after)]
 
 
 def get(db: Database, instance_id: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from domain.repair import Drift, Repair
-from projections.base import Cursor, Database, Projection, Table, iso
+from projections.base import After, Cursor, Database, Projection, Table, iso, newest_first
 
 REPAIRS = "rm_repairs"
 DRIFT = "rm_drift"
@@ -80,11 +80,11 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_repairs(db: Database, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-    """Newest first."""
-    where, params = ("WHERE status = %s", (status,)) if status else ("", ())
-    rows = db.query(f"SELECT * FROM {REPAIRS} {where} ORDER BY created_at DESC, id LIMIT %s", (*params, limit))
-    return [_row(r) for r in rows]
+def list_repairs(db: Database, status: str | None = None, limit: int = 500, after: After = None
+                 ) -> list[dict[str, Any]]:
+    """Newest first, a page at a time."""
+    where, params = ("status = %s", [status]) if status else ("", [])
+    return [_row(r) for r in newest_first(db, REPAIRS, where, params, limit, after)]
 
 
 def get(db: Database, repair_id: str) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.support import SupportTicket
-from projections.base import Cursor, Database, Projection, Table, iso
+from projections.base import After, Cursor, Database, Projection, Table, iso, newest_first
 
 TABLE = "rm_tickets"
 
@@ -43,14 +43,13 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
                               "created_at", "updated_at")}
 
 
-def list_for_owner(db: Database, owner_id: str) -> list[dict[str, Any]]:
-    return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} WHERE owner_id = %s ORDER BY created_at DESC, id",
-                                      (owner_id,))]
+def list_for_owner(db: Database, owner_id: str, limit: int = 10_000, after: After = None) -> list[dict[str, Any]]:
+    """A customer's tickets, newest first (a page: `after` the previous page's last (created_at, id))."""
+    return [_row(r) for r in newest_first(db, TABLE, "owner_id = %s", [owner_id], limit, after)]
 
 
-def list_all(db: Database, status: str | None = None) -> list[dict[str, Any]]:
-    if status:
-        rows = db.query(f"SELECT * FROM {TABLE} WHERE status = %s ORDER BY created_at DESC, id", (status,))
-    else:
-        rows = db.query(f"SELECT * FROM {TABLE} ORDER BY created_at DESC, id")
-    return [_row(r) for r in rows]
+def list_all(db: Database, status: str | None = None, limit: int = 10_000, after: After = None
+             ) -> list[dict[str, Any]]:
+    """Every ticket (of one status), newest first, a page at a time."""
+    where, params = ("status = %s", [status]) if status else ("", [])
+    return [_row(r) for r in newest_first(db, TABLE, where, params, limit, after)]

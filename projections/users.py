@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.user import User
-from projections.base import Cursor, Database, Projection, Table, iso
+from projections.base import After, Cursor, Database, Projection, Table, iso, newest_first
 from projections.tokens import USERS as TOKEN_USERS
 
 TABLE = "rm_users"
@@ -26,13 +26,13 @@ class UsersProjection(Projection):
                         (str(event.originator_id), event.email, int(bool(event.admin)), iso(event.timestamp)))
 
 
-def list_users(db: Database, limit: int = 1000) -> list[dict[str, Any]]:
+def list_users(db: Database, limit: int = 1000, after: After = None) -> list[dict[str, Any]]:
     """Newest first, with each user's billing state and Stripe customer when the billing read model has them,
-    and whether they are disabled (from the tokens read model)."""
-    rows = db.query(
-        f"SELECT u.id, u.email, u.admin, u.created_at, b.state AS billing_state, b.customer_id, d.disabled "
-        f"FROM {TABLE} u LEFT JOIN rm_billing b ON b.user_id = u.id LEFT JOIN {TOKEN_USERS} d ON d.id = u.id "
-        "ORDER BY u.created_at DESC, u.id LIMIT %s", (limit,))
+    and whether they are disabled (from the tokens read model); a page at a time."""
+    rows = newest_first(
+        db, f"{TABLE} u LEFT JOIN rm_billing b ON b.user_id = u.id LEFT JOIN {TOKEN_USERS} d ON d.id = u.id", "",
+        [], limit, after, columns="u.id, u.email, u.admin, u.created_at, b.state AS billing_state, b.customer_id, "
+        "d.disabled", prefix="u.")
     return [{"id": r["id"], "email": r["email"], "admin": bool(r["admin"]), "created_at": r["created_at"],
              "billing_state": r["billing_state"] or "good_standing", "stripe_customer_id": r["customer_id"],
              "disabled": bool(r["disabled"])}

@@ -29,5 +29,6 @@ def withdraw(app: ZLH, announcement_id: UUID) -> int:
     return app.save(announcement)[-1].notification.id
 
 
-def current_for(db: ReadModelDB, user_id: UUID, now: datetime | None = None) -> list[dict[str, Any]]:
-    return view.current_for(db, str(user_id), (now or datetime.now(UTC)))
+def current_for(db: ReadModelDB, user_id: UUID, now: datetime | None = None, limit: int = 10_000,
+                after: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+    return view.current_for(db, str(user_id), (now or datetime.now(UTC)), limit, after)

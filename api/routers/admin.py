@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import AdminDep, ContainerDep
+from api.pagination import CursorQuery, LimitQuery, page, page_of
 from api.problems import Problem
 from api.schemas import DeadLetter, ProjectionList, ProjectionOut, Stream, StreamEvent
 from domain.repair import ControllerLeadership, RepairStatus
@@ -58,12 +59,14 @@ class RepairOut(BaseModel):
 
 class RepairList(BaseModel):
     items: list[RepairOut]
+    next_cursor: str | None = None
     controller: dict[str, Any]
     drift: list[dict[str, Any]]
 
 
 @router.get("/repairs", response_model=RepairList)
-def repairs(_: AdminDep, container: ContainerDep, status: RepairStatus | None = None) -> RepairList:
+def repairs(_: AdminDep, container: ContainerDep, status: RepairStatus | None = None, limit: LimitQuery = 100,
+            cursor: CursorQuery = None) -> RepairList:
     """Every repair, newest first (`?status=` filters), with the controller's mode and the current drift."""
     settings = container.settings
     controller: dict[str, Any] = {
@@ -77,8 +80,9 @@ def repairs(_: AdminDep, container: ContainerDep, status: RepairStatus | None = 
     if container.controller is not None:  # the controller of this very process, when it runs one
         controller |= {"this_process": container.controller.status.as_dict(),
                        "state": container.controller.status.state}
-    rows = repairs_view.list_repairs(container.db, status.value if status else None)
-    return RepairList(items=[RepairOut(**r) for r in rows],
+    rows, next_cursor = page(lambda n, after: repairs_view.list_repairs(
+        container.db, status.value if status else None, n, after), limit, cursor)
+    return RepairList(items=[RepairOut(**r) for r in rows], next_cursor=next_cursor,
                       controller=controller, drift=repairs_view.current_drift(container.db))
 
 
@@ -92,17 +96,22 @@ class QueueOut(BaseModel):
 
 class QueueList(BaseModel):
     items: list[QueueOut]
+    next_cursor: str | None = None
 
 
 @router.get("/queues", response_model=QueueList)
-def queues(_: AdminDep, container: ContainerDep) -> QueueList:
+def queues(_: AdminDep, container: ContainerDep, limit: LimitQuery = 100, cursor: CursorQuery = None) -> QueueList:
     """Per process manager: pending work, the age of the oldest pending item, and its lag behind the log."""
-    return QueueList(items=[QueueOut(**q) for q in queue_stats(container.db, container.app.head())])
+    items, next_cursor = page_of([QueueOut(**q) for q in queue_stats(container.db, container.app.head())], limit,
+                                 cursor)
+    return QueueList(items=items, next_cursor=next_cursor)
 
 
 @router.get("/projections", response_model=ProjectionList)
-def projections(_: AdminDep, container: ContainerDep) -> ProjectionList:
-    return ProjectionList(items=[ProjectionOut(**p) for p in container.projection_status()])
+def projections(_: AdminDep, container: ContainerDep, limit: LimitQuery = 100,
+                cursor: CursorQuery = None) -> ProjectionList:
+    items, next_cursor = page_of([ProjectionOut(**p) for p in container.projection_status()], limit, cursor)
+    return ProjectionList(items=items, next_cursor=next_cursor)
 
 
 @router.post("/projections/{name}/rebuild", status_code=202)

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
 from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
 from projections import instances as instances_view
@@ -62,9 +63,12 @@ async def create_instance(
 
 
 @router.get("/instances", response_model=InstanceList)
-def list_instances(user: UserDep, container: ContainerDep) -> InstanceList:
-    rows = instances_view.list_for_owner(container.db, str(user.id))
-    return InstanceList(items=[InstanceOut(**r) for r in rows])
+def list_instances(user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+                   cursor: CursorQuery = None) -> InstanceList:
+    """Your instances, newest first, pending ones included (not deleted ones), a page at a time."""
+    rows, next_cursor = page(lambda n, after: instances_view.list_for_owner(container.db, str(user.id), n, after),
+                             limit, cursor)
+    return InstanceList(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)

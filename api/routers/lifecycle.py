@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.pagination import CursorQuery, LimitQuery, page
 from api.routers.backups import DELETE_RESPONSES, DeletionAccepted, delete_backup
 from api.routers.instances import check_optional_key
 from projections import backups as backups_view
@@ -48,6 +49,7 @@ class BackupOut(BaseModel):
 
 class BackupList(BaseModel):
     items: list[BackupOut]
+    next_cursor: str | None = None
 
 
 def _owner(user: Principal) -> UUID | None:
@@ -96,10 +98,13 @@ async def create_backup(instance_id: UUID, response: Response, user: UserDep, co
 
 
 @router.get("/{instance_id}/backups", response_model=BackupList)
-def list_backups(instance_id: UUID, user: UserDep, container: ContainerDep) -> BackupList:
+def list_backups(instance_id: UUID, user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+                 cursor: CursorQuery = None) -> BackupList:
+    """The server's backups that are not deleted, newest first, a page at a time."""
     load_instance(container.app, instance_id, _owner(user))
-    rows = backups_view.list_for_instance(container.db, str(instance_id))
-    return BackupList(items=[BackupOut(**r) for r in rows if r["status"] != "deleted"])
+    rows, next_cursor = page(lambda n, after: backups_view.list_for_instance(
+        container.db, str(instance_id), n, after, include_deleted=False), limit, cursor)
+    return BackupList(items=[BackupOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/{instance_id}/backups/{backup_id}/restore", status_code=202, response_model=OperationAccepted)

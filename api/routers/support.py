@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
+from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
 from api.schemas import FreeText, Timestamp
 from domain.support import SupportTicket
@@ -59,6 +60,7 @@ class TicketOut(BaseModel):
 
 class TicketList(BaseModel):
     items: list[TicketOut]
+    next_cursor: str | None = None
 
 
 class TicketDetail(BaseModel):
@@ -94,6 +96,7 @@ class AnnouncementOut(BaseModel):
 
 class AnnouncementList(BaseModel):
     items: list[AnnouncementOut]
+    next_cursor: str | None = None
 
 
 class NoteIn(BaseModel):
@@ -124,9 +127,12 @@ async def open_ticket(body: OpenTicket, response: Response, user: UserDep, conta
 
 
 @router.get("/support/tickets", response_model=TicketList)
-def my_tickets(user: UserDep, container: ContainerDep) -> TicketList:
-    rows = tickets_view.list_for_owner(container.db, str(user.id))
-    return TicketList(items=[TicketOut(**{**r, "email": None}) for r in rows])
+def my_tickets(user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+               cursor: CursorQuery = None) -> TicketList:
+    """Your tickets, newest first, a page at a time."""
+    rows, next_cursor = page(lambda n, after: tickets_view.list_for_owner(container.db, str(user.id), n, after),
+                             limit, cursor)
+    return TicketList(items=[TicketOut(**{**r, "email": None}) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/support/tickets/{ticket_id}", response_model=TicketDetail)
@@ -143,8 +149,10 @@ async def reply(ticket_id: UUID, body: TicketMessage, response: Response, user: 
 
 
 @router.get("/admin/support/tickets", response_model=TicketList)
-def all_tickets(_: AdminDep, container: ContainerDep, status: Literal["open", "closed"] | None = None) -> TicketList:
-    return TicketList(items=[TicketOut(**r) for r in tickets_view.list_all(container.db, status)])
+def all_tickets(_: AdminDep, container: ContainerDep, status: Literal["open", "closed"] | None = None,
+                limit: LimitQuery = 100, cursor: CursorQuery = None) -> TicketList:
+    rows, next_cursor = page(lambda n, after: tickets_view.list_all(container.db, status, n, after), limit, cursor)
+    return TicketList(items=[TicketOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/admin/support/tickets/{ticket_id}/reply", response_model=TicketDetail)
@@ -165,8 +173,12 @@ async def close_ticket(ticket_id: UUID, response: Response, admin: AdminDep, con
 # Announcements.
 
 @router.get("/announcements", response_model=AnnouncementList)
-def current_announcements(user: UserDep, container: ContainerDep) -> AnnouncementList:
-    return AnnouncementList(items=[AnnouncementOut(**r) for r in announcements.current_for(container.db, user.id)])
+def current_announcements(user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+                          cursor: CursorQuery = None) -> AnnouncementList:
+    """The current announcements meant for you (global or addressed to you), newest first, a page at a time."""
+    rows, next_cursor = page(lambda n, after: announcements.current_for(container.db, user.id, limit=n, after=after),
+                             limit, cursor)
+    return AnnouncementList(items=[AnnouncementOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/admin/announcements", status_code=201, response_model=AnnouncementOut)
@@ -180,8 +192,10 @@ async def publish(body: NewAnnouncement, response: Response, _: AdminDep, contai
 
 
 @router.get("/admin/announcements", response_model=AnnouncementList)
-def all_announcements(_: AdminDep, container: ContainerDep) -> AnnouncementList:
-    return AnnouncementList(items=[AnnouncementOut(**r) for r in announcements_view.list_all(container.db)])
+def all_announcements(_: AdminDep, container: ContainerDep, limit: LimitQuery = 100,
+                      cursor: CursorQuery = None) -> AnnouncementList:
+    rows, next_cursor = page(lambda n, after: announcements_view.list_all(container.db, n, after), limit, cursor)
+    return AnnouncementList(items=[AnnouncementOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.delete("/admin/announcements/{announcement_id}", status_code=204)

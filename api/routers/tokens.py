@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.pagination import CursorQuery, LimitQuery, page_of
 from api.schemas import FreeText, Timestamp
 from projections.base import iso
 from services.users import issue_token, list_tokens, revoke_token
@@ -46,12 +47,15 @@ class TokenOut(BaseModel):
 
 class TokenList(BaseModel):
     items: list[TokenOut]
+    next_cursor: str | None = None
 
 
 @router.get("/tokens", response_model=TokenList)
-async def my_tokens(user: UserDep, container: ContainerDep) -> TokenList:
-    rows = await run_in_threadpool(list_tokens, container.db, user.id)
-    return TokenList(items=[TokenOut(**r, current=r["id"] == str(user.token_id)) for r in rows])
+async def my_tokens(user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+                    cursor: CursorQuery = None) -> TokenList:
+    rows, next_cursor = page_of(await run_in_threadpool(list_tokens, container.db, user.id), limit, cursor)
+    return TokenList(items=[TokenOut(**r, current=r["id"] == str(user.token_id)) for r in rows],
+                     next_cursor=next_cursor)
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated)

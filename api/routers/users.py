@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
+from api.pagination import CursorQuery, LimitQuery, page
 from api.schemas import CreateUser, UserCreated, UserOut
 from projections import users as users_view
 from services.users import create_user, set_disabled
@@ -48,12 +49,14 @@ class UserListed(BaseModel):
 
 class UserList(BaseModel):
     items: list[UserListed]
+    next_cursor: str | None = None
 
 
 @router.get("/admin/users", response_model=UserList)
-def list_all(_: AdminDep, container: ContainerDep) -> UserList:
+def list_all(_: AdminDep, container: ContainerDep, limit: LimitQuery = 100, cursor: CursorQuery = None) -> UserList:
     """Every user, newest first, with their billing state and linked Stripe customer (never a token)."""
-    return UserList(items=[UserListed(**u) for u in users_view.list_users(container.db)])
+    rows, next_cursor = page(lambda n, after: users_view.list_users(container.db, n, after), limit, cursor)
+    return UserList(items=[UserListed(**u) for u in rows], next_cursor=next_cursor)
 
 
 class UserState(UserOut):

@@ -150,7 +150,7 @@ def test_other_customers_get_404(client: TestClient, new_user: Callable) -> None
     body = create(client, alice, "k").json()
     assert_problem(client.get(f"/api/instances/{body['instance_id']}", headers=bob), 404, "not_found")
     assert_problem(client.get(f"/api/operations/{body['operation_id']}", headers=bob), 404, "not_found")
-    assert client.get("/api/instances", headers=bob).json() == {"items": []}
+    assert client.get("/api/instances", headers=bob).json() == {"items": [], "next_cursor": None}
     # An id of the wrong shape names nothing, like an id of another kind or customer: 404 too.
     assert_problem(client.get("/api/instances/not-a-uuid", headers=alice), 404, "not_found")
 

@@ -52,6 +52,9 @@ def test_customers_list_and_delete_their_backups(client: TestClient, driver: Fak
     alpha = running_instance(client, alice)
     beta = running_instance(client, alice, "k2", "beta")
     made = [backup(client, alice, alpha), backup(client, alice, alpha), backup(client, alice, beta)]
+    # The operations read model says they succeeded; the backups read model follows on its own.
+    poll(lambda: client.get("/api/backups", headers=alice).json()["items"],
+         lambda items: len(items) == 3 and all(b["status"] == "completed" for b in items))
 
     page = client.get("/api/backups?limit=2", headers=alice).json()
     assert len(page["items"]) == 2 and page["next_cursor"]

@@ -89,7 +89,7 @@ def test_delete_removes_everything_and_releases_the_name(client: TestClient, new
     assert gone["address"] is None
     assert edge.proxy.list_servers() == {} and edge.dns.list_records() == []
     assert UUID(iid) not in driver.processes and UUID(iid) not in driver.directories
-    assert client.get("/api/instances", headers=alice).json() == {"items": []}
+    assert client.get("/api/instances", headers=alice).json() == {"items": [], "next_cursor": None}
     assert_problem(client.delete(f"/api/instances/{iid}", headers=alice), 409, "illegal_transition")
     # The name is free again.
     assert create(client, alice, "again", GAME).status_code == 202

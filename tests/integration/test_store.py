@@ -59,11 +59,12 @@ def test_concurrent_writers_never_make_a_follower_skip(pg_url: str) -> None:
     def follow() -> None:
         last = 0
         while True:
+            stopping = stop.is_set()  # before the read: a page read once the writers are done is the last one
             page = app.recorder.select_notifications(start=last, limit=500, inclusive_of_start=False)
             seen.extend(n.id for n in page)
             if page:
                 last = page[-1].id
-            elif stop.is_set():
+            elif stopping:
                 return
 
     def write(count: int) -> None:

@@ -53,7 +53,7 @@ def test_ticket_numbers_listing_and_validation(client: TestClient) -> None:
     assert re.fullmatch(rf"ZLH-{today}-\d{{4}}", body["number"]) and body["status"] == "open"
     mine = client.get("/api/support/tickets", headers=alice).json()["items"]
     assert [t["number"] for t in mine] == [body["number"]]
-    assert client.get("/api/support/tickets", headers=bob).json() == {"items": []}
+    assert client.get("/api/support/tickets", headers=bob).json() == {"items": [], "next_cursor": None}
     assert_problem(client.get(f"/api/support/tickets/{body['id']}", headers=bob), 404, "not_found")
     for bad in ({"subject": "", "message": "x"}, {"subject": "x"}, {"subject": "x", "message": "y", "z": 1}):
         assert_problem(client.post("/api/support/create", json=bad, headers=alice), 422, "validation_error")
