@@ -28,7 +28,7 @@ from services.infrastructure.files import atomic_write_text
 from services.infrastructure.heartbeats import HeartbeatWriter, heartbeat_every
 from services.infrastructure.leader import LeaderLock, build_lock
 from services.infrastructure.log_following import read_positions
-from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.projection_runner import ProjectionGroup, ProjectionRunner
 from services.infrastructure.rate_limits import build_windows
 from services.infrastructure.store import ZLH, LogSignal, PostgresListener, store_env
 from services.infrastructure.templates import TemplateCatalogue
@@ -176,8 +176,8 @@ class Container:
             raise ValueError(f"unknown workers: {sorted(unknown)}; available: {list(WORKERS)}")
         self._listen()
         if "projections" in workers:
-            for runner in self.runners.values():
-                self._spawn(f"projection-{runner.name}", runner.run, self.stop_event, self.app.signal)
+            group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.poke)
+            self._spawn("projections", group.run, self.stop_event, self.app.signal)
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(
                 self.app, self.db, self.driver, self.edge,

@@ -206,6 +206,13 @@ class PortableCursor:
             self._cursor.execute(sql, tuple(params))
         return self
 
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> PortableCursor:
+        """One statement for many parameter rows (pipelined by psycopg on PostgreSQL)."""
+        rows = [tuple(p) for p in params]
+        if rows:
+            self._cursor.executemany(_to_sqlite(sql) if self.dialect == "sqlite" else sql, rows)
+        return self
+
     def fetchone(self) -> dict[str, Any] | None:
         row = self._cursor.fetchone()
         return None if row is None else dict(row)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -62,6 +62,24 @@ def lock_position(cur: PortableCursor, name: str) -> int:
     ensure_position(cur, name)
     row = cur.execute(f"SELECT position FROM {POSITIONS} WHERE name = %s FOR UPDATE", (name,)).fetchone()
     return int(row["position"]) if row else 0
+
+
+def lock_positions(cur: PortableCursor, names: Sequence[str]) -> dict[str, int]:
+    """Read (and on PostgreSQL lock, in name order) several positions at once, creating missing ones at 0."""
+    cur.executemany(f"INSERT INTO {POSITIONS} (name, position) VALUES (%s, 0) ON CONFLICT (name) DO NOTHING",
+                    [(n,) for n in names])
+    marks = ", ".join(["%s"] * len(names))
+    rows = cur.execute(f"SELECT name, position FROM {POSITIONS} WHERE name IN ({marks}) ORDER BY name FOR UPDATE",
+                       list(names)).fetchall()
+    return {r["name"]: int(r["position"]) for r in rows}
+
+
+def advance_positions(cur: PortableCursor, positions: dict[str, int]) -> None:
+    """Move several positions forward in one statement batch; never backward."""
+    if positions:
+        cur.executemany(
+            f"UPDATE {POSITIONS} SET position = %s WHERE name = %s AND position < %s",
+            [(p, n, p) for n, p in sorted(positions.items())])
 
 
 def advance_position(cur: PortableCursor, name: str, position: int) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +39,10 @@ from services.infrastructure.log_following import (
     EventLog,
     LogFollower,
     advance_position,
+    advance_positions,
     ensure_position,
     lock_position,
+    lock_positions,
     read_log_page,
     read_position,
 )
@@ -97,7 +99,7 @@ class ProjectionRunner(LogFollower):
         self._on_progress: Callable[[RebuildProgress], None] | None = None
         self.projection = projection
         self.progress = RebuildProgress(projection.name)
-        self._live_names = {t.name: t.name for t in projection.tables}
+        self.live_names = {t.name: t.name for t in projection.tables}
         self._shadow_names = {t.name: t.name + SHADOW for t in projection.tables}
 
     def migrate(self, cur: PortableCursor) -> None:
@@ -108,7 +110,7 @@ class ProjectionRunner(LogFollower):
 
     def process_page(self) -> int:
         """Apply the next page of events to the live tables; return how many events were read."""
-        read = self._page(self.name, self._live_names)
+        read = self._page(self.name, self.live_names)
         if read:
             self.projection.after_commit(self.db)
             if self.on_commit is not None:
@@ -152,19 +154,27 @@ class ProjectionRunner(LogFollower):
         """
         start = lock_position(cur, position_name)
         page = read_log_page(self.log, cur, start, self.page_size)
-        last, failure = start, None
-        for notification in page:
+        last, failure = self.apply_notifications(cur, page, names, position_name, careful)
+        if last is not None and last > start:
+            advance_position(cur, position_name, last)
+        return len(page), failure
+
+    def apply_notifications(self, cur: PortableCursor, notifications: Sequence[Notification],
+                            names: dict[str, str], scope: str, careful: bool
+                            ) -> tuple[int | None, EventFailedError | None]:
+        """Apply the events of `notifications` this projection reads; the id its position may move to (None:
+        nothing), and, `careful`, the failure that stopped it there (see `_apply_page`)."""
+        last = None
+        for notification in notifications:
             if self.wanted(notification):
                 if not careful:
                     self._apply(cur, notification, names)
                 else:
-                    failure = self._apply_carefully(cur, notification, names, position_name)
+                    failure = self._apply_carefully(cur, notification, names, scope)
                     if failure is not None:
-                        break
+                        return last, failure
             last = notification.id
-        if last > start:
-            advance_position(cur, position_name, last)
-        return len(page), failure
+        return last, None
 
     def _apply(self, cur: PortableCursor, notification: Notification, names: dict[str, str]) -> None:
         self.projection.apply(cur, self.log.mapper.to_domain_event(notification), names)
@@ -257,3 +267,69 @@ class ProjectionRunner(LogFollower):
                 else:
                     cur.execute(f"DROP INDEX IF EXISTS {shadow}_{index_suffix}")
                     cur.execute(f"CREATE INDEX {table.name}_{index_suffix} ON {table.name} ({columns})")
+
+
+class ProjectionGroup(LogFollower):
+    """Follows the log once for every projection: one page read, one transaction, every position in it.
+
+    Each projection following the log on its own costs a transaction per projection per page (its
+    position locked, the page read, its position moved), most of them for pages it has nothing to do
+    with. The group reads a page once and, in one transaction, lets each projection apply what it
+    reads (under a savepoint, so one projection's failure costs its own rollback: it then applies the
+    page event by event, and its own dead letters and attempts work as they do alone), then moves every
+    position that moved in one statement. A projection that stopped at a failing event with attempts
+    left keeps its position there; the next page starts at the lowest position, and each projection
+    skips what it has already applied. Rebuilds stay per projection (`ProjectionRunner.rebuild`).
+    """
+
+    def __init__(self, runners: Sequence[ProjectionRunner], log_: EventLog, db: ReadModelDB, page_size: int = 500,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        super().__init__("projections", log_, db, page_size=page_size)
+        self.runners = list(runners)
+        self.on_commit = on_commit
+        self._names = sorted(r.name for r in self.runners)
+
+    def process_page(self) -> int:
+        """Apply the next page to every projection; return how many events were read."""
+        try:
+            with self.db.transaction() as cur:
+                read, touched, failures = self._apply_page(cur)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        for runner in touched:
+            runner.projection.after_commit(self.db)
+        if read and self.on_commit is not None:
+            self.on_commit()
+        if failures:
+            raise failures[0]  # committed what came before; the follower backs off and tries again
+        return read
+
+    def _apply_page(self, cur: PortableCursor) -> tuple[int, list[ProjectionRunner], list[EventFailedError]]:
+        positions = lock_positions(cur, self._names)
+        start = min(positions.values())
+        page = read_log_page(self.log, cur, start, self.page_size)
+        touched: list[ProjectionRunner] = []
+        failures: list[EventFailedError] = []
+        moved: dict[str, int] = {}
+        for index, runner in enumerate(self.runners):
+            mine = [n for n in page if n.id > positions[runner.name]]
+            if not mine:
+                continue
+            if not any(runner.wanted(n) for n in mine):
+                moved[runner.name] = mine[-1].id
+                continue
+            names = runner.live_names
+            try:
+                with cur.savepoint(f"zlh_projection_{index}"):
+                    last, failure = runner.apply_notifications(cur, mine, names, runner.name, careful=False)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception:
+                last, failure = runner.apply_notifications(cur, mine, names, runner.name, careful=True)
+            touched.append(runner)
+            if failure is not None:
+                failures.append(failure)
+            if last is not None:
+                moved[runner.name] = last
+        advance_positions(cur, moved)
+        return len(page), touched, failures
