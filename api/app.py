@@ -15,6 +15,7 @@ from api.routers import (
     backups,
     billing,
     console,
+    desk,
     docs,
     files,
     instances,
@@ -54,7 +55,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, support,
-               admin, billing)
+               desk, admin, billing)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

@@ -139,7 +139,7 @@ def _bootstrap(container, settings) -> str:  # type: ignore[no-untyped-def]
 @cli.command()
 def worker(
     name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections | "
-                                              "schedules")],
+                                              "schedules | mail | helpdesk")],
 ) -> None:
     """Run one process manager until SIGTERM."""
     from services.bootstrap import WORKERS
@@ -158,12 +158,19 @@ def worker(
     container.close()
 
 
-@cli.command()
+controller_cli = typer.Typer(help="The reconciler, and what its dry-run soak showed.")
+cli.add_typer(controller_cli, name="controller")
+
+
+@controller_cli.callback(invoke_without_command=True)
 def controller(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address of its probes and metrics.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of its probes and metrics.")] = 9102,
 ) -> None:
     """The reconciler, singleton by leader lock; serves /healthz, /readyz and /metrics on --port."""
+    if ctx.invoked_subcommand is not None:
+        return
     import uvicorn
 
     from api.controller_app import create_controller_app
@@ -177,6 +184,52 @@ def controller(
         uvicorn.run(create_controller_app(container), host=host, port=port, log_level="warning", log_config=None)
     finally:
         container.close()
+
+
+@controller_cli.command("report")
+def controller_report(
+    since: Annotated[str, typer.Option(help="How far back: 7d, 12h, or an RFC 3339 timestamp.")] = "7d",
+    json_output: Annotated[bool, typer.Option("--json", help="The whole report as JSON.")] = False,
+) -> None:
+    """The dry-run soak report: per repair kind, proposed / would have run / skipped and why; the targets that
+    drifted most; and the verdict line. The same as GET /api/admin/repairs/report."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.settings import parse_duration
+    from services.soak import report
+
+    now = datetime.now(UTC)
+    try:
+        start = now - timedelta(seconds=parse_duration(since))
+    except ValueError:
+        try:
+            start = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            start = None
+        if start is None or start.tzinfo is None:
+            typer.echo(f"zlh: --since {since!r} is neither a duration (7d, 12h) nor a timestamp with a timezone",
+                       err=True)
+            raise typer.Exit(2) from None
+    settings = _settings()
+    container = _container(settings)
+    try:
+        result = report(container.app, container.db, start, settings.controller_mode, now)
+    finally:
+        container.close()
+    if json_output:
+        typer.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
+    typer.echo(f"Controller soak report, {result['since']} to {result['until']} (mode now: {result['mode']})")
+    typer.echo(f"{'kind':28} {'level':>5} {'proposed':>9} {'would run':>10} {'would esc.':>10}  skipped")
+    for k in result["kinds"]:
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(k["skipped"].items())) or "-"
+        typer.echo(f"{k['kind']:28} {k['level']:>5} {k['proposed']:>9} {k['would_run']:>10} "
+                   f"{k['would_escalate']:>10}  {skipped}")
+    if result["targets"]:
+        typer.echo("Targets that drifted most:")
+        for t in result["targets"]:
+            typer.echo(f"  {t['target']}: {t['drift_changes']} drift changes, {t['repairs']} repairs")
+    typer.echo(result["verdict"])
 
 
 @cli.command()

@@ -1,7 +1,7 @@
 """Request body limits, enforced in the ASGI layer before routing, authentication or parsing.
 
 `BodyLimit` is a pure ASGI middleware. It picks the limit of the request's route from its
-method and path (file uploads 8 MiB, the Stripe webhook 1 MiB, everything else
+method and path (file uploads 8 MiB, support attachments 10 MiB, the Stripe webhook 1 MiB, everything else
 `ZLH_MAX_BODY`, 1 MiB by default), then:
 
 - a `Content-Length` above the limit is answered 413 `too_large` at once, with
@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.security import SECURITY_HEADERS
+from domain.attachment import MAX_ATTACHMENT_BYTES
 from services import files
 from services.problem_documents import PROBLEM_JSON, problem_document
 
@@ -32,6 +33,8 @@ MiB = 1024 * KiB
 
 #: Largest file a customer may upload in one `PUT /api/instances/{id}/files/content` (8 MiB).
 MAX_UPLOAD_BYTES = files.MAX_WRITE_BYTES
+#: Largest support attachment in one `POST /api/support/attachments` (10 MiB).
+MAX_ATTACHMENT_UPLOAD = MAX_ATTACHMENT_BYTES
 #: Largest Stripe webhook body.
 MAX_WEBHOOK_BYTES = 1 * MiB
 
@@ -52,6 +55,7 @@ def default_rules() -> tuple[Rule, ...]:
     return (
         Rule("PUT", re.compile(r"/api/instances/[^/]+/files/content"), MAX_UPLOAD_BYTES, "file uploads"),
         Rule("POST", re.compile(r"/api/billing/stripe/webhook"), MAX_WEBHOOK_BYTES, "webhook bodies"),
+        Rule("POST", re.compile(r"/api/support/attachments"), MAX_ATTACHMENT_UPLOAD, "attachments"),
     )
 
 

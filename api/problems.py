@@ -45,6 +45,11 @@ DOMAIN_STATUS = {
     "bad_signature": 400,
     "bad_payload": 400,
     "validation_error": 422,
+    "attachment_refused": 422,
+    "attachment_disguised": 422,
+    "too_many_attachments": 422,
+    "not_staff": 422,
+    "duplicate_message": 409,
 }
 
 #: HTTP status for each driver (node agent) error code that describes what the customer asked for; the

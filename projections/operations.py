@@ -76,3 +76,10 @@ def get(db: Database, operation_id: str) -> dict[str, Any] | None:
 
 def list_all(db: Database) -> list[dict[str, Any]]:
     return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY id")]
+
+
+def for_instance(db: Database, instance_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    """An instance's last operations, newest first (with their errors)."""
+    rows = db.query(f"SELECT * FROM {TABLE} WHERE instance_id = %s ORDER BY created_at DESC, id LIMIT %s",
+                    (instance_id, limit))
+    return [_row(r) | {"step": r["step"], "error_step": r["error_step"]} for r in rows]

@@ -16,7 +16,7 @@ from projections.monitoring import MonitoringTargetsProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.schedules import SchedulesProjection
-from projections.tickets import TicketsProjection
+from projections.tickets import InboundMailProjection, TicketsProjection
 from projections.tokens import TokensProjection
 from projections.users import UsersProjection
 
@@ -27,4 +27,4 @@ def all_projections(data_dir: Path | None = None,
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
             RepairsProjection(), BillingProjection(), UsersProjection(), SchedulesProjection(),
-            ActivityProjection(), TokensProjection()]
+            ActivityProjection(), TokensProjection(), InboundMailProjection()]

@@ -110,3 +110,32 @@ def queue_stats(db: Database) -> dict[str, Any]:
 
 def counts(db: Database) -> list[dict[str, Any]]:
     return db.query(f"SELECT kind, status, COUNT(*) AS n FROM {REPAIRS} GROUP BY kind, status")
+
+
+def for_target(db: Database, target: str, instance_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The repairs of one target (or of one instance, whatever their target), newest first."""
+    rows = db.query(f"SELECT * FROM {REPAIRS} WHERE target = %s OR instance_id = %s "
+                    "ORDER BY created_at DESC, id LIMIT %s", (target, instance_id or target, limit))
+    return [_row(r) for r in rows]
+
+
+def drift_of(db: Database, target: str) -> dict[str, Any] | None:
+    rows = db.query(f"SELECT * FROM {DRIFT} WHERE target = %s", (target,))
+    if not rows:
+        return None
+    r = rows[0]
+    return {"target": r["target"], "findings": json.loads(r["findings"]), "epoch": int(r["epoch"]),
+            "updated_at": r["updated_at"]}
+
+
+def since(db: Database, since_iso: str) -> list[dict[str, Any]]:
+    """Every repair proposed at or after `since_iso`, oldest first (the soak report's input)."""
+    rows = db.query(f"SELECT * FROM {REPAIRS} WHERE created_at >= %s ORDER BY created_at, id", (since_iso,))
+    return [_row(r) for r in rows]
+
+
+def drift_changes_since(db: Database, since_iso: str) -> list[dict[str, Any]]:
+    """Targets whose findings changed at or after `since_iso` (the last change each)."""
+    rows = db.query(f"SELECT * FROM {DRIFT} WHERE updated_at >= %s ORDER BY target", (since_iso,))
+    return [{"target": r["target"], "findings": json.loads(r["findings"]), "updated_at": r["updated_at"]}
+            for r in rows]

@@ -23,6 +23,7 @@ from services.access import AccessGate, Authenticator, TokenInvalidator
 from services.console import ConsoleTickets
 from services.edge import Edge
 from services.infrastructure import dead_letters
+from services.infrastructure.blobs import BlobStore
 from services.infrastructure.database import DatabaseURL, ReadModelDB, ensure_sqlite_file
 from services.infrastructure.files import atomic_write_text
 from services.infrastructure.heartbeats import HeartbeatWriter, heartbeat_every
@@ -39,6 +40,7 @@ from services.quotas import Quotas
 from services.settings import Settings
 from services.workers.billing import BillingManager
 from services.workers.controller import Controller
+from services.workers.mail import MailWorker
 from services.workers.notifications import NotificationsManager
 from services.workers.provisioning import ProvisioningManager
 from services.workers.repair import RepairWorker
@@ -46,9 +48,9 @@ from services.workers.schedules import ScheduleManager
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("projections", "provisioning", "notifications", "repair", "billing", "schedules")
+WORKERS = ("projections", "provisioning", "notifications", "repair", "billing", "schedules", "mail", "helpdesk")
 #: The log positions (and dead-letter names) of the process managers.
-PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement", "scheduler")
+PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement", "scheduler", "helpdesk")
 
 
 def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]]:
@@ -131,11 +133,18 @@ class Container:
     repair: RepairWorker | None = None
     billing: BillingManager | None = None
     schedules: ScheduleManager | None = None
+    mail: MailWorker | None = None
+    helpdesk: Any = None
     controller: Controller | None = None
     channels: tuple[Any, Any] | None = None
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     _driver_stop: Callable[[], None] | None = None
     _driver_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Attachments and received mail, content-addressed under ZLH_DATA_DIR/attachments."""
+        return BlobStore(Path(self.settings.data_dir) / "attachments")
 
     @property
     def driver(self) -> InstanceDriver:
@@ -193,7 +202,8 @@ class Container:
             self._spawn("heartbeats", beats.run, self.stop_event)
         if "notifications" in workers:
             email, alerts = self.channels or build_channels(self.settings)
-            self.notifications = NotificationsManager(self.app, self.db, email, alerts)
+            self.notifications = NotificationsManager(self.app, self.db, email, alerts,
+                                                      support_domain=self.settings.support_domain)
             self._spawn("notifications", self.notifications.run, self.app.signal)
         if "repair" in workers:
             self.repair = RepairWorker(self.app, self.db, self.driver, self.edge, worker_id=self.worker_id("repair"),
@@ -207,6 +217,16 @@ class Container:
             self.schedules = ScheduleManager(self.app, self.db, self.driver, grace=self.settings.schedule_grace,
                                              quotas=self.quotas)
             self._spawn("schedules", self.schedules.run, self.app.signal)
+        if "mail" in workers:
+            s = self.settings
+            self.mail = MailWorker(self.app, self.blobs, s.support_domain, s.inbound_smtp, s.inbound_imap_url,
+                                   s.inbound_imap_interval)
+            self.mail.start()
+        if "helpdesk" in workers and self.settings.helpdesk:
+            from services.workers.helpdesk import build_helpdesk_sync
+
+            self.helpdesk = build_helpdesk_sync(self.app, self.db, self.settings)
+            self._spawn("helpdesk", self.helpdesk.run, self.app.signal)
         self.started |= set(workers)
 
     @property
@@ -257,7 +277,7 @@ class Container:
     def stop_worker(self, name: str) -> None:
         """Stop one process manager's thread of this process and wait until it has stopped."""
         worker = {"notifications": self.notifications, "repair": self.repair, "billing": self.billing,
-                  "schedules": self.schedules}[name]
+                  "schedules": self.schedules, "helpdesk": self.helpdesk}[name]
         assert worker is not None, f"{name} is not running in this process"
         worker.stop_event.set()
         self.app.signal.notify()
@@ -278,12 +298,18 @@ class Container:
             self.billing.stop_event.set()
         if self.schedules is not None:
             self.schedules.stop_event.set()
+        if self.mail is not None:
+            self.mail.stop()
+        if self.helpdesk is not None:
+            self.helpdesk.stop_event.set()
         if self.controller is not None:
             self.controller.stop()
         self.app.signal.notify()
         for thread in self.threads:
             thread.join(timeout=5)
         self.watcher.close()
+        if self.helpdesk is not None:
+            self.helpdesk.client.close()
         self.access.usage.close()
         self.access.windows.close()
         if self._driver_stop is not None:

@@ -29,11 +29,12 @@ ALERT_LEVELS: frozenset[str] = frozenset(get_args(AlertLevel))
 
 @dataclass(frozen=True)
 class Email:
-    """A plain-text email to one customer address."""
+    """A plain-text email to one customer address; `reply_to` is where answers go (a ticket's address)."""
 
     to: str
     subject: str
     body: str
+    reply_to: str | None = None
 
 
 @dataclass(frozen=True)

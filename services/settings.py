@@ -117,3 +117,18 @@ class Settings(BaseSettings):
     #: Not in the contract: a schedule's due time that passed while no schedules worker ran is still run (once, at
     #: start-up) when it is at most this old; older ones are recorded as `missed`.
     schedule_grace: Duration = Field(default=300.0, ge=1.0)
+    #: The support desk (README "Support desk"): the domain of every ticket email's Reply-To
+    #: (`support+NUMBER@ZLH_SUPPORT_DOMAIN`), and where replies come back in: an SMTP listener of ours
+    #: (`host:port`, behind the operator's MX) and/or an IMAP mailbox the service polls
+    #: (`imap[s]://user:pass@host[:port]/MAILBOX`, every `ZLH_INBOUND_IMAP_INTERVAL`).
+    support_domain: str = Field(default="zlh.localhost", pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    inbound_smtp: str | None = Field(default=None, pattern=r"^\[?[A-Za-z0-9.:_-]*\]?:\d{1,5}$")
+    inbound_imap_url: str | None = Field(default=None, repr=False)
+    inbound_imap_interval: Duration = Field(default=30.0, ge=0.05)
+    #: A helpdesk mirrored both ways (README "Helpdesk sync"): `zammad` (FreeScout is not built yet), its base
+    #: URL and API token, the group new tickets go to, and how often its changes are read.
+    helpdesk: Literal["freescout", "zammad"] | None = None
+    helpdesk_url: str | None = None
+    helpdesk_token: str | None = Field(default=None, repr=False)
+    helpdesk_group: str = "Users"
+    helpdesk_interval: Duration = Field(default=30.0, ge=0.05)

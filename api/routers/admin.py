@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from api.deps import AdminDep, ContainerDep
@@ -16,9 +17,11 @@ from api.problems import Problem
 from api.schemas import DeadLetter, ProjectionList, ProjectionOut, Stream, StreamEvent
 from domain.repair import ControllerLeadership, RepairStatus
 from projections import repairs as repairs_view
+from services import soak
 from services.audit import stream_events, verify_stream
 from services.infrastructure.projection_runner import ProjectionRunner
 from services.queues import queue_stats
+from services.settings import parse_duration
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -84,6 +87,35 @@ def repairs(_: AdminDep, container: ContainerDep, status: RepairStatus | None = 
         container.db, status.value if status else None, n, after), limit, cursor)
     return RepairList(items=[RepairOut(**r) for r in rows], next_cursor=next_cursor,
                       controller=controller, drift=repairs_view.current_drift(container.db))
+
+
+def parse_since(value: str, now: datetime) -> datetime:
+    """`7d`, `36h`, `90m` (a duration back from now) or an RFC 3339 timestamp with a timezone."""
+    try:
+        return now - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise Problem(422, "validation_error", "since: a duration such as 7d or 12h, or an RFC 3339 timestamp "
+                      "with a timezone")
+    return moment
+
+
+@router.get("/repairs/report")
+def repairs_report(_: AdminDep, container: ContainerDep,
+                   since: Annotated[str, Query(max_length=64, description="7d, 12h or an RFC 3339 timestamp")] = "7d"
+                   ) -> dict[str, Any]:
+    """The controller's soak report since `since`: per repair kind, how many were proposed, would have run in
+    live mode (Level 1, no guard), would have been escalated by the hourly limit, were skipped and why; the
+    targets that drifted most; and the verdict ("N Level 1 repairs would have run; none touched a suspended
+    server")."""
+    now = datetime.now(UTC)
+    return soak.report(container.app, container.db, parse_since(since, now), container.settings.controller_mode,
+                       now)
 
 
 class QueueOut(BaseModel):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -15,10 +16,12 @@ from api.deps import AdminDep, ContainerDep, UserDep
 from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
 from api.schemas import FreeText, Timestamp
+from domain.attachment import MAX_ATTACHMENTS_PER_MESSAGE
 from domain.support import SupportTicket
 from projections import announcements as announcements_view
 from projections import tickets as tickets_view
 from services import announcements, notes, support
+from services.bootstrap import Container
 
 router = APIRouter(prefix="/api", tags=["support"])
 
@@ -32,12 +35,16 @@ class OpenTicket(BaseModel):
     subject: FreeText = Field(min_length=1, max_length=200)
     message: FreeText = Field(min_length=1, max_length=10_000)
     instance_id: UUID | None = None
+    attachments: list[UUID] = Field(default_factory=list, max_length=MAX_ATTACHMENTS_PER_MESSAGE,
+                                    description="ids of your uploads (POST /api/support/attachments)")
 
 
 class TicketMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: FreeText = Field(min_length=1, max_length=10_000)
+    attachments: list[UUID] = Field(default_factory=list, max_length=MAX_ATTACHMENTS_PER_MESSAGE,
+                                    description="ids of your uploads (POST /api/support/attachments)")
 
 
 class TicketCreated(BaseModel):
@@ -63,6 +70,33 @@ class TicketList(BaseModel):
     next_cursor: str | None = None
 
 
+class AttachmentOut(BaseModel):
+    sha256: str
+    name: str
+    size: int
+    content_type: str
+
+
+class TicketReply(BaseModel):
+    staff: bool
+    message: str
+    at: str
+    attachments: list[AttachmentOut]
+    via: str
+
+
+class ConversationItem(BaseModel):
+    kind: str = Field(description="message | note (staff only) | event (staff only)")
+    version: int
+    at: str
+    author: dict[str, Any]
+    message: str | None = None
+    attachments: list[AttachmentOut] = Field(default_factory=list)
+    via: str | None = None
+    event: str | None = None
+    detail: str | None = None
+
+
 class TicketDetail(BaseModel):
     id: str
     number: str
@@ -70,7 +104,18 @@ class TicketDetail(BaseModel):
     message: str
     instance_id: str | None
     status: str
-    replies: list[dict]
+    created_at: str | None
+    attachments: list[AttachmentOut]
+    replies: list[TicketReply]
+    messages: list[ConversationItem]
+
+
+class UploadOut(BaseModel):
+    id: str
+    name: str
+    size: int
+    content_type: str
+    sha256: str
 
 
 class NewAnnouncement(BaseModel):
@@ -110,18 +155,45 @@ class NoteOut(BaseModel):
     version: int
 
 
-def _detail(ticket: SupportTicket) -> TicketDetail:
-    return TicketDetail(id=str(ticket.id), number=ticket.number, subject=ticket.subject, message=ticket.message,
-                        instance_id=str(ticket.instance_id) if ticket.instance_id else None, status=ticket.status,
-                        replies=[{"staff": r["staff"], "message": r["message"]} for r in ticket.replies])
+def _detail(container: Container, ticket: SupportTicket) -> TicketDetail:
+    return TicketDetail(**support.ticket_view(container.app, ticket, staff=False))
+
+
+def attachment_response(data: bytes, name: str, content_type: str) -> Response:
+    """An attachment as a download, never rendered: `Content-Disposition: attachment` and `nosniff`."""
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    media = f"{content_type}; charset=utf-8" if content_type == "text/plain" else content_type
+    return Response(content=data, media_type=media, headers={
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}",
+        "X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store"})
 
 
 # Support tickets.
 
+@router.post("/support/attachments", status_code=201, response_model=UploadOut,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+                 "schema": {"type": "string", "format": "binary"}}}}})
+async def upload(request: Request, user: UserDep, container: ContainerDep,
+                 name: Annotated[str, Query(min_length=1, max_length=255, description="the file's name")]
+                 ) -> UploadOut:
+    """Upload one file (the raw bytes as the body, at most 10 MiB; larger: 413 `too_large`) to attach to a new
+    ticket or a reply by its `id`. The type is sniffed from the bytes, never taken from `Content-Type`; a file
+    whose name promises another kind of content (an executable named `.png`) is refused: 422
+    `attachment_disguised`, nothing stored."""
+    data = await request.body()
+    stored = await run_in_threadpool(support.store_upload, container.app, container.blobs, user, name, data)
+    return UploadOut(id=str(stored.id), name=stored.name, size=stored.size, content_type=stored.content_type,
+                     sha256=stored.sha256)
+
+
 @router.post("/support/create", status_code=201, response_model=TicketCreated)
 async def open_ticket(body: OpenTicket, response: Response, user: UserDep, container: ContainerDep) -> TicketCreated:
-    ticket, position = await run_in_threadpool(support.open_ticket, container.app, user, body.subject, body.message,
-                                               body.instance_id, None, container.quotas)
+    def run() -> tuple[SupportTicket, int]:
+        attachments = support.resolve_uploads(container.app, user, body.attachments)
+        return support.open_ticket(container.app, user, body.subject, body.message, body.instance_id, None,
+                                   container.quotas, attachments)
+
+    ticket, position = await run_in_threadpool(run)
     await read_your_writes(container, response, position, "tickets")
     return TicketCreated(id=str(ticket.id), number=ticket.number, status=ticket.status)
 
@@ -137,37 +209,31 @@ def my_tickets(user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
 
 @router.get("/support/tickets/{ticket_id}", response_model=TicketDetail)
 def my_ticket(ticket_id: UUID, user: UserDep, container: ContainerDep) -> TicketDetail:
-    return _detail(support.load_ticket(container.app, ticket_id, None if user.admin else user.id))
+    """A ticket and its conversation as its customer reads it (staff replies, never internal notes)."""
+    return _detail(container, support.load_ticket(container.app, ticket_id, None if user.admin else user.id))
 
 
 @router.post("/support/tickets/{ticket_id}/reply", response_model=TicketDetail)
 async def reply(ticket_id: UUID, body: TicketMessage, response: Response, user: UserDep,
                 container: ContainerDep) -> TicketDetail:
-    ticket, position = await run_in_threadpool(support.reply, container.app, user, ticket_id, body.message)
+    """Reply on your ticket (a closed one is reopened by your reply)."""
+    def run() -> tuple[SupportTicket, int]:
+        attachments = support.resolve_uploads(container.app, user, body.attachments)
+        return support.reply(container.app, user, ticket_id, body.message, attachments)
+
+    ticket, position = await run_in_threadpool(run)
     await read_your_writes(container, response, position, "tickets")
-    return _detail(ticket)
+    return _detail(container, ticket)
 
 
-@router.get("/admin/support/tickets", response_model=TicketList)
-def all_tickets(_: AdminDep, container: ContainerDep, status: Literal["open", "closed"] | None = None,
-                limit: LimitQuery = 100, cursor: CursorQuery = None) -> TicketList:
-    rows, next_cursor = page(lambda n, after: tickets_view.list_all(container.db, status, n, after), limit, cursor)
-    return TicketList(items=[TicketOut(**r) for r in rows], next_cursor=next_cursor)
-
-
-@router.post("/admin/support/tickets/{ticket_id}/reply", response_model=TicketDetail)
-async def staff_reply(ticket_id: UUID, body: TicketMessage, response: Response, admin: AdminDep,
-                      container: ContainerDep) -> TicketDetail:
-    ticket, position = await run_in_threadpool(support.reply, container.app, admin, ticket_id, body.message)
-    await read_your_writes(container, response, position, "tickets")
-    return _detail(ticket)
-
-
-@router.post("/admin/support/tickets/{ticket_id}/close", response_model=TicketDetail)
-async def close_ticket(ticket_id: UUID, response: Response, admin: AdminDep, container: ContainerDep) -> TicketDetail:
-    ticket, position = await run_in_threadpool(support.close, container.app, admin, ticket_id)
-    await read_your_writes(container, response, position, "tickets")
-    return _detail(ticket)
+@router.get("/support/tickets/{ticket_id}/attachments/{sha256}", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}})
+async def download(ticket_id: UUID, sha256: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], user: UserDep,
+                   container: ContainerDep) -> Response:
+    """An attachment of your ticket (staff: of any ticket, notes' too), as a download."""
+    found = await run_in_threadpool(support.attachment_of, container.app, user, ticket_id, sha256)
+    data = await run_in_threadpool(container.blobs.read, sha256)
+    return attachment_response(data, found["name"], found["content_type"])
 
 
 # Announcements.

@@ -100,6 +100,8 @@ class SmtpEmailChannel(EmailChannel):
         msg["From"] = self.sender
         msg["To"] = Address(addr_spec=_one_line(email.to))
         msg["Subject"] = _one_line(email.subject)
+        if email.reply_to:
+            msg["Reply-To"] = Address(addr_spec=_one_line(email.reply_to))
         msg["Date"] = format_datetime(now or datetime.now(UTC))
         msg["Message-ID"] = message_id(dedupe_key, self.message_id_domain)
         msg["X-ZLH-Dedupe-Key"] = _one_line(dedupe_key)

@@ -25,6 +25,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, Notification
 
 from domain.delivery import Delivery
+from domain.mail import reply_address
 from domain.support import SupportTicket
 from domain.user import User
 from projections import deliveries as deliveries_view
@@ -49,8 +50,18 @@ STALE_AFTER = timedelta(seconds=60)
 Planned = tuple[str, str, dict[str, Any]]  # (channel, kind, message)
 
 
+def _attachment_lines(attachments: list[dict[str, Any]]) -> str:
+    if not attachments:
+        return ""
+    names = "\n".join(f"- {a['name']} ({a['size']} bytes)" for a in attachments)
+    return f"\n\nAttachments (download them from your tickets in the portal):\n{names}"
+
+
 def support_messages(event: Any) -> list[Planned]:
-    """Ticket acknowledgements to the customer, staff alerts for new tickets, staff replies."""
+    """Ticket acknowledgements to the customer, staff alerts for new tickets and customer replies, staff replies.
+
+    Internal notes (`SupportTicket.NoteAdded`) warrant nothing: they never leave the staff desk.
+    """
     if isinstance(event, SupportTicket.Opened):
         instance = str(event.instance_id) if event.instance_id else "none"
         return [
@@ -58,8 +69,10 @@ def support_messages(event: Any) -> list[Planned]:
                 "to": event.email,
                 "subject": f"[{event.number}] We received your request: {event.subject}",
                 "body": (f"Hello,\n\nthanks for contacting ZLH support. Your ticket number is {event.number}.\n"
-                         f"Please keep it in the subject line if you write to us again.\n\n"
-                         f"Subject: {event.subject}\n\n{event.message}\n\n-- ZLH Support\n"),
+                         f"Reply to this email to add to your ticket.\n\n"
+                         f"Subject: {event.subject}\n\n{event.message}{_attachment_lines(event.attachments)}"
+                         "\n\n-- ZLH Support\n"),
+                "ticket_number": event.number,
             }),
             ("discord", "ticket_alert", {
                 "title": f"New support ticket {event.number}",
@@ -69,7 +82,15 @@ def support_messages(event: Any) -> list[Planned]:
             }),
         ]
     if isinstance(event, SupportTicket.Replied) and event.staff:
-        return [("email", "ticket_reply", {"ticket_id": str(event.originator_id), "message": event.message})]
+        return [("email", "ticket_reply", {"ticket_id": str(event.originator_id), "message": event.message,
+                                           "attachments": event.attachments})]
+    if isinstance(event, SupportTicket.Replied):
+        return [("discord", "ticket_customer_reply", {
+            "title": "Customer replied on a support ticket",
+            "description": event.message[:300],
+            "fields": [["Ticket", str(event.originator_id)], ["Via", event.via]],
+            "level": "info",
+        })]
     return []
 
 
@@ -85,8 +106,10 @@ def plan(event: Any) -> list[Planned]:
 
 class NotificationsManager:
     def __init__(self, app: ZLH, db: ReadModelDB, email: EmailChannel, alerts: AlertChannel,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 support_domain: str = "zlh.localhost") -> None:
         self.app, self.db = app, db
+        self.support_domain = support_domain
         self.channels: dict[str, Any] = {"email": email, "discord": alerts}
         self.now = now
         self.stop_event = threading.Event()
@@ -124,12 +147,17 @@ class NotificationsManager:
             user = self.app.find(UUID(message["user_id"]), User)
             return {"to": user.email if user is not None else "", "subject": message["subject"],
                     "body": message["body"]}
+        if kind == "ticket_acknowledgement" and "ticket_number" in message:
+            rendered = {k: v for k, v in message.items() if k != "ticket_number"}
+            return rendered | {"reply_to": reply_address(message["ticket_number"], self.support_domain)}
         if kind != "ticket_reply":
             return message
         ticket: SupportTicket = self.app.repository.get(UUID(message["ticket_id"]))
         return {"to": ticket.email, "subject": f"[{ticket.number}] New reply: {ticket.subject}",
-                "body": f"Hello,\n\nZLH support replied to your ticket {ticket.number}:\n\n{message['message']}\n\n"
-                        "-- ZLH Support\n"}
+                "reply_to": reply_address(ticket.number, self.support_domain),
+                "body": f"Hello,\n\nZLH support replied to your ticket {ticket.number}:\n\n{message['message']}"
+                        f"{_attachment_lines(message.get('attachments') or [])}\n\n"
+                        "Reply to this email to answer.\n\n-- ZLH Support\n"}
 
     # Delivering.
 
@@ -160,7 +188,8 @@ class NotificationsManager:
         m, key = delivery.message, str(delivery.id)
         try:
             if delivery.channel == "email":
-                return self.channels["email"].send(Email(to=m["to"], subject=m["subject"], body=m["body"]), key)
+                return self.channels["email"].send(Email(to=m["to"], subject=m["subject"], body=m["body"],
+                                                         reply_to=m.get("reply_to")), key)
             alert = StaffAlert(title=m["title"], description=m["description"],
                                fields=tuple((str(a), str(b)) for a, b in m.get("fields", [])),
                                level=m.get("level", "info"))

@@ -68,7 +68,7 @@ def test_support_ticket_and_announcements(page: Page, customer: Customer, admin:
     expect(page.locator("#support-message")).to_have_text(re.compile(r"Ticket ZLH-\d{8}-\d{4} opened \(status: open\)"))
     number = re.search(r"ZLH-\d{8}-\d{4}", page.locator("#support-message").inner_text())
     assert number is not None
-    expect(page.locator(f'#tickets tr[data-number="{number.group(0)}"]')).to_contain_text("open")
+    expect(page.locator(f'#tickets tr[data-number="{number.group(0)}"]')).to_contain_text("Open")
     admin.delete(f"/api/admin/announcements/{published.json()['id']}")
 
 

@@ -129,3 +129,15 @@ def test_the_node_agent_deploys_alone() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_controller_never_reads_support_tickets_or_mail() -> None:
+    """The controller acts on desired and observed state only, never on what a customer wrote (issue 18)."""
+    reconciler = [ROOT / "domain" / "reconcile.py", ROOT / "domain" / "repair.py",
+                  ROOT / "services" / "workers" / "controller.py", ROOT / "services" / "workers" / "repair.py"]
+    for path in reconciler:
+        text = path.read_text()
+        bad = {m for m in imported_modules(path) if m.split(".")[-1] in ("support", "mail", "tickets", "triage",
+                                                                            "inbound_mail", "mail_text")}
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+        assert "rm_tickets" not in text and "SupportTicket" not in text and "InboundMail" not in text

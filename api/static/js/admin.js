@@ -51,7 +51,16 @@ export function setup() {
       status('stripe-message'),
       status('users-message'),
       table('users-table', 'Users', ['Email', 'Id', 'Operator', 'Billing', 'Stripe customer', ''])),
-    section('admin-repairs', 'Repairs', status('controller-summary'), status('repairs-message'),
+    section('admin-repairs', 'Repairs', status('controller-summary'),
+      h('div', {id: 'soak', className: 'soak'},
+        h('h3', {}, 'Soak report (last 7 days)'),
+        h('p', {id: 'soak-verdict', className: 'soak-verdict', role: 'status'}),
+        h('div', {className: 'table-wrap'}, h('table', {id: 'soak-table'},
+          h('caption', {className: 'visually-hidden'}, 'What live mode would have done, per repair kind'),
+          h('thead', {}, h('tr', {}, ['Kind', 'Level', 'Proposed', 'Would run', 'Would escalate', 'Skipped (why)']
+            .map((c) => h('th', {scope: 'col'}, c)))), el.soakRows = h('tbody'))),
+        h('p', {id: 'soak-targets', className: 'muted'})),
+      status('repairs-message'),
       table('repairs-table', 'Repairs', ['Kind', 'Level', 'Target', 'Status', 'Mode', 'Proposed'])),
     section('admin-queues', 'Queues', status('queues-message'),
       table('queues-table', 'Queues', ['Queue', 'Pending', 'Oldest pending', 'Lag (events)', 'Health'])),
@@ -84,6 +93,7 @@ export function leave() {
 function refresh() {
   loadUsers();
   loadRepairs();
+  loadSoak();
   loadQueues();
   loadProjections();
 }
@@ -182,6 +192,23 @@ async function loadRepairs() {
     h('td', {}, h('code', {}, typeof r.target === 'string' ? r.target : JSON.stringify(r.target))),
     h('td', {}, r.reason ? `${r.status} (${r.reason})` : r.status), h('td', {}, r.mode),
     h('td', {}, time(r.created_at))), 'No repairs proposed.');
+}
+
+async function loadSoak() {
+  const verdict = document.getElementById('soak-verdict');
+  try {
+    const report = await api.get('/api/admin/repairs/report?since=7d');
+    say(verdict, report.verdict, report.touched_suspended.length ? 'error' : 'ok');
+    fill(el.soakRows, report.kinds.map((k) => h('tr', {dataset: {kind: k.kind}}, h('th', {scope: 'row'}, k.kind),
+      h('td', {}, String(k.level)), h('td', {}, String(k.proposed)), h('td', {}, String(k.would_run)),
+      h('td', {}, String(k.would_escalate)),
+      h('td', {}, Object.entries(k.skipped).map(([why, n]) => `${n} ${why}`).join(', ') || '—'))));
+    document.getElementById('soak-targets').textContent = report.targets.length
+      ? `Drifted most: ${report.targets.slice(0, 5).map((t) => `${t.target} (${t.drift_changes} changes, `
+        + `${t.repairs} repairs)`).join('; ')}` : 'No target drifted.';
+  } catch (error) {
+    say(verdict, error.status === 404 ? 'This server has no soak report yet.' : describe(error), 'error');
+  }
 }
 
 function loadQueues() {

@@ -54,7 +54,7 @@ const MESSAGES = {
   is_a_directory: 'That is a folder, not a file.',
   not_a_directory: 'That is a file, not a folder.',
   not_a_file: 'That is not a regular file.',
-  too_large: 'That is too large: files are limited to 8 MiB and notes to 64 KiB.',
+  too_large: 'That is too large: files are limited to 8 MiB, attachments to 10 MiB and notes to 64 KiB.',
   payload_too_large: 'That is too large: files are limited to 8 MiB.',
   unsupported_media_type: 'That kind of content is not accepted here.',
   // Billing (see the banner for the whole story).
@@ -68,6 +68,12 @@ const MESSAGES = {
   quota_exceeded: 'You have reached a limit of your account. Delete something you no longer need to make room.',
   bad_cursor: 'The list changed. Reload the page.',
   // Support, notes, announcements.
+  attachment_disguised: 'That file’s name promises another kind of file than it holds (an executable named .png, '
+    + 'say). Name it for what it is, or zip it, and attach it again.',
+  attachment_refused: 'That attachment was not accepted (empty files are not).',
+  too_many_attachments: 'A message can carry at most 10 attachments.',
+  not_staff: 'Tickets can only be assigned to an operator.',
+  duplicate_message: 'That message is on the ticket already.',
   tickets_exhausted: 'Too many tickets were opened today. Please try again tomorrow or email support.',
   version_conflict: 'Your notes were changed elsewhere since you loaded them.',
   precondition_required: 'Reload your notes before saving.',

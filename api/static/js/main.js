@@ -1,18 +1,20 @@
 // The portal's entry point: sign-in, the views behind the hash (#servers, #support, #notes,
-// #admin), and the reactions every view shares to 401 (signed out) and 402 (billing).
+// #desk, #admin), and the reactions every view shares to 401 (signed out) and 402 (billing).
 
 import {onProblem} from './api.js';
 import {currentUser, setupSignIn, showSignIn, signOut} from './auth.js';
 import * as admin from './admin.js';
 import * as announcements from './announcements.js';
 import * as billing from './billing.js';
+import * as desk from './desk.js';
 import {describe} from './errors.js';
 import * as notes from './notes.js';
 import * as servers from './servers.js';
 import * as support from './support.js';
 import {flash} from './ui.js';
 
-const VIEWS = {servers, support, notes, admin};
+const VIEWS = {servers, support, notes, desk, admin};
+const STAFF_VIEWS = new Set(['desk', 'admin']);
 let user = null;
 let active = null;
 
@@ -28,7 +30,7 @@ function route() {
     return;
   }
   let name = location.hash.replace('#', '') || 'servers';
-  if (!VIEWS[name] || (name === 'admin' && !user.admin)) name = 'servers';
+  if (!VIEWS[name] || (STAFF_VIEWS.has(name) && !user.admin)) name = 'servers';
   if (active && active !== name) VIEWS[active].leave?.();
   for (const link of document.querySelectorAll('#nav a')) {
     if (link.dataset.view === name) link.setAttribute('aria-current', 'page');
@@ -46,6 +48,7 @@ function signedIn(me) {
   flash('');
   document.getElementById('nav').hidden = false;
   document.getElementById('nav-admin').hidden = !me.admin;
+  document.getElementById('nav-desk').hidden = !me.admin;
   document.getElementById('sign-out').hidden = false;
   document.getElementById('who').textContent = me.email + (me.admin ? ' (operator)' : '');
   billing.start();
