@@ -23,6 +23,7 @@ from api.routers import (
     portal,
     probes,
     schedules,
+    subusers,
     support,
     templates,
     tokens,
@@ -54,8 +55,8 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(BodyLimit, max_body=container.settings.max_body)
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
-    routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, support,
-               desk, admin, billing)
+    routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, subusers,
+               support, desk, admin, billing)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

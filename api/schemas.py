@@ -134,6 +134,10 @@ class InstanceOut(BaseModel):
     pending_operation: PendingOperation | None
     created_at: str
     updated_at: str
+    role: Literal["owner", "subuser", "admin"] = Field(default="owner", description="yours on this server: "
+                                                       "`subuser` when its owner invited you")
+    permissions: list[str] = Field(default_factory=list, description="what you may do on it (an owner or "
+                                   "operator: every permission)")
 
 
 class InstanceList(BaseModel):

@@ -2,12 +2,13 @@
 
 Reads operations (power, backups, restores, create, delete: asked by whom, and how they ended),
 the instance's activity stream (console commands, file writes), schedules (created, changed,
-deleted) and their runs (one item per run, its status kept current), billing suspensions of the
-instance, and users (for the actor's email). Each item's `id` is the event's (stream and version),
-so one event makes at most one item and a rebuild from position 0 gives the same rows. Items are
-listed by keyset pages on (`at`, `id`), on the index `(instance_id, at, id)`.
+deleted) and their runs (one item per run, its status kept current), subusers (added, their
+permissions changed, removed), billing suspensions of the instance, and users (for the actor's
+email). Each item's `id` is the event's (stream and version), so one event makes at most one item
+and a rebuild from position 0 gives the same rows. Items are listed by keyset pages on (`at`, `id`),
+on the index `(instance_id, at, id)`.
 
-Actors: `user` (a person: the owner, an operator), `schedule` (a schedule of the owner's ran it;
+Actors: `user` (a person: the owner, a subuser, an operator), `schedule` (a schedule of the owner's ran it;
 the id and email are the owner's) or `system` (billing; id and email null).
 """
 
@@ -20,6 +21,7 @@ from domain.activity import InstanceActivity
 from domain.instance import Instance
 from domain.operation import Operation
 from domain.schedule import Schedule, ScheduleRun
+from domain.subuser import Subuser
 from domain.user import User
 from projections.base import Cursor, Database, Projection, Table, iso
 
@@ -56,6 +58,7 @@ class ActivityProjection(Projection):
         Schedule.Defined.TOPIC, Schedule.Revised.TOPIC, Schedule.Deleted.TOPIC,
         ScheduleRun.Planned.TOPIC, ScheduleRun.Missed.TOPIC, ScheduleRun.Skipped.TOPIC, ScheduleRun.Started.TOPIC,
         ScheduleRun.Finished.TOPIC,
+        Subuser.Added.TOPIC, Subuser.Readded.TOPIC, Subuser.PermissionsChanged.TOPIC, Subuser.Removed.TOPIC,
     })
 
     def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
@@ -129,6 +132,16 @@ class ActivityProjection(Projection):
             self._update(cur, items, oid, status="skipped", reason={"code": event.code, "message": event.message})
         elif isinstance(event, ScheduleRun.Finished):
             self._update(cur, items, oid, status=event.status)
+        elif isinstance(event, Subuser.Added | Subuser.Readded):
+            add(event.instance_id, event.actor_id, "user", "subuser.add",
+                {"user_id": str(event.user_id), "email": event.email, "permissions": list(event.permissions)})
+        elif isinstance(event, Subuser.PermissionsChanged):
+            add(event.instance_id, event.actor_id, "user", "subuser.update",
+                {"user_id": str(event.user_id), "email": event.email, "permissions": list(event.permissions),
+                 "previous": list(event.previous)})
+        elif isinstance(event, Subuser.Removed):
+            add(event.instance_id, event.actor_id, "user", "subuser.remove",
+                {"user_id": str(event.user_id), "email": event.email})
 
     @staticmethod
     def _update(cur: Cursor, items: str, ref: str, **changes: Any) -> None:

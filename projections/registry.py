@@ -16,6 +16,7 @@ from projections.monitoring import MonitoringTargetsProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.schedules import SchedulesProjection
+from projections.subusers import SubusersProjection
 from projections.tickets import InboundMailProjection, TicketsProjection
 from projections.tokens import TokensProjection
 from projections.users import UsersProjection
@@ -27,4 +28,5 @@ def all_projections(data_dir: Path | None = None,
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
             RepairsProjection(), BillingProjection(), UsersProjection(), SchedulesProjection(),
-            ActivityProjection(), TokensProjection(), InboundMailProjection()]
+            ActivityProjection(), TokensProjection(), InboundMailProjection(),
+            SubusersProjection()]

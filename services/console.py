@@ -22,6 +22,7 @@ class Ticket:
     instance_id: UUID
     user_id: UUID
     expires_at: float  # wall-clock epoch seconds
+    admin: bool = False  # an operator's ticket (their access is checked again when it is redeemed)
 
 
 class ConsoleTickets:
@@ -30,10 +31,11 @@ class ConsoleTickets:
         self._tickets: dict[str, Ticket] = {}
         self._lock = threading.Lock()
 
-    def issue(self, instance_id: UUID, user_id: UUID, now: float | None = None) -> tuple[str, Ticket]:
+    def issue(self, instance_id: UUID, user_id: UUID, now: float | None = None,
+              admin: bool = False) -> tuple[str, Ticket]:
         now = time.time() if now is None else now
         token = secrets.token_urlsafe(32)
-        ticket = Ticket(instance_id, user_id, now + self.ttl)
+        ticket = Ticket(instance_id, user_id, now + self.ttl, admin)
         with self._lock:
             self._tickets = {k: t for k, t in self._tickets.items() if t.expires_at > now}
             self._tickets[token] = ticket

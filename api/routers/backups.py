@@ -53,10 +53,13 @@ async def my_backups(user: UserDep, container: ContainerDep, limit: LimitQuery =
 
 
 async def delete_backup(user: Principal, container: ContainerDep, backup_id: UUID, instance_id: UUID | None,
-                        idempotency_key: str | None, response: Response) -> DeletionAccepted | Response:
-    """204 if the backup is deleted already; else 202 with the operation in which the node agent deletes it."""
-    key = check_optional_key(idempotency_key)
-    owner = None if user.admin else user.id
+                        key: str | None, response: Response,
+                        owner_id: UUID | None = None) -> DeletionAccepted | Response:
+    """204 if the backup is deleted already; else 202 with the operation in which the node agent deletes it.
+
+    `owner_id`: whose backup it must be when the caller's right to it was checked already (a server's route:
+    the server's owner); else the caller's own, or anyone's for an operator. `key` is checked already."""
+    owner = owner_id if owner_id is not None else None if user.admin else user.id
     queued = await run_in_threadpool(request_backup_deletion, container.app, owner, backup_id, instance_id, key,
                                      actor_id=user.id)
     if queued is None:
@@ -78,4 +81,4 @@ async def delete(backup_id: UUID, response: Response, user: UserDep, container: 
                  ) -> DeletionAccepted | Response:
     """Delete one of your backups (allowed in every billing state): 202 with an operation while the node agent
     removes the archive; 409 while the backup is being made or the server runs another operation (a restore)."""
-    return await delete_backup(user, container, backup_id, None, idempotency_key, response)
+    return await delete_backup(user, container, backup_id, None, check_optional_key(idempotency_key), response)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContainerDep, UserDep
+from api.server_access import FilesReadGrant, FilesWriteGrant
 from services import files
 
 router = APIRouter(prefix="/api/instances", tags=["files"])
@@ -30,28 +31,28 @@ class Listing(BaseModel):
 
 
 @router.get("/{instance_id}/files", response_model=Listing)
-async def list_files(instance_id: UUID, user: UserDep, container: ContainerDep, path: PathQuery = "/") -> Listing:
-    owner = None if user.admin else user.id
-    entries = await run_in_threadpool(files.list_files, container.app, container.driver, owner, instance_id, path)
+async def list_files(instance_id: UUID, grant: FilesReadGrant, container: ContainerDep,
+                     path: PathQuery = "/") -> Listing:
+    entries = await run_in_threadpool(files.list_files, container.app, container.driver, grant.owner_id, instance_id,
+                                      path)
     return Listing(path=path, entries=[Entry(**e) for e in entries])
 
 
 @router.get("/{instance_id}/files/content")
-async def read_file(instance_id: UUID, user: UserDep, container: ContainerDep, path: PathQuery) -> Response:
-    owner = None if user.admin else user.id
-    content = await run_in_threadpool(files.read_file, container.app, container.driver, owner, instance_id, path)
+async def read_file(instance_id: UUID, grant: FilesReadGrant, container: ContainerDep, path: PathQuery) -> Response:
+    content = await run_in_threadpool(files.read_file, container.app, container.driver, grant.owner_id, instance_id,
+                                      path)
     return Response(content, media_type="application/octet-stream")
 
 
 @router.put("/{instance_id}/files/content", status_code=204)
-async def write_file(instance_id: UUID, request: Request, user: UserDep, container: ContainerDep,
-                     path: PathQuery) -> Response:
+async def write_file(instance_id: UUID, request: Request, user: UserDep, grant: FilesWriteGrant,
+                     container: ContainerDep, path: PathQuery) -> Response:
     # api/limits.py has refused a body over MAX_UPLOAD_BYTES before this runs (by Content-Length) or while
     # it is read (chunked), so at most 8 MiB is ever held here.
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-    owner = None if user.admin else user.id
-    await run_in_threadpool(files.write_file, container.app, container.driver, owner, instance_id, path, bytes(body),
-                            user.id)
+    await run_in_threadpool(files.write_file, container.app, container.driver, grant.owner_id, instance_id, path,
+                            bytes(body), user.id)
     return Response(status_code=204)

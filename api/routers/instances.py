@@ -13,9 +13,13 @@ from api.deps import ContainerDep, UserDep
 from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
 from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
+from api.server_access import MemberGrant
+from domain.errors import DomainError
 from projections import instances as instances_view
 from projections import operations as operations_view
+from projections import subusers as subusers_view
 from services.instances import request_instance
+from services.server_access import MEMBER, authorize
 from services.users import Principal
 
 router = APIRouter(prefix="/api", tags=["instances"])
@@ -34,8 +38,8 @@ def check_optional_key(key: str | None) -> str | None:
     return None if key is None else _check_key(key)
 
 
-def _visible(row: dict | None, user: Principal, what: str) -> dict:
-    if row is None or (row["owner_id"] != str(user.id) and not user.admin):
+def _visible(row: dict | None, user: Principal, what: str, member: bool = False) -> dict:
+    if row is None or (row["owner_id"] != str(user.id) and not user.admin and not member):
         raise Problem(404, "not_found", f"no such {what}")
     return row
 
@@ -65,17 +69,29 @@ async def create_instance(
 @router.get("/instances", response_model=InstanceList)
 def list_instances(user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
                    cursor: CursorQuery = None) -> InstanceList:
-    """Your instances, newest first, pending ones included (not deleted ones), a page at a time."""
-    rows, next_cursor = page(lambda n, after: instances_view.list_for_owner(container.db, str(user.id), n, after),
+    """Your instances and those you are a subuser of (each with your `role` and `permissions`), newest first,
+    pending ones included (not deleted ones), a page at a time."""
+    rows, next_cursor = page(lambda n, after: subusers_view.list_for_member(container.db, str(user.id), n, after),
                              limit, cursor)
     return InstanceList(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)
-def get_instance(instance_id: UUID, user: UserDep, container: ContainerDep) -> InstanceOut:
-    return InstanceOut(**_visible(instances_view.get(container.db, str(instance_id)), user, "instance"))
+def get_instance(instance_id: UUID, grant: MemberGrant, container: ContainerDep) -> InstanceOut:
+    """The instance, with your `role` on it and your `permissions` (a subuser sees what the owner gave them)."""
+    row = instances_view.get(container.db, str(instance_id))
+    if row is None:
+        raise Problem(404, "not_found", "no such instance")
+    return InstanceOut(**row, role=grant.role, permissions=list(grant.permissions))
 
 
 @router.get("/operations/{operation_id}", response_model=OperationOut)
 def get_operation(operation_id: UUID, user: UserDep, container: ContainerDep) -> OperationOut:
-    return OperationOut(**_visible(operations_view.get(container.db, str(operation_id)), user, "operation"))
+    """An operation on one of your servers, or on one you are a subuser of."""
+    row = operations_view.get(container.db, str(operation_id))
+    if row is not None and row["owner_id"] != str(user.id) and not user.admin:
+        try:
+            authorize(container.app, user.id, user.admin, UUID(row["instance_id"]), MEMBER)
+        except DomainError:
+            row = None
+    return OperationOut(**_visible(row, user, "operation", member=row is not None))

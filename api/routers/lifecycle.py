@@ -14,9 +14,9 @@ from api.deps import ContainerDep, UserDep
 from api.pagination import CursorQuery, LimitQuery, page
 from api.routers.backups import DELETE_RESPONSES, DeletionAccepted, delete_backup
 from api.routers.instances import check_optional_key
+from api.server_access import BackupsGrant, OwnerGrant, PowerGrant
 from projections import backups as backups_view
-from services.lifecycle import Queued, load_instance, request_backup, request_delete, request_power, request_restore
-from services.users import Principal
+from services.lifecycle import Queued, request_backup, request_delete, request_power, request_restore
 
 router = APIRouter(prefix="/api/instances", tags=["lifecycle"])
 
@@ -52,10 +52,6 @@ class BackupList(BaseModel):
     next_cursor: str | None = None
 
 
-def _owner(user: Principal) -> UUID | None:
-    return None if user.admin else user.id
-
-
 async def _answer(queued: Queued, response: Response, container: ContainerDep, *views: str) -> dict[str, str]:
     """The 202 answer, once the instance, its operation (and any `views` more) show the change."""
     if queued.replayed:
@@ -67,52 +63,48 @@ async def _answer(queued: Queued, response: Response, container: ContainerDep, *
 
 
 @router.post("/{instance_id}/power", status_code=202, response_model=OperationAccepted)
-async def power(instance_id: UUID, body: PowerRequest, response: Response, user: UserDep,
+async def power(instance_id: UUID, body: PowerRequest, response: Response, user: UserDep, grant: PowerGrant,
                 container: ContainerDep, idempotency_key: KeyHeader = None) -> dict[str, str]:
-    key = check_optional_key(idempotency_key)
-    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_power, container.app, owner, instance_id,
+    key = grant.request_key(check_optional_key(idempotency_key))
+    queued = await run_in_threadpool(request_power, container.app, grant.owner_id, instance_id,
                                      body.action, key, actor_id=user.id)
     return await _answer(queued, response, container)
 
 
 @router.delete("/{instance_id}", status_code=202, response_model=OperationAccepted)
-async def delete(instance_id: UUID, response: Response, user: UserDep, container: ContainerDep,
+async def delete(instance_id: UUID, response: Response, user: UserDep, grant: OwnerGrant, container: ContainerDep,
                  keep_backups: Annotated[bool, Query(description="false also deletes the backups")] = True,
                  idempotency_key: KeyHeader = None) -> dict[str, str]:
+    """Delete the server (its owner only: a subuser gets 403 `permission_denied`)."""
     key = check_optional_key(idempotency_key)
-    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_delete, container.app, owner, instance_id,
+    queued = await run_in_threadpool(request_delete, container.app, grant.owner_id, instance_id,
                                      keep_backups, key, actor_id=user.id)
     return await _answer(queued, response, container)
 
 
 @router.post("/{instance_id}/backups", status_code=202, response_model=BackupAccepted)
-async def create_backup(instance_id: UUID, response: Response, user: UserDep, container: ContainerDep,
-                        idempotency_key: KeyHeader = None) -> dict[str, str]:
-    key = check_optional_key(idempotency_key)
-    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_backup, container.app, owner, instance_id, key, container.quotas,
-                                     actor_id=user.id)
+async def create_backup(instance_id: UUID, response: Response, user: UserDep, grant: BackupsGrant,
+                        container: ContainerDep, idempotency_key: KeyHeader = None) -> dict[str, str]:
+    key = grant.request_key(check_optional_key(idempotency_key))
+    queued = await run_in_threadpool(request_backup, container.app, grant.owner_id, instance_id, key,
+                                     container.quotas, actor_id=user.id)
     return {**await _answer(queued, response, container, "backups"), "backup_id": str(queued.backup_id)}
 
 
 @router.get("/{instance_id}/backups", response_model=BackupList)
-def list_backups(instance_id: UUID, user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+def list_backups(instance_id: UUID, grant: BackupsGrant, container: ContainerDep, limit: LimitQuery = 100,
                  cursor: CursorQuery = None) -> BackupList:
     """The server's backups that are not deleted, newest first, a page at a time."""
-    load_instance(container.app, instance_id, _owner(user))
     rows, next_cursor = page(lambda n, after: backups_view.list_for_instance(
         container.db, str(instance_id), n, after, include_deleted=False), limit, cursor)
     return BackupList(items=[BackupOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.post("/{instance_id}/backups/{backup_id}/restore", status_code=202, response_model=OperationAccepted)
-async def restore(instance_id: UUID, backup_id: UUID, response: Response, user: UserDep, container: ContainerDep,
-                  idempotency_key: KeyHeader = None) -> dict[str, str]:
-    key = check_optional_key(idempotency_key)
-    owner = await run_in_threadpool(_owner_of, container, user, instance_id)
-    queued = await run_in_threadpool(request_restore, container.app, owner, instance_id,
+async def restore(instance_id: UUID, backup_id: UUID, response: Response, user: UserDep, grant: BackupsGrant,
+                  container: ContainerDep, idempotency_key: KeyHeader = None) -> dict[str, str]:
+    key = grant.request_key(check_optional_key(idempotency_key))
+    queued = await run_in_threadpool(request_restore, container.app, grant.owner_id, instance_id,
                                      backup_id, key, actor_id=user.id)
     return await _answer(queued, response, container)
 
@@ -120,12 +112,8 @@ async def restore(instance_id: UUID, backup_id: UUID, response: Response, user: 
 @router.delete("/{instance_id}/backups/{backup_id}", status_code=202, response_model=DeletionAccepted,
                responses=DELETE_RESPONSES)
 async def delete_instance_backup(instance_id: UUID, backup_id: UUID, response: Response, user: UserDep,
-                                 container: ContainerDep, idempotency_key: KeyHeader = None
+                                 grant: BackupsGrant, container: ContainerDep, idempotency_key: KeyHeader = None
                                  ) -> DeletionAccepted | Response:
     """The same as `DELETE /api/backups/{backup_id}`, for a backup of this server (another's: 404)."""
-    return await delete_backup(user, container, backup_id, instance_id, idempotency_key, response)
-
-
-def _owner_of(container: ContainerDep, user: Principal, instance_id: UUID) -> UUID:
-    """The owner the operation is recorded for: the caller, or for an admin the instance's owner."""
-    return load_instance(container.app, instance_id, _owner(user)).owner_id
+    key = grant.request_key(check_optional_key(idempotency_key))
+    return await delete_backup(user, container, backup_id, instance_id, key, response, owner_id=grant.owner_id)

@@ -22,13 +22,13 @@ from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
 from api.problems import Problem
 from api.routers.instances import check_optional_key
 from api.schemas import FreeText
+from api.server_access import Grant, OwnerGrant, SchedulesGrant
 from domain.schedule import MAX_COMMAND, MAX_CRON, MAX_DELAY_SECONDS, MAX_NAME, MAX_TASKS, MAX_TIMEZONE
 from projections import activity as activity_view
 from projections import schedules as schedules_view
 from projections.base import iso
 from services import schedules
-from services.lifecycle import load_instance
-from services.users import Principal
+from services.server_access import check_task_permissions
 
 router = APIRouter(prefix="/api/instances", tags=["schedules"])
 
@@ -169,10 +169,6 @@ class ActivityList(BaseModel):
     next_cursor: str | None
 
 
-def _owner(user: Principal) -> UUID | None:
-    return None if user.admin else user.id
-
-
 def _page(rows: list[dict[str, Any]], limit: int, *keys: str) -> str | None:
     """The cursor after the page's last item when there is more (`rows` holds one more than the page)."""
     return encode_cursor(*(str(rows[limit - 1][k]) for k in keys)) if len(rows) > limit else None
@@ -183,6 +179,18 @@ def _after(cursor: str | None) -> tuple[str, str] | None:
         return None
     first, second = decode_cursor(cursor, 2)
     return first, second
+
+
+def _check_tasks(container: ContainerDep, grant: Grant, schedule_id: UUID | None,
+                 tasks: list[dict[str, Any]] | None) -> None:
+    """A subuser needs the permission of every task of the schedule, as it is and as it would be."""
+    if grant.role != "subuser":
+        return
+    actions = [t["action"] for t in tasks or []]
+    if schedule_id is not None:
+        actions += [t["action"] for t in schedules.load_schedule(container.app, grant.instance_id, schedule_id,
+                                                                 grant.owner_id).tasks]
+    check_task_permissions(grant, actions)
 
 
 def _schedule_out(container: ContainerDep, schedule_id: UUID) -> dict[str, Any]:
@@ -199,10 +207,11 @@ def _schedule_out(container: ContainerDep, schedule_id: UUID) -> dict[str, Any]:
 
 
 @router.post("/{instance_id}/schedules", status_code=201, response_model=ScheduleOut)
-async def create(instance_id: UUID, body: ScheduleIn, response: Response, user: UserDep,
+async def create(instance_id: UUID, body: ScheduleIn, response: Response, user: UserDep, grant: SchedulesGrant,
                  container: ContainerDep) -> dict[str, Any]:
     fields = body.model_dump()
-    written = await run_in_threadpool(schedules.create_schedule, container.app, _owner(user), user.id, instance_id,
+    _check_tasks(container, grant, None, fields["tasks"])
+    written = await run_in_threadpool(schedules.create_schedule, container.app, grant.owner_id, user.id, instance_id,
                                       fields, datetime.now(UTC), container.db)
     await read_your_writes(container, response, written.position, "schedules")
     response.headers["Location"] = f"/api/instances/{instance_id}/schedules/{written.id}"
@@ -210,21 +219,22 @@ async def create(instance_id: UUID, body: ScheduleIn, response: Response, user: 
 
 
 @router.get("/{instance_id}/schedules", response_model=ScheduleList)
-def list_schedules(instance_id: UUID, user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+def list_schedules(instance_id: UUID, grant: SchedulesGrant, container: ContainerDep, limit: LimitQuery = 100,
                    cursor: CursorQuery = None) -> dict[str, Any]:
-    load_instance(container.app, instance_id, _owner(user))
     rows = schedules_view.list_for_instance(container.db, str(instance_id), limit + 1, _after(cursor))
     return {"items": rows[:limit], "next_cursor": _page(rows, limit, "created_at", "id")}
 
 
 @router.get("/{instance_id}/schedules/{schedule_id}", response_model=ScheduleOut)
-def get_schedule(instance_id: UUID, schedule_id: UUID, user: UserDep, container: ContainerDep) -> dict[str, Any]:
-    schedules.load_schedule(container.app, instance_id, schedule_id, _owner(user))
+def get_schedule(instance_id: UUID, schedule_id: UUID, grant: SchedulesGrant,
+                 container: ContainerDep) -> dict[str, Any]:
+    schedules.load_schedule(container.app, instance_id, schedule_id, grant.owner_id)
     return _schedule_out(container, schedule_id)
 
 
 @router.patch("/{instance_id}/schedules/{schedule_id}", response_model=ScheduleOut)
 async def change(instance_id: UUID, schedule_id: UUID, body: SchedulePatch, response: Response, user: UserDep,
+                 grant: SchedulesGrant,
                  container: ContainerDep) -> dict[str, Any]:
     changes = {k: getattr(body, k) for k in body.model_fields_set}
     nulls = sorted(k for k, v in changes.items() if v is None)
@@ -232,15 +242,18 @@ async def change(instance_id: UUID, schedule_id: UUID, body: SchedulePatch, resp
         raise Problem(422, "validation_error", f"{nulls[0]}: must not be null (leave it out to keep it)")
     if "tasks" in changes:
         changes["tasks"] = [t.model_dump() for t in body.tasks or []]
-    written = await run_in_threadpool(schedules.revise_schedule, container.app, _owner(user), user.id, instance_id,
+    await run_in_threadpool(_check_tasks, container, grant, schedule_id, changes.get("tasks"))
+    written = await run_in_threadpool(schedules.revise_schedule, container.app, grant.owner_id, user.id, instance_id,
                                       schedule_id, changes, datetime.now(UTC))
     await read_your_writes(container, response, written.position, "schedules")
     return await run_in_threadpool(_schedule_out, container, schedule_id)
 
 
 @router.delete("/{instance_id}/schedules/{schedule_id}", status_code=204)
-async def delete(instance_id: UUID, schedule_id: UUID, user: UserDep, container: ContainerDep) -> Response:
-    position = await run_in_threadpool(schedules.delete_schedule, container.app, _owner(user), user.id, instance_id,
+async def delete(instance_id: UUID, schedule_id: UUID, user: UserDep, grant: SchedulesGrant,
+                 container: ContainerDep) -> Response:
+    await run_in_threadpool(_check_tasks, container, grant, schedule_id, None)
+    position = await run_in_threadpool(schedules.delete_schedule, container.app, grant.owner_id, user.id, instance_id,
                                        schedule_id)
     response = Response(status_code=204)
     await read_your_writes(container, response, position, "schedules")
@@ -248,10 +261,12 @@ async def delete(instance_id: UUID, schedule_id: UUID, user: UserDep, container:
 
 
 @router.post("/{instance_id}/schedules/{schedule_id}/run", status_code=202, response_model=RunAccepted)
-async def run_now(instance_id: UUID, schedule_id: UUID, response: Response, user: UserDep, container: ContainerDep,
+async def run_now(instance_id: UUID, schedule_id: UUID, response: Response, user: UserDep, grant: SchedulesGrant,
+                  container: ContainerDep,
                   idempotency_key: Annotated[str | None, Header()] = None) -> dict[str, str]:
-    key = check_optional_key(idempotency_key)
-    written = await run_in_threadpool(schedules.run_now, container.app, _owner(user), user.id, instance_id,
+    key = grant.request_key(check_optional_key(idempotency_key))
+    await run_in_threadpool(_check_tasks, container, grant, schedule_id, None)
+    written = await run_in_threadpool(schedules.run_now, container.app, grant.owner_id, user.id, instance_id,
                                       schedule_id, datetime.now(UTC), key)
     if written.replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -262,17 +277,18 @@ async def run_now(instance_id: UUID, schedule_id: UUID, response: Response, user
 
 
 @router.get("/{instance_id}/schedules/{schedule_id}/runs", response_model=RunList)
-def list_runs(instance_id: UUID, schedule_id: UUID, user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+def list_runs(instance_id: UUID, schedule_id: UUID, grant: SchedulesGrant, container: ContainerDep,
+              limit: LimitQuery = 100,
               cursor: CursorQuery = None) -> dict[str, Any]:
-    schedules.load_schedule(container.app, instance_id, schedule_id, _owner(user))
+    schedules.load_schedule(container.app, instance_id, schedule_id, grant.owner_id)
     rows = schedules_view.list_runs(container.db, str(schedule_id), limit + 1, _after(cursor))
     return {"items": rows[:limit], "next_cursor": _page(rows, limit, "due_at", "id")}
 
 
 @router.get("/{instance_id}/schedules/{schedule_id}/runs/{run_id}", response_model=RunOut)
-def get_run(instance_id: UUID, schedule_id: UUID, run_id: UUID, user: UserDep,
+def get_run(instance_id: UUID, schedule_id: UUID, run_id: UUID, grant: SchedulesGrant,
             container: ContainerDep) -> dict[str, Any]:
-    schedules.load_schedule(container.app, instance_id, schedule_id, _owner(user))
+    schedules.load_schedule(container.app, instance_id, schedule_id, grant.owner_id)
     row = schedules_view.get_run(container.db, str(run_id))
     if row is None or row["schedule_id"] != str(schedule_id):
         raise Problem(404, "not_found", "no such run")
@@ -280,10 +296,9 @@ def get_run(instance_id: UUID, schedule_id: UUID, run_id: UUID, user: UserDep,
 
 
 @router.get("/{instance_id}/activity", response_model=ActivityList)
-def activity(instance_id: UUID, user: UserDep, container: ContainerDep, limit: LimitQuery = 100,
+def activity(instance_id: UUID, grant: OwnerGrant, container: ContainerDep, limit: LimitQuery = 100,
              cursor: CursorQuery = None) -> dict[str, Any]:
     """Who did what and when on this server, newest first: power, backups, restores, console commands, file writes
     (path and size), schedules and their runs, billing suspensions."""
-    load_instance(container.app, instance_id, _owner(user))
     rows = activity_view.list_for_instance(container.db, str(instance_id), limit + 1, _after(cursor))
     return {"items": rows[:limit], "next_cursor": _page(rows, limit, "at", "id")}
