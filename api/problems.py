@@ -50,6 +50,8 @@ DOMAIN_STATUS = {
     "too_many_attachments": 422,
     "not_staff": 422,
     "duplicate_message": 409,
+    "permission_denied": 403,
+    "subuser_exists": 409,
 }
 
 #: HTTP status for each driver (node agent) error code that describes what the customer asked for; the

@@ -28,7 +28,7 @@ from services import subusers
 
 router = APIRouter(prefix="/api/instances", tags=["subusers"])
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EMAIL_PATTERN = r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$"  # surrounding spaces are trimmed
 PERMISSIONS_DOC = f"each at most once, from: {', '.join(PERMISSIONS)}"
 
 

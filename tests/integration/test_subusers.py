@@ -142,8 +142,11 @@ def test_only_the_owner_manages_and_deletes(client: TestClient) -> None:
                                headers=alice), 409, "subuser_exists")
     assert_problem(client.patch(f"/api/instances/{iid}/subusers/{user_id_for_email('c@example.com')}",
                                 json={"permissions": []}, headers=alice), 404, "not_found")
-    assert_problem(client.patch(f"/api/instances/{iid}/subusers/{iid}", json={"permissions": ["x"]}, headers=alice),
-                   422, "validation_error")
+    bob_id = user_id_for_email("b@example.com")
+    assert_problem(client.patch(f"/api/instances/{iid}/subusers/{bob_id}", json={"permissions": ["x"]},
+                                headers=alice), 422, "validation_error")
+    assert_problem(client.patch(f"/api/instances/{iid}/subusers/{iid}", json={"permissions": []}, headers=alice),
+                   404, "not_found")
 
 
 def test_a_subuser_cannot_schedule_what_they_could_not_do_by_hand(client: TestClient) -> None:
