@@ -12,6 +12,7 @@ const ACTIONS = {
   'schedule.create': 'Created a schedule', 'schedule.update': 'Changed a schedule',
   'schedule.delete': 'Deleted a schedule', 'schedule.run': 'Schedule run',
   'billing.suspend': 'Suspended for non-payment', 'billing.unsuspend': 'Suspension lifted',
+  'subuser.add': 'Gave access', 'subuser.update': 'Changed access', 'subuser.remove': 'Removed access',
 };
 
 function who(actor) {
@@ -28,6 +29,9 @@ function detailText(item) {
     case 'schedule.create': case 'schedule.update': case 'schedule.delete':
       return [`“${d.name}”`, d.changed ? `changed: ${d.changed.join(', ')}` : '', d.enabled === false ? 'paused' : '']
         .filter(Boolean).join(' · ');
+    case 'subuser.add': case 'subuser.update':
+      return `${d.email}: ${d.permissions.length ? d.permissions.join(', ') : 'view only'}`;
+    case 'subuser.remove': return d.email;
     case 'schedule.run': return `“${d.name}” · ${d.trigger === 'manual' ? 'run now' : 'on schedule'} · ${d.status}`;
     default: {
       const parts = [];

@@ -86,6 +86,9 @@ const MESSAGES = {
   previous_run_active: 'The previous run of this schedule was still under way.',
   operation_timeout: 'The action did not finish in time; the schedule went on without it.',
   missed: 'The schedule was missed while our scheduler was not running.',
+  // Subusers.
+  permission_denied: 'The server’s owner has not given you that permission on this server. Ask them for it.',
+  subuser_exists: 'That person has access to this server already. Change their permissions in the list instead.',
   // Operators.
   email_taken: 'A user with that email already exists.',
   cannot_disable_self: 'You cannot disable your own account; ask another operator.',
@@ -126,6 +129,7 @@ const CLOSE_REASONS = {
   1006: 'The connection to the console was lost.',
   1011: 'The console failed on the machine your server runs on.',
   4401: 'The console link expired or was already used. Reconnect to get a new one.',
+  4403: 'You no longer have the console permission on this server.',
   4404: 'That server no longer exists.',
   4409: 'The server is not running. Start it, then reconnect.',
   4410: 'The server stopped. Start it, then reconnect.',

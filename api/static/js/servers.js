@@ -1,5 +1,6 @@
 // Servers: the create form, the cards (pending → real), power and delete, and the detail panel
-// (console, files, backups, schedules, activity) of one server. Cards are updated in place with a fixed geometry, so
+// (console, files, backups, schedules, activity, subusers) of one server. A server shared with the caller (they are
+// its subuser) shows only what its owner let them do. Cards are updated in place with a fixed geometry, so
 // a card changing state never moves the page and never loses keyboard focus.
 
 import {ActivityView} from './activity.js';
@@ -9,12 +10,16 @@ import {ConsoleView} from './console.js';
 import {describe, describeOperationError} from './errors.js';
 import {FilesView} from './files.js';
 import {SchedulesView} from './schedules.js';
+import {SubusersView} from './subusers.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
   failed: 'Failed', deleting: 'Deleting', deleted: 'Deleted'};
 const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'Restart', backup: 'Backup',
   restore: 'Restore', delete: 'Delete'};
+// The permission each tab needs; null: the owner's only (a subuser never sees it).
+const TAB_PERMISSIONS = {console: 'console', files: 'files.read', backups: 'backups', schedules: 'schedules',
+  activity: null, subusers: null};
 const FAST_POLL_MS = 600;
 const SLOW_POLL_MS = 4000;
 
@@ -34,6 +39,7 @@ let filesView;
 let backupsView;
 let schedulesView;
 let activityView;
+let subusersView;
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,6 +60,7 @@ export function setup() {
   backupsView = new BackupsView($('tab-backups'), (operationId, instanceId) => track(instanceId, operationId));
   schedulesView = new SchedulesView($('tab-schedules'));
   activityView = new ActivityView($('tab-activity'));
+  subusersView = new SubusersView($('tab-subusers'));
   fillTemplates();
 }
 
@@ -236,6 +243,7 @@ function buildCard(instance) {
     const ok = await copyText(instances.get(instance.id)?.address || '');
     say(refs.note, ok ? 'Address copied.' : 'The address could not be copied; select it instead.', ok ? 'ok' : 'error');
   }, {className: 'quiet small', 'aria-label': `Copy the address of ${instance.name}`});
+  refs.shared = h('p', {className: 'muted shared', hidden: true});
   refs.op = h('p', {className: 'op', role: 'status'});
   refs.note = h('p', {className: 'note', role: 'status'});
   refs.start = button('Start', () => power(instance.id, 'start'));
@@ -249,7 +257,7 @@ function buildCard(instance) {
     h('p', {className: 'muted kind'}, `${instance.kind === 'game' ? 'Game server' : 'Dev container'} · `
       + instance.template),
     h('p', {className: 'address'}, refs.address, refs.copy),
-    refs.op, refs.note,
+    refs.shared, refs.op, refs.note,
     h('div', {className: 'actions', role: 'group', 'aria-label': `Actions for ${instance.name}`},
       h('div', {className: 'power'}, refs.start, refs.stop, refs.restart),
       h('div', {className: 'more'}, refs.manage, refs.delete)));
@@ -290,11 +298,16 @@ function updateCard(card, instance) {
   if (line.title) refs.op.title = line.title;
   else refs.op.removeAttribute('title');
   const status = instance.status;
-  refs.start.disabled = busy || status !== 'stopped';
-  refs.stop.disabled = busy || status !== 'running';
-  refs.restart.disabled = busy || status !== 'running';
+  const shared = instance.role === 'subuser';
+  const noPower = shared && !may(instance, 'power');
+  refs.shared.hidden = !shared;
+  refs.shared.textContent = shared ? `Shared with you: ${(instance.permissions || []).join(', ') || 'view only'}` : '';
+  refs.start.disabled = busy || noPower || status !== 'stopped';
+  refs.stop.disabled = busy || noPower || status !== 'running';
+  refs.restart.disabled = busy || noPower || status !== 'running';
   refs.manage.disabled = ['deleting', 'deleted'].includes(status) || (pending && status === 'provisioning');
   refs.delete.disabled = busy || status === 'deleted';
+  refs.delete.hidden = shared;
 }
 
 async function power(id, action) {
@@ -356,6 +369,7 @@ function closeDetail() {
   backupsView?.detach();
   schedulesView?.detach();
   activityView?.detach();
+  subusersView?.detach();
   const wasOpen = selected !== null;
   selected = null;
   $('server-detail').hidden = true;
@@ -369,15 +383,31 @@ function updateDetail(instance) {
   backupsView.attach(instance);
   schedulesView.attach(instance);
   activityView.attach(instance);
+  subusersView.attach(instance);
+  for (const tab of document.querySelectorAll('#server-detail [data-tab]')) {
+    const need = TAB_PERMISSIONS[tab.dataset.tab];
+    tab.hidden = instance.role === 'subuser' && (need === null || !may(instance, need));
+  }
+  const current = document.querySelector('#server-detail [data-tab][aria-pressed=true]');
+  if (current?.hidden) {
+    const first = document.querySelector('#server-detail [data-tab]:not([hidden])');
+    showTab(first ? first.dataset.tab : null); // none: the owner gave view-only access
+  }
+}
+
+/** Whether the caller may do `permission` on the instance (an owner may do everything). */
+function may(instance, permission) {
+  return instance.role !== 'subuser' || (instance.permissions || []).includes(permission);
 }
 
 function showTab(name) {
   for (const tab of document.querySelectorAll('#server-detail [data-tab]')) {
     tab.setAttribute('aria-pressed', String(tab.dataset.tab === name));
-    $(`tab-${tab.dataset.tab}`).hidden = tab.dataset.tab !== name;
+    $(`tab-${tab.dataset.tab}`).hidden = tab.dataset.tab !== name || tab.hidden;
   }
   if (name === 'files') filesView.load();
   if (name === 'backups') backupsView.load();
   if (name === 'schedules') schedulesView.load();
   if (name === 'activity') activityView.load(true);
+  if (name === 'subusers') subusersView.load(true);
 }
