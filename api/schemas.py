@@ -63,6 +63,13 @@ class CreateInstance(BaseModel):
                     "template: 422 `validation_error` naming the variable")
 
 
+class InstancePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$", description="the new name: 1-63 of a-z0-9-, starting with "
+                      "a letter, unique among your servers")
+
+
 class TemplateVariableOut(BaseModel):
     name: str
     description: str

@@ -118,6 +118,14 @@ class Instance(Aggregate):
         code: str
         process_stopped: bool = False
 
+    class Renamed(Event):
+        """The server's display name changed (its public address, `edge_name`, stays what it was)."""
+
+        TOPIC = "zlh.Instance.Renamed"
+        name: str
+        previous: str
+        actor_id: UUID
+
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
         """An instance's id derives from the operation that creates it."""
@@ -232,6 +240,18 @@ class Instance(Aggregate):
         self._unsuspended(reason=reason, status=status.value, operation_id=start_operation_id if start else None)
         return True
 
+    def rename(self, name: str, actor_id: UUID) -> bool:
+        """Give the server a new display name; False if it has it already. Not while an operation is pending
+        (its worker writes this stream) nor once it is being deleted."""
+        if name == self.name:
+            return False
+        if self.status in (InstanceStatus.DELETING, InstanceStatus.DELETED):
+            raise IllegalTransitionError(f"cannot rename an instance that is {self.status}")
+        if self.pending_operation_id is not None:
+            raise OperationInProgressError(f"operation {self.pending_operation_id} is still pending on this instance")
+        self._renamed(name=name, previous=self.name, actor_id=actor_id)
+        return True
+
     def _check_can_begin(self, kind: str) -> None:
         if self.pending_operation_id is not None:
             raise OperationInProgressError(
@@ -244,6 +264,10 @@ class Instance(Aggregate):
             raise IllegalTransitionError(f"operation {operation_id} is not the one pending on this instance")
 
     # Events: assign state only.
+
+    @event(Renamed)
+    def _renamed(self, name: str, previous: str, actor_id: UUID) -> None:
+        self.name = name
 
     @event(OperationBegun)
     def _operation_begun(self, operation_id: UUID, kind: str) -> None:

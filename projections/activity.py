@@ -53,7 +53,7 @@ class ActivityProjection(Projection):
     )
     topics = frozenset({
         User.Registered.TOPIC, Operation.Requested.TOPIC, Operation.Succeeded.TOPIC, Operation.Failed.TOPIC,
-        Instance.Suspended.TOPIC, Instance.Unsuspended.TOPIC,
+        Instance.Suspended.TOPIC, Instance.Unsuspended.TOPIC, Instance.Renamed.TOPIC,
         InstanceActivity.ConsoleCommandSent.TOPIC, InstanceActivity.FileWritten.TOPIC,
         Schedule.Defined.TOPIC, Schedule.Revised.TOPIC, Schedule.Deleted.TOPIC,
         ScheduleRun.Planned.TOPIC, ScheduleRun.Missed.TOPIC, ScheduleRun.Skipped.TOPIC, ScheduleRun.Started.TOPIC,
@@ -97,6 +97,8 @@ class ActivityProjection(Projection):
             verb = "suspend" if isinstance(event, Instance.Suspended) else "unsuspend"
             area = "billing" if event.reason == "billing" else "instance"
             add(oid, None, "system", f"{area}.{verb}", {"reason": event.reason})
+        elif isinstance(event, Instance.Renamed):
+            add(oid, event.actor_id, "user", "instance.rename", {"name": event.name, "previous": event.previous})
         elif isinstance(event, InstanceActivity.ConsoleCommandSent):
             add(event.instance_id, event.actor_id, "user", "console.command", {"command": event.command})
         elif isinstance(event, InstanceActivity.FileWritten):

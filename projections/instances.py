@@ -42,6 +42,7 @@ class InstancesProjection(Projection):
             Instance.Deleted.TOPIC,
             Instance.Suspended.TOPIC,
             Instance.Unsuspended.TOPIC,
+            Instance.Renamed.TOPIC,
             Operation.Claimed.TOPIC,
             Operation.StepStarted.TOPIC,
         }
@@ -87,6 +88,8 @@ class InstancesProjection(Projection):
         elif isinstance(event, Instance.DeletionRequested):
             self._update(cur, table, event, "status = 'deleting', pending_operation_id = %s, pending_kind = 'delete', "
                          "pending_phase = 'queued', pending_step = NULL", (str(event.operation_id),))
+        elif isinstance(event, Instance.Renamed):
+            self._update(cur, table, event, "name = %s", (event.name,))
         elif isinstance(event, Operation.Claimed):
             cur.execute(f"UPDATE {table} SET pending_phase = 'running' WHERE pending_operation_id = %s",
                         (str(event.originator_id),))

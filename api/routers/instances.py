@@ -12,12 +12,13 @@ from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
 from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
-from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
-from api.server_access import MemberGrant
+from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, InstancePatch, OperationOut
+from api.server_access import MemberGrant, SettingsGrant
 from domain.errors import DomainError
 from projections import instances as instances_view
 from projections import operations as operations_view
 from projections import subusers as subusers_view
+from services.instance_settings import rename
 from services.instances import request_instance
 from services.server_access import MEMBER, authorize
 from services.users import Principal
@@ -80,6 +81,19 @@ def list_instances(user: UserDep, container: ContainerDep, limit: LimitQuery = 1
 def get_instance(instance_id: UUID, grant: MemberGrant, container: ContainerDep) -> InstanceOut:
     """The instance, with your `role` on it and your `permissions` (a subuser sees what the owner gave them)."""
     row = instances_view.get(container.db, str(instance_id))
+    if row is None:
+        raise Problem(404, "not_found", "no such instance")
+    return InstanceOut(**row, role=grant.role, permissions=list(grant.permissions))
+
+
+@router.patch("/instances/{instance_id}", response_model=InstanceOut)
+async def change_instance(instance_id: UUID, body: InstancePatch, response: Response, user: UserDep,
+                          grant: SettingsGrant, container: ContainerDep) -> InstanceOut:
+    """Rename the server (the `settings` permission): the name follows the create rule (409 `name_taken` if
+    the owner has another server by that name); its address keeps the name it was created with."""
+    renamed = await run_in_threadpool(rename, container.app, grant, user.id, body.name)
+    await read_your_writes(container, response, renamed.position, "instances", "activity")
+    row = await run_in_threadpool(instances_view.get, container.db, str(instance_id))
     if row is None:
         raise Problem(404, "not_found", "no such instance")
     return InstanceOut(**row, role=grant.role, permissions=list(grant.permissions))

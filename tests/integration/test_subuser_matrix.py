@@ -30,6 +30,7 @@ SAY = {"name": "say", "cron": "@daily", "tasks": [{"action": "command", "payload
 ROUTES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", BASE): (MEMBER, {}),
     ("delete", BASE): (MANAGE, {}),
+    ("patch", BASE): ("settings", {"json": {"name": "renamed"}}),
     ("post", f"{BASE}/power"): ("power", {"json": {"action": "start"}}),
     ("post", f"{BASE}/console"): ("console", {}),
     ("get", f"{BASE}/files"): ("files.read", {"params": {"path": "/"}}),

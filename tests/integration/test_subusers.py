@@ -247,3 +247,30 @@ def test_subusers_page(client: TestClient, new_user: Callable) -> None:
         if cursor is None:
             break
     assert sorted(seen) == emails and len(seen) == 5
+
+
+def test_settings_lets_a_subuser_rename_the_server(client: TestClient) -> None:
+    alice = make_customer(client, "ro@example.com")
+    bob = make_customer(client, "rb@example.com")
+    iid = running_instance(client, alice, "first")
+    other = running_instance(client, alice, "second")
+    member = invite(client, alice, iid, "rb@example.com", ["power"])
+    url = f"/api/instances/{iid}"
+    assert_problem(client.patch(url, json={"name": "bobs"}, headers=bob), 403, "permission_denied")
+    set_permissions(client, alice, iid, member["user_id"], ["settings"])
+    renamed = client.patch(url, json={"name": "bobs"}, headers=bob)
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "bobs" and renamed.json()["role"] == "subuser"
+    assert client.get(url, headers=alice).json()["name"] == "bobs"
+    # The owner's names stay unique; the old one is free again; bad names are 422.
+    assert_problem(client.patch(url, json={"name": "second"}, headers=bob), 409, "name_taken")
+    assert_problem(client.patch(url, json={"name": "Bad Name"}, headers=bob), 422, "validation_error")
+    assert client.patch(f"/api/instances/{other}", json={"name": "first"}, headers=alice).status_code == 200
+    assert client.patch(url, json={"name": "bobs"}, headers=bob).status_code == 200  # unchanged: nothing recorded
+    # Not while an operation is pending.
+    assert client.post(f"{url}/power", json={"action": "restart"}, headers=alice).status_code == 202
+    r = client.patch(url, json={"name": "later"}, headers=bob)
+    assert r.status_code in (200, 409), r.text  # the restart may have finished already on a fast machine
+    renames = [i for i in activity(client, alice, iid) if i["action"] == "instance.rename"]
+    assert renames[-1]["actor"]["email"] == "rb@example.com"
+    assert renames[-1]["detail"] == {"name": "bobs", "previous": "first"}
