@@ -1,6 +1,6 @@
 """Subusers in the portal: the owner invites a friend with permissions in the server's Subusers tab, the friend
 sees the shared server with only what they may do, the owner changes the permissions and removes them, and the
-activity log names who gave access."""
+activity log names who gave access; and renaming the server in its Settings tab."""
 
 from __future__ import annotations
 
@@ -90,6 +90,18 @@ def test_invite_share_change_and_remove(page: Page, new_context: Callable[..., B
         page.locator("#confirm").get_by_role("button", name="Remove").click()
         expect(tab.locator(".subusers-message")).to_contain_text(f"{friend.email} was removed.")
         expect(tab.locator("tbody tr")).to_have_count(0)
+
+        # Settings: the owner renames the server; the card follows, the address stays.
+        detail.get_by_role("button", name="Settings", exact=True).click()
+        settings = page.locator("#tab-settings")
+        settings.get_by_label("Name").fill("Not A Name")
+        settings.get_by_role("button", name="Rename").click()
+        expect(settings.locator(".settings-message")).to_contain_text("lower-case letters")
+        settings.get_by_label("Name").fill("renamed")
+        settings.get_by_role("button", name="Rename").click()
+        expect(settings.locator(".settings-message")).to_have_text("Renamed to renamed.")
+        expect(page.get_by_role("button", name="Manage renamed")).to_be_visible()
+        assert api.get(f"/api/instances/{iid}").json()["name"] == "renamed"
     with portal_server.client(friend.token) as friend_api:
         assert friend_api.get(f"/api/instances/{iid}").status_code == 404
     friend_page.reload()

@@ -6,6 +6,7 @@ import {fill, formatBytes, h, say, time} from './ui.js';
 
 const ACTIONS = {
   'instance.create': 'Created the server', 'instance.delete': 'Deleted the server', 'instance.move': 'Moved the server',
+  'instance.rename': 'Renamed the server',
   'power.start': 'Started', 'power.stop': 'Stopped', 'power.restart': 'Restarted',
   'backup.create': 'Made a backup', 'backup.restore': 'Restored a backup', 'backup.delete': 'Deleted a backup',
   'console.command': 'Console command', 'file.write': 'Wrote a file',
@@ -32,6 +33,7 @@ function detailText(item) {
     case 'subuser.add': case 'subuser.update':
       return `${d.email}: ${d.permissions.length ? d.permissions.join(', ') : 'view only'}`;
     case 'subuser.remove': return d.email;
+    case 'instance.rename': return `${d.previous} → ${d.name}`;
     case 'schedule.run': return `“${d.name}” · ${d.trigger === 'manual' ? 'run now' : 'on schedule'} · ${d.status}`;
     default: {
       const parts = [];

@@ -10,6 +10,7 @@ import {ConsoleView} from './console.js';
 import {describe, describeOperationError} from './errors.js';
 import {FilesView} from './files.js';
 import {SchedulesView} from './schedules.js';
+import {SettingsView} from './settings.js';
 import {SubusersView} from './subusers.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
@@ -19,7 +20,7 @@ const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'R
   restore: 'Restore', delete: 'Delete'};
 // The permission each tab needs; null: the owner's only (a subuser never sees it).
 const TAB_PERMISSIONS = {console: 'console', files: 'files.read', backups: 'backups', schedules: 'schedules',
-  activity: null, subusers: null};
+  settings: 'settings', activity: null, subusers: null};
 const FAST_POLL_MS = 600;
 const SLOW_POLL_MS = 4000;
 
@@ -40,6 +41,7 @@ let backupsView;
 let schedulesView;
 let activityView;
 let subusersView;
+let settingsView;
 
 const $ = (id) => document.getElementById(id);
 
@@ -61,6 +63,7 @@ export function setup() {
   schedulesView = new SchedulesView($('tab-schedules'));
   activityView = new ActivityView($('tab-activity'));
   subusersView = new SubusersView($('tab-subusers'));
+  settingsView = new SettingsView($('tab-settings'), () => poll());
   fillTemplates();
 }
 
@@ -218,6 +221,11 @@ function render() {
   let previous = null;
   for (const instance of instances.values()) { // newest first, as the API lists them
     let card = cards.get(instance.id);
+    if (card && card.root.dataset.name !== instance.name) { // renamed: its labels name it, so build it again
+      card.root.remove();
+      cards.delete(instance.id);
+      card = null;
+    }
     if (!card) {
       card = buildCard(instance);
       cards.set(instance.id, card);
@@ -370,6 +378,7 @@ function closeDetail() {
   schedulesView?.detach();
   activityView?.detach();
   subusersView?.detach();
+  settingsView?.detach();
   const wasOpen = selected !== null;
   selected = null;
   $('server-detail').hidden = true;
@@ -384,6 +393,7 @@ function updateDetail(instance) {
   schedulesView.attach(instance);
   activityView.attach(instance);
   subusersView.attach(instance);
+  settingsView.attach(instance);
   for (const tab of document.querySelectorAll('#server-detail [data-tab]')) {
     const need = TAB_PERMISSIONS[tab.dataset.tab];
     tab.hidden = instance.role === 'subuser' && (need === null || !may(instance, need));
