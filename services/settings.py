@@ -97,8 +97,9 @@ class Settings(BaseSettings):
     read_your_writes_timeout: Duration = 5.0
     #: Not in the contract: how long a provisioning step may wait for a server to accept connections.
     connect_timeout: Duration = 30.0
-    #: Not in the contract: worker threads of one provisioning process manager.
-    provisioning_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Operations one provisioning process manager runs at once (CONTRACT.md): the launch posture is one at a
+    #: time, so a failing node or template hurts one customer's operation, not four at once.
+    provisioning_concurrency: int = Field(default=1, ge=1, le=64)
     #: Not in the contract: the controller's leader lease; a leader silent this long loses it.
     controller_lease: Duration = 15.0
     #: Limits and quotas (CONTRACT.md): requests a minute per token, failed authentications a minute per
