@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     velocity_reload_command: str | None = None
     #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.
     max_body: Size = Field(default=1024 * 1024, ge=1024)
+    #: When set, `/metrics` (the API's and the controller's) requires `Authorization: Bearer` with the token in
+    #: this file (read at each scrape, so rotating it needs no restart); unset: `/metrics` is open (bind it to
+    #: 127.0.0.1 or a private interface, ops/monitoring.md).
+    metrics_token_file: str | None = None
     #: A folder of extra templates (`NAME.toml`) beside the shipped ones; see services/infrastructure/templates.py.
     templates_dir: str | None = None
     #: Not in the contract: where a node keeps what templates install (once per node, shared by its
