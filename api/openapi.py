@@ -33,6 +33,7 @@ IDEMPOTENCY_KEY = {"minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$",
 IF_MATCH = {"maxLength": 24, "pattern": '^ *(?:(?:W/)?"[0-9]{1,18}"|[0-9]{1,18}) *$',
             "description": "the note's version: 1-18 digits, may be quoted (else 400 bad_if_match)"}
 FILE_PATH = {"maxLength": 4096}
+STRIPE_SIGNATURE = {"maxLength": 4096, "description": "t=TIMESTAMP,v1=SIGNATURE (else 400 bad_signature)"}
 #: The optional `Idempotency-Key` header of the routes that start an operation.
 KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", json_schema_extra=IDEMPOTENCY_KEY)]
 
