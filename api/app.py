@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import metrics, problems
+from api import metrics, openapi, problems
 from api.access import AccessMiddleware
 from api.limits import BodyLimit
 from api.routers import (
@@ -60,5 +60,6 @@ def create_app(container: Container) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     docs.install(app)
+    openapi.install(app)
     portal.install(app)  # last: every API route, probe and /docs keeps precedence over the static files
     return app

@@ -6,7 +6,7 @@ leader lock's Redis is unreachable. A follower (another controller leads) is rea
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,9 +34,13 @@ def create_controller_app(container: Container) -> FastAPI:
                              "controller": status}, status_code=200 if ready else 503)
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
         from api.metrics import refresh_controller_gauges
+        from api.metrics_auth import refuse_scrape
 
+        refused = refuse_scrape(container.settings, request)
+        if refused is not None:
+            return refused
         refresh_controller_gauges(container)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -25,6 +25,8 @@ def withdraw(app: ZLH, announcement_id: UUID) -> int:
     announcement = app.find(announcement_id, Announcement)
     if announcement is None:
         raise NotFoundError("no such announcement")
+    if announcement.withdrawn:
+        return app.head()  # withdrawn before: nothing to write (DELETE is idempotent), nothing new to wait for
     announcement.withdraw()
     return app.save(announcement)[-1].notification.id
 

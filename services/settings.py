@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     velocity_reload_command: str | None = None
     #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.
     max_body: Size = Field(default=1024 * 1024, ge=1024)
+    #: When set, `/metrics` (the API's and the controller's) requires `Authorization: Bearer` with the token in
+    #: this file (read at each scrape, so rotating it needs no restart); unset: `/metrics` is open (bind it to
+    #: 127.0.0.1 or a private interface, ops/monitoring.md).
+    metrics_token_file: str | None = None
     #: A folder of extra templates (`NAME.toml`) beside the shipped ones; see services/infrastructure/templates.py.
     templates_dir: str | None = None
     #: Not in the contract: where a node keeps what templates install (once per node, shared by its
@@ -97,8 +101,9 @@ class Settings(BaseSettings):
     read_your_writes_timeout: Duration = 5.0
     #: Not in the contract: how long a provisioning step may wait for a server to accept connections.
     connect_timeout: Duration = 30.0
-    #: Not in the contract: worker threads of one provisioning process manager.
-    provisioning_concurrency: int = Field(default=4, ge=1, le=64)
+    #: Operations one provisioning process manager runs at once (CONTRACT.md): the launch posture is one at a
+    #: time, so a failing node or template hurts one customer's operation, not four at once.
+    provisioning_concurrency: int = Field(default=1, ge=1, le=64)
     #: Not in the contract: the controller's leader lease; a leader silent this long loses it.
     controller_lease: Duration = 15.0
     #: Limits and quotas (CONTRACT.md): requests a minute per token, failed authentications a minute per

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from api.deps import AdminDep, ContainerDep
@@ -22,6 +22,9 @@ from services.audit import stream_events, verify_stream
 from services.infrastructure.projection_runner import ProjectionRunner
 from services.queues import queue_stats
 from services.settings import parse_duration
+
+#: A read model or process manager name, as `GET /api/admin/projections` and `/api/admin/queues` list them.
+ProjectionName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
@@ -147,7 +150,7 @@ def projections(_: AdminDep, container: ContainerDep, limit: LimitQuery = 100,
 
 
 @router.post("/projections/{name}/rebuild", status_code=202)
-def rebuild(name: str, _: AdminDep, container: ContainerDep) -> dict[str, str]:
+def rebuild(name: ProjectionName, _: AdminDep, container: ContainerDep) -> dict[str, str]:
     runner = container.runners.get(name)
     if runner is None:
         raise Problem(404, "not_found", f"no projection named {name!r}; see GET /api/admin/projections")
@@ -159,7 +162,7 @@ def rebuild(name: str, _: AdminDep, container: ContainerDep) -> dict[str, str]:
 
 
 @router.post("/projections/{name}/retry", status_code=202)
-def retry(name: str, _: AdminDep, container: ContainerDep) -> dict[str, str]:
+def retry(name: ProjectionName, _: AdminDep, container: ContainerDep) -> dict[str, str]:
     """Apply a read model's or a process manager's dead letters again, once their cause is fixed."""
     if name in container.runners:
         return rebuild(name, _, container) | {"status": "rebuilding"}

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.openapi import KeyHeader
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
 from api.routers.instances import check_optional_key
 from projections import backups as backups_view
@@ -77,7 +77,7 @@ DELETE_RESPONSES: dict[int | str, dict] = {204: {"description": "the backup is d
 
 @router.delete("/backups/{backup_id}", status_code=202, response_model=DeletionAccepted, responses=DELETE_RESPONSES)
 async def delete(backup_id: UUID, response: Response, user: UserDep, container: ContainerDep,
-                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None
+                 idempotency_key: KeyHeader = None
                  ) -> DeletionAccepted | Response:
     """Delete one of your backups (allowed in every billing state): 202 with an operation while the node agent
     removes the archive; 409 while the backup is being made or the server runs another operation (a restore)."""

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
 from api.limits import MAX_WEBHOOK_BYTES
+from api.openapi import STRIPE_SIGNATURE
 from api.problems import Problem
 from api.schemas import Stream, StreamEvent
 from domain.billing import DESTRUCTIVE_ACTIONS, account_id
@@ -49,7 +50,8 @@ class AdminAction(BaseModel):
 
 @router.post("/api/billing/stripe/webhook", response_model=WebhookReceived)
 async def stripe_webhook(request: Request, response: Response, container: ContainerDep,
-                         stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None
+                         stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature",
+                                                                        json_schema_extra=STRIPE_SIGNATURE)] = None
                          ) -> WebhookReceived:
     """Verify the raw body's signature first; record the event and its fact once (redeliveries: duplicate)."""
     secret = container.settings.stripe_webhook_secret

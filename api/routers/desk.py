@@ -135,7 +135,8 @@ def _detail(container: Container, ticket: SupportTicket) -> DeskDetail:
 @router.get("/tickets", response_model=DeskList)
 def desk(_: AdminDep, container: ContainerDep, status: Status | None = None,
          q: Annotated[str | None, Query(max_length=200, description="number, email or subject (substring)")] = None,
-         assignee: Annotated[str | None, Query(description="a staff member's id, `none` for unassigned")] = None,
+         assignee: Annotated[str | None, Query(max_length=64,
+                                               description="a staff member's id, `none` for unassigned")] = None,
          limit: LimitQuery = 100, cursor: CursorQuery = None) -> DeskList:
     """Every ticket, newest first: `?status=`, `?q=` (searches number, customer email and subject), `?assignee=`,
     paginated with `?limit=` and `?cursor=`. `counts` has the number of tickets in each status."""

@@ -10,12 +10,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ContainerDep, UserDep
+from api.openapi import FILE_PATH
 from api.server_access import FilesReadGrant, FilesWriteGrant
 from services import files
 
 router = APIRouter(prefix="/api/instances", tags=["files"])
 
-PathQuery = Annotated[str, Query(min_length=1, description="path inside the instance root: at most 4,096 bytes of "
+PathQuery = Annotated[str, Query(min_length=1, json_schema_extra=FILE_PATH,
+                                 description="path inside the instance root: at most 4,096 bytes of "
                                  "UTF-8, each name at most 255 (else 400 bad_path)")]
 
 

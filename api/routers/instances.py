@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.openapi import IDEMPOTENCY_KEY
 from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
 from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, InstancePatch, OperationOut
@@ -51,7 +52,7 @@ async def create_instance(
     response: Response,
     user: UserDep,
     container: ContainerDep,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: Annotated[str | None, Header(json_schema_extra=IDEMPOTENCY_KEY)] = None,
 ) -> Accepted:
     key = _check_key(idempotency_key)
     accepted = await run_in_threadpool(

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.openapi import IDEMPOTENCY_KEY
 from api.pagination import CursorQuery, LimitQuery, page
 from api.routers.backups import DELETE_RESPONSES, DeletionAccepted, delete_backup
 from api.routers.instances import check_optional_key
@@ -20,7 +21,7 @@ from services.lifecycle import Queued, request_backup, request_delete, request_p
 
 router = APIRouter(prefix="/api/instances", tags=["lifecycle"])
 
-KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+KeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", json_schema_extra=IDEMPOTENCY_KEY)]
 
 
 class PowerRequest(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -30,9 +30,15 @@ def readyz(container: ContainerDep) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/metrics")
-def metrics(container: ContainerDep) -> Response:
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+def metrics(container: ContainerDep, request: Request) -> Response:
+    """Prometheus text format; with `ZLH_METRICS_TOKEN_FILE` set, only with that bearer token (else 401)."""
     from api.metrics import refresh_gauges
+    from api.metrics_auth import refuse_scrape
 
+    refused = refuse_scrape(container.settings, request)
+    if refused is not None:
+        return refused
     refresh_gauges(container)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import ContainerDep, UserDep
+from api.openapi import IDEMPOTENCY_KEY
 from api.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
 from api.problems import Problem
 from api.routers.instances import check_optional_key
@@ -263,7 +264,8 @@ async def delete(instance_id: UUID, schedule_id: UUID, user: UserDep, grant: Sch
 @router.post("/{instance_id}/schedules/{schedule_id}/run", status_code=202, response_model=RunAccepted)
 async def run_now(instance_id: UUID, schedule_id: UUID, response: Response, user: UserDep, grant: SchedulesGrant,
                   container: ContainerDep,
-                  idempotency_key: Annotated[str | None, Header()] = None) -> dict[str, str]:
+                  idempotency_key: Annotated[str | None, Header(json_schema_extra=IDEMPOTENCY_KEY)] = None
+                  ) -> dict[str, str]:
     key = grant.request_key(check_optional_key(idempotency_key))
     await run_in_threadpool(_check_tasks, container, grant, schedule_id, None)
     written = await run_in_threadpool(schedules.run_now, container.app, grant.owner_id, user.id, instance_id,

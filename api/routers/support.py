@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
 from api.deps import AdminDep, ContainerDep, UserDep
+from api.openapi import IF_MATCH as IF_MATCH_SCHEMA
 from api.pagination import CursorQuery, LimitQuery, page
 from api.problems import Problem
 from api.schemas import FreeText, Timestamp
@@ -283,7 +284,7 @@ def read_note(user: UserDep, container: ContainerDep, response: Response) -> Not
 
 @router.put("/notes", response_model=NoteOut)
 def save_note(body: NoteIn, user: UserDep, container: ContainerDep, response: Response,
-              if_match: Annotated[str | None, Header()] = None) -> NoteOut:
+              if_match: Annotated[str | None, Header(json_schema_extra=IF_MATCH_SCHEMA)] = None) -> NoteOut:
     if if_match is None:
         raise Problem(428, "precondition_required", "send If-Match: VERSION (from GET /api/notes)")
     match = IF_MATCH.fullmatch(if_match.strip())

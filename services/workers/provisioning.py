@@ -61,7 +61,7 @@ class ProvisioningManager:
         worker_id: str,
         step_delay: float = 0.0,
         connect_timeout: float = 30.0,
-        concurrency: int = 4,
+        concurrency: int = 1,
         templates: TemplateCatalogue | None = None,
     ) -> None:
         self.app, self.db, self.driver, self.edge = app, db, driver, edge

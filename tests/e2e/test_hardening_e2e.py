@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -84,3 +85,40 @@ def test_browser_headers_everywhere_and_console_tickets_not_logged(serve: Callab
     access = [entry["message"] for entry in lines if "ticket=" in entry.get("message", "")]
     assert secret not in log
     assert access and all("ticket=[redacted]" in message for message in access), access
+
+
+@pytest.mark.e2e
+def test_the_issues_bad_inputs_leave_a_real_serve_caught_up(serve: Callable[..., Server]) -> None:
+    """The issue's own reproduction, over HTTP against `zlh serve` (SQLite and PostgreSQL): the inputs that
+    once wedged a read model are refused, every follower stays at the log's head, and later writes are
+    answered with their read models caught up (the header, not a timing)."""
+    server = serve()
+    with server.client() as admin, new_customer(server, "alice@example.com") as alice:
+        refused = [
+            alice.post("/api/support/create", json={"subject": "a\u0000b", "message": "m"}),
+            admin.post("/api/admin/announcements", json={"level": "info", "title": "t", "body": "b",
+                                                         "ends_at": "9999-12-31T23:59:59-14:00"}),
+            alice.put("/api/notes", content=b'{"content": "\\ud800"}',
+                      headers={"If-Match": "0", "Content-Type": "application/json"}),
+            alice.put("/api/notes", json={"content": "x"}, headers={"If-Match": "9" * 5000}),
+            alice.put("/api/notes", content=b'{"content": "x"}',
+                      headers={"If-Match": "\u00b2".encode("latin-1"), "Content-Type": "application/json"}),
+            alice.get("/api/instances/00000000-0000-0000-0000-000000000000/files", params={"path": "/" + "n" * 256}),
+        ]
+        assert [r.status_code for r in refused] == [422, 422, 422, 400, 400, 404], [r.text for r in refused]
+        assert all(r.headers["content-type"] == "application/problem+json" for r in refused)
+
+        deadline = time.monotonic() + 30
+        while True:
+            items = admin.get("/api/admin/projections").json()["items"]
+            if all(p["position"] == p["head"] for p in items) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert all(p["position"] == p["head"] and not p["dead_letters"] for p in items), items
+
+        writes = [alice.post("/api/support/create", json={"subject": "after", "message": "the storm"}),
+                  admin.post("/api/admin/announcements", json={"level": "info", "title": "after", "body": "b"})]
+        for response in writes:
+            assert response.status_code == 201, response.text
+            assert response.headers["ZLH-Read-Your-Writes"] == "caught-up"
+        assert alice.get("/api/support/tickets").json()["items"][0]["subject"] == "after"

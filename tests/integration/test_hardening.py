@@ -368,8 +368,10 @@ def test_console_tickets_stay_out_of_the_logs() -> None:
 
 
 def test_every_bad_input_of_the_issue_leaves_the_service_caught_up(
-        app_and_client: tuple[Any, TestClient, Container]) -> None:
-    app, client, _ = app_and_client
+        app_and_client: tuple[Any, TestClient, Container], driver: FakeDriver) -> None:
+    from services.infrastructure import dead_letters
+
+    app, client, container = app_and_client
     admin = auth(ADMIN_TOKEN)
     alice = make_customer(client, "alice@example.com")
     ids = ids_of_every_kind(client, alice, admin)
@@ -402,27 +404,53 @@ def test_every_bad_input_of_the_issue_leaves_the_service_caught_up(
                        {"content-type": "application/json", "content-length": str(48 * MiB)},
                        asgi.megabytes(48 * MiB))
     assert big.status == 413 and big.bytes_read == 0
+    # Text the other free-text routes refuse too: a lone surrogate in a reply, control characters in a title.
+    assert_problem(raw_json(client, "POST", f"/api/support/tickets/{ids['ticket']}/reply",
+                            '{"message": "\\ud800"}', alice), 422, "validation_error")
+    assert_problem(client.post("/api/admin/announcements", json={"level": "info", "title": "\u0007", "body": "b"},
+                               headers=admin), 422, "validation_error")
+    # A failing node agent: a problem with a stable code, and its address is nowhere in the answer.
+    driver.fail_on["list_files"] = DriverError("agent_unreachable", "http://10.1.2.3:8100/files: refused")
+    unreachable = client.get(f"/api/instances/{iid}/files", headers=alice)
+    assert_problem(unreachable, 503, "node_unavailable")
+    assert "10.1.2.3" not in unreachable.text
+    del driver.fail_on["list_files"]
+    # One customer cannot flood the support desk: the day's quota, then 409 with nothing written.
+    opened = len(client.get("/api/support/tickets", headers=alice).json()["items"])
+    flood = [client.post("/api/support/create", json={"subject": f"flood {n}", "message": "m"}, headers=alice)
+             for n in range(container.settings.max_tickets_per_day - opened + 1)]
+    assert [r.status_code for r in flood[:-1]] == [201] * (len(flood) - 1), flood[-2].text
+    assert_problem(flood[-1], 409, "quota_exceeded")
+    assert all(r.headers[RYW] == "caught-up" for r in flood[:-1])
 
-    # Every read model has caught up: nothing is stuck on an event it cannot hold.
+    # Every read model has caught up: nothing is stuck on an event it cannot hold, and no follower (read model or
+    # process manager) skipped one as a dead letter.
     def projections() -> list[dict[str, Any]]:
         return client.get("/api/admin/projections", headers=admin).json()["items"]
 
-    caught_up = poll(projections, lambda items: all(p["lag"] == 0 for p in items))
+    caught_up = poll(projections, lambda items: all(p["position"] == p["head"] for p in items))
     for item in caught_up:
-        assert not item.get("dead_letters"), item
+        assert item["lag"] == 0 and not item["dead_letters"], item
+    assert dead_letters.unresolved(container.db) == []
+    poll(lambda: next(q for q in client.get("/api/admin/queues", headers=admin).json()["items"]
+                      if q["name"] == "provisioning"), lambda q: q["lag"] == 0)
 
-    # And every later write is answered with its read models caught up.
+    # And every later write is answered with its read models caught up (alice used up today's tickets: bob
+    # opens one).
+    made = client.post("/api/admin/users", json={"email": "bob@example.com"}, headers=admin)
+    bob = auth(made.json()["token"])
     writes = [
-        client.post("/api/support/create", json={"subject": "after", "message": "all that"}, headers=alice),
+        made,
+        client.post("/api/support/create", json={"subject": "after", "message": "all that"}, headers=bob),
         client.post("/api/admin/announcements", json={"level": "info", "title": "after", "body": "b"},
                     headers=admin),
         client.put("/api/notes", json={"content": "after"}, headers={**alice, "If-Match": "0"}),
         create(client, alice, "after-key", {"kind": "game", "name": "after", "template": "minecraft"}),
         client.post(f"/api/instances/{iid}/power", json={"action": "stop"}, headers=alice),
-        client.post("/api/admin/users", json={"email": "bob@example.com"}, headers=admin),
     ]
     for response in writes:
         assert response.status_code in (200, 201, 202), response.text
         if response.request.url.path != "/api/notes":  # the notepad reads its own stream: no read model to wait for
             assert response.headers[RYW] == "caught-up", (response.request.url, response.headers)
-    assert client.get("/api/support/tickets", headers=alice).json()["items"][0]["subject"] == "after"
+    assert client.get("/api/support/tickets", headers=bob).json()["items"][0]["subject"] == "after"
+    assert dead_letters.unresolved(container.db) == []

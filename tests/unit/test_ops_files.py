@@ -142,6 +142,9 @@ def test_prometheus_config_scrapes_the_api_the_instance_targets_and_node_exporte
             assert all(t.startswith("127.0.0.1:") for t in sc["targets"]), job["job_name"]
     rule_globs = [PROMETHEUS / pattern for pattern in config["rule_files"]]
     assert any(fnmatch.fnmatch(str(RULES), str(g)) for g in rule_globs)
+    # The control plane's /metrics may require a token (ZLH_METRICS_TOKEN_FILE): Prometheus reads it from a file.
+    for name in ("zlh-api", "zlh-controller"):
+        assert jobs[name]["authorization"] == {"type": "Bearer", "credentials_file": "zlh-metrics.token"}, name
 
 
 def test_every_alert_is_complete_and_its_runbook_exists() -> None:
@@ -290,8 +293,12 @@ def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
-def test_promtool_accepts_the_config_and_the_rules_and_the_alerts_fire() -> None:
-    for args in (("check", "config", str(PROMETHEUS / "prometheus.yml")),
+def test_promtool_accepts_the_config_and_the_rules_and_the_alerts_fire(tmp_path: Path) -> None:
+    # promtool checks that the metrics token file exists: check a copy with a token beside it, as installed.
+    installed = tmp_path / "prometheus"
+    shutil.copytree(PROMETHEUS, installed)
+    (installed / "zlh-metrics.token").write_text("a-metrics-token\n")
+    for args in (("check", "config", str(installed / "prometheus.yml")),
                  ("check", "rules", str(RULES)),
                  ("test", "rules", str(RULE_TESTS))):
         result = _promtool(*args)
