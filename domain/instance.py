@@ -118,6 +118,14 @@ class Instance(Aggregate):
         code: str
         process_stopped: bool = False
 
+    class Placed(Event):
+        """The instance's node and port (README "More than one host"): chosen by a create, changed by a move."""
+
+        TOPIC = "zlh.Instance.Placed"
+        operation_id: UUID
+        node_id: UUID
+        port: int | None
+
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
         """An instance's id derives from the operation that creates it."""
@@ -310,3 +318,14 @@ class Instance(Aggregate):
         elif process_stopped:
             self.status = InstanceStatus.STOPPED
         self.pending_operation_id = None
+
+    # Placement (README "More than one host"): which node the instance lives on.
+
+    def place(self, operation_id: UUID, node_id: UUID, port: int | None) -> None:
+        self._check_pending(operation_id)
+        self._placed(operation_id=operation_id, node_id=node_id, port=port)
+
+    @event(Placed)
+    def _placed(self, operation_id: UUID, node_id: UUID, port: int | None) -> None:
+        self.node_id = node_id
+        self.placed_port = port

@@ -13,6 +13,7 @@ from projections.billing import BillingProjection
 from projections.deliveries import DeliveriesProjection
 from projections.instances import InstancesProjection
 from projections.monitoring import MonitoringTargetsProjection
+from projections.nodes import NodesProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.schedules import SchedulesProjection
@@ -27,4 +28,5 @@ def all_projections(data_dir: Path | None = None,
     return [InstancesProjection(), OperationsProjection(), BackupsProjection(), TicketsProjection(),
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
             RepairsProjection(), BillingProjection(), UsersProjection(), SchedulesProjection(),
-            ActivityProjection(), TokensProjection(), InboundMailProjection()]
+            ActivityProjection(), TokensProjection(), InboundMailProjection(),
+            NodesProjection()]
