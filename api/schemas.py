@@ -134,6 +134,10 @@ class InstanceOut(BaseModel):
     pending_operation: PendingOperation | None
     created_at: str
     updated_at: str
+    #: README "More than one host": the node the server runs on (staff only), and its port there.
+    node: str | None = None
+    node_id: str | None = None
+    port: int | None = None
 
 
 class InstanceList(BaseModel):

@@ -125,6 +125,7 @@ class Instance(Aggregate):
         operation_id: UUID
         node_id: UUID
         port: int | None
+        address: str | None = None
 
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
@@ -321,11 +322,15 @@ class Instance(Aggregate):
 
     # Placement (README "More than one host"): which node the instance lives on.
 
-    def place(self, operation_id: UUID, node_id: UUID, port: int | None) -> None:
+    def place(self, operation_id: UUID, node_id: UUID, port: int | None, address: str | None = None) -> None:
+        """Record the node (a create's placement), or the node, port and address a move ends on."""
         self._check_pending(operation_id)
-        self._placed(operation_id=operation_id, node_id=node_id, port=port)
+        self._placed(operation_id=operation_id, node_id=node_id, port=port, address=address)
 
     @event(Placed)
-    def _placed(self, operation_id: UUID, node_id: UUID, port: int | None) -> None:
+    def _placed(self, operation_id: UUID, node_id: UUID, port: int | None, address: str | None = None) -> None:
         self.node_id = node_id
         self.placed_port = port
+        if address is not None:  # a move: the server now answers there
+            self.port = port
+            self.address = address

@@ -161,10 +161,10 @@ def candidate_nodes(app: ZLH, db: ReadModelDB) -> list[Node]:
 
 
 def place(app: ZLH, db: ReadModelDB, instance_id: UUID, operation_id: UUID, need: Need,
-          only: UUID | None = None, exclude: Iterable[UUID] = ()) -> Placement:
+          only: UUID | None = None, exclude: Iterable[UUID] = (), record: bool = True) -> Placement:
     """Allocate room and a port for the instance on a node (`only`: that one), recorded on the node, the port's
-    claim and the instance; idempotent for an instance already placed by this operation's kind of call.
-    `NoCapacityError` when no node has room."""
+    claim and (unless `record` is False: a move reserves first and moves last) the instance; idempotent for an
+    instance already placed. `NoCapacityError` when no node has room."""
     rng = random.SystemRandom()
     for _ in range(ATTEMPTS):
         instance: Instance = app.repository.get(instance_id)
@@ -173,6 +173,10 @@ def place(app: ZLH, db: ReadModelDB, instance_id: UUID, operation_id: UUID, need
             node = app.find(current, Node)
             if node is not None and str(instance_id) in node.allocations:
                 return Placement(node.id, node.name, node.allocations[str(instance_id)]["port"])
+        if only is not None:
+            target = app.find(only, Node)
+            if target is not None and str(instance_id) in target.allocations:
+                return Placement(target.id, target.name, target.allocations[str(instance_id)]["port"])
         nodes = candidate_nodes(app, db)
         if only is not None:
             nodes = [n for n in nodes if n.id == only]
@@ -193,9 +197,10 @@ def place(app: ZLH, db: ReadModelDB, instance_id: UUID, operation_id: UUID, need
                 except NoCapacityError:
                     continue  # a stale claim (should not happen: the node says the port is free); try another
         node.allocate(instance_id, port, need)
-        instance.place(operation_id, node.id, port)
+        if record:
+            instance.place(operation_id, node.id, port)
         try:
-            app.save(node, *([claim] if claim is not None else []), instance)
+            app.save(node, *([claim] if claim is not None else []), *([instance] if record else []))
         except IntegrityError:
             continue  # someone placed on this node (or claimed this port) meanwhile: look again
         return Placement(node.id, node.name, port)
@@ -226,3 +231,52 @@ def release(app: ZLH, instance_id: UUID, node_id: UUID) -> bool:
 def node_of(app: ZLH, instance_id: UUID) -> UUID | None:
     instance = app.find(instance_id, Instance)
     return getattr(instance, "node_id", None) if instance is not None else None
+
+
+# -- reads for the admin views -------------------------------------------------------------------
+
+
+def with_health(db: ReadModelDB, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nodes as listed, each with `last_seen` (when its agent last answered the monitor; None: not yet)."""
+    from projections.base import iso
+    from services.infrastructure.node_health import last_seen
+
+    seen = last_seen(db)
+    return [r | {"last_seen": iso(seen[r["id"]]) if r["id"] in seen else None} for r in rows]
+
+
+def overlay(db: ReadModelDB, rows: list[dict[str, Any]], admin: bool) -> list[dict[str, Any]]:
+    """Instance rows as the API shows them: `unreachable` while their node does not answer (what the log
+    says comes back with the node), and, for staff, which node and port each is on."""
+    placed = nodes_view.placements(db, [r["id"] for r in rows])
+    out = []
+    for row in rows:
+        where = placed.get(row["id"])
+        row = dict(row)
+        if where is not None and where["unreachable"] and row["status"] not in ("deleted", "failed"):
+            row["status"] = "unreachable"
+        if admin:
+            row["node"] = where["node"] if where else LOCAL_NODE
+            row["node_id"] = where["node_id"] if where else str(node_id_for_name(LOCAL_NODE))
+            row["port"] = where["port"] if where and where["port"] is not None else row.get("port")
+        out.append(row)
+    return out
+
+
+def request_move(app: ZLH, instance_id: UUID, node_id: UUID, actor_id: UUID, key: str | None = None) -> Any:
+    """Queue a `move` of the instance to `node_id` (admins): 404 for an unknown instance or node."""
+    from services.lifecycle import _request, load_instance
+
+    target = app.find(node_id, Node)
+    if target is None or target.removed:
+        raise NodeNotFoundError("no such node")
+    instance = load_instance(app, instance_id, None)
+    if getattr(instance, "node_id", None) == node_id or (
+            getattr(instance, "node_id", None) is None and node_id == node_id_for_name(LOCAL_NODE)):
+        raise NodeRuleError("the server is on that node already")
+
+    def begin(inst: Instance, op: Any) -> None:
+        inst.begin_operation(op.id, "move")
+
+    return _request(app, instance.owner_id, instance_id, "move", {"node": str(node_id)}, key, begin,
+                    actor_id=actor_id)

@@ -15,6 +15,7 @@ from api.problems import Problem
 from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, OperationOut
 from projections import instances as instances_view
 from projections import operations as operations_view
+from services import nodes as nodes_service
 from services.instances import request_instance
 from services.users import Principal
 
@@ -68,12 +69,14 @@ def list_instances(user: UserDep, container: ContainerDep, limit: LimitQuery = 1
     """Your instances, newest first, pending ones included (not deleted ones), a page at a time."""
     rows, next_cursor = page(lambda n, after: instances_view.list_for_owner(container.db, str(user.id), n, after),
                              limit, cursor)
+    rows = nodes_service.overlay(container.db, rows, user.admin)
     return InstanceList(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)
 def get_instance(instance_id: UUID, user: UserDep, container: ContainerDep) -> InstanceOut:
-    return InstanceOut(**_visible(instances_view.get(container.db, str(instance_id)), user, "instance"))
+    row = _visible(instances_view.get(container.db, str(instance_id)), user, "instance")
+    return InstanceOut(**nodes_service.overlay(container.db, [row], user.admin)[0])
 
 
 @router.get("/operations/{operation_id}", response_model=OperationOut)

@@ -139,6 +139,7 @@ class ProvisioningManager:
                 OperationKind.RESTORE: self._restore,
                 OperationKind.DELETE: self._delete,
                 OperationKind.DELETE_BACKUP: self._delete_backup,
+                OperationKind.MOVE: self._move,
             }[operation.kind]
             with operation_context(operation.id, instance.id):
                 if self._billing_blocked(operation):
@@ -203,6 +204,11 @@ class ProvisioningManager:
         self._record(operation, lambda op: op.finish_step("place", {"node": placed.node, "node_id": str(placed.node_id),
                                                                     "port": placed.port}))
         return True
+
+    def _move(self, operation: Operation, instance: Instance) -> None:
+        from services.workers.moving import run_move
+
+        run_move(self, operation, instance)
 
     def _release_placement(self, instance_id: UUID) -> None:
         """Give back the room and the port a failed create or a deleted instance held on its node."""
