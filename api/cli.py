@@ -239,6 +239,9 @@ def controller_report(
 def agent(
     host: Annotated[str, typer.Option(help="Address to bind (keep it private).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
+    server_host: Annotated[str, typer.Option(help="The address game servers listen on (on a node of many: its "
+                                             "address players reach, README \"More than one host\")")]
+    = "127.0.0.1",
 ) -> None:
     """The node agent: instance processes, files, backups and console for the control plane."""
     from services.agent.driver import LocalDriver
@@ -250,7 +253,8 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir), cache_dir=settings.cache_dir), settings.agent_secret, host, port)
+    run_agent(LocalDriver(Path(settings.data_dir), host=server_host, cache_dir=settings.cache_dir),
+              settings.agent_secret, host, port)
 
 
 @users_cli.command("create")
