@@ -165,3 +165,6 @@ class NodeRouter:
                 if close is not None:
                     close()
             self._drivers.clear()
+        close = getattr(self.local, "close", None)
+        if close is not None:
+            close()
