@@ -12,9 +12,9 @@ import {SchedulesView} from './schedules.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
-  failed: 'Failed', deleting: 'Deleting', deleted: 'Deleted'};
+  failed: 'Failed', deleting: 'Deleting', deleted: 'Deleted', unreachable: 'Unreachable'};
 const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'Restart', backup: 'Backup',
-  restore: 'Restore', delete: 'Delete'};
+  restore: 'Restore', delete: 'Delete', move: 'Move'};
 const FAST_POLL_MS = 600;
 const SLOW_POLL_MS = 4000;
 
