@@ -142,7 +142,7 @@ def _bootstrap(container, settings) -> str:  # type: ignore[no-untyped-def]
 @cli.command()
 def worker(
     name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections | "
-                                              "schedules | mail | helpdesk")],
+                                              "schedules | mail | helpdesk | nodes")],
 ) -> None:
     """Run one process manager until SIGTERM."""
     from services.bootstrap import WORKERS
