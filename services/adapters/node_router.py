@@ -81,6 +81,10 @@ class NodeRouter:
         if node_id is None:
             return None  # placed before nodes existed, or not yet: the local node
         row = nodes_view.get(self.db, str(node_id))
+        if row is None:  # a node the read model has not caught up with yet: the log knows it
+            node = self.app.find(node_id, Node)
+            row = {"name": node.name, "public_host": node.public_host,
+                   "status": "unreachable" if node.unreachable else "ready"} if node is not None else None
         return {"node_id": str(node_id), "port": getattr(instance, "placed_port", None),
                 "node": row["name"] if row else "", "public_host": row["public_host"] if row else "",
                 "node_status": row["status"] if row else "ready"}
