@@ -90,7 +90,7 @@ def run_move(manager: Any, operation: Operation, instance: Instance) -> None:
             ready = spec.definition.ready.timeout if spec.definition is not None else 0.0
             step("wait_connectable", {"port": port},
                  lambda: target.wait_connectable(spec, port, max(manager.connect_timeout, ready)) or {})
-        host = target_node.public_host if target_node.agent_url != nodes.EMBEDDED else source.public_host(spec)
+        host = target_node.public_host if target_node.agent_url != nodes.EMBEDDED else target.public_host(spec)
         address = spec_address_for(target, spec, host, port, target_node.agent_url == nodes.EMBEDDED)
         if instance.kind.value == "game":
             step("publish_dns", {"host": host, "port": port},

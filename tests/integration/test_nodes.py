@@ -232,3 +232,18 @@ def test_move_keeps_files_and_a_failed_move_leaves_the_server_on_its_source(
     nodes = {n["name"]: n for n in nclient.get("/api/admin/nodes", headers=ADMIN).json()["items"]}
     assert nodes["alpha"]["instances"] == 0 and nodes["beta"]["instances"] == 1
     assert nclient.delete(f"/api/admin/nodes/{a['id']}", headers=ADMIN).status_code == 204
+    # and home again, to the embedded node, stopped this time
+    stop = nclient.post(f"/api/instances/{iid}/power", headers=alice, json={"action": "stop"}).json()
+    assert finished(nclient, alice, stop["operation_id"])["phase"] == "succeeded"
+    local = str(node_id_for_name(LOCAL_NODE))
+    nclient.post(f"/api/admin/nodes/{local}/uncordon", headers=ADMIN)
+    r = nclient.post(f"/api/admin/instances/{iid}/move", headers=ADMIN, json={"node": local})
+    assert finished(nclient, ADMIN, r.json()["operation_id"])["phase"] == "succeeded"
+    home = nclient.get(f"/api/instances/{iid}", headers=ADMIN).json()
+    assert home["node"] == LOCAL_NODE and home["status"] == "stopped" and home["address"].startswith("127.0.0.1:")
+    assert nclient.get(f"/api/instances/{iid}/files/content", params={"path": "/world.txt"},
+                       headers=alice).content == b"hello"
+    assert_problem(nclient.post(f"/api/admin/instances/{iid}/move", headers=ADMIN, json={"node": local}),
+                   422, "validation_error")
+    assert_problem(nclient.post(f"/api/admin/instances/{iid}/move", headers=ADMIN, json={"node": iid}),
+                   404, "not_found")
