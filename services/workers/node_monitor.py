@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -38,6 +39,9 @@ class NodeMonitor:
         self.interval, self.unreachable_after, self.now = interval, unreachable_after, now
         self.started_at = now()
         self.stop_event = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="zlh-node-probe")
+        self._probing: set[str] = set()
+        self._lock = threading.Lock()
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or self.stop_event
@@ -48,11 +52,34 @@ class NodeMonitor:
             except Exception:
                 log.exception("node monitor pass failed")
             stop.wait(max(self.interval - (time.monotonic() - started), 0.01))
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def probe_all(self) -> None:
+        """Probe every node at once, each in its own thread: a node that hangs never delays the others (its
+        probe still running at the next pass counts as no answer, and is not started twice)."""
         seen = node_health.last_seen(self.db)
         for row in nodes_view.all_nodes(self.db):
-            self.probe(row, seen.get(row["id"]))
+            with self._lock:
+                if row["id"] in self._probing:
+                    self._silent(row, seen.get(row["id"]), "probe_pending")
+                    continue
+                self._probing.add(row["id"])
+            self._pool.submit(self._probe_once, row, seen.get(row["id"]))
+
+    def _probe_once(self, row: dict[str, Any], last: datetime | None) -> None:
+        try:
+            self.probe(row, last)
+        except Exception:
+            log.exception("probing node %s failed", row["name"])
+        finally:
+            with self._lock:
+                self._probing.discard(row["id"])
+
+    def _silent(self, row: dict[str, Any], last: datetime | None, why: str) -> None:
+        since = last or self.started_at
+        if row["status"] != "unreachable" and self.now() - since >= timedelta(seconds=self.unreachable_after):
+            log.warning("node %s unheard since %s (%s): unreachable", row["name"], iso(since), why)
+            self._transition(UUID(row["id"]), lambda n: n.mark_unreachable(iso(last) if last else None))
 
     def probe(self, row: dict[str, Any], last: datetime | None) -> None:
         node_id = UUID(row["id"])
@@ -62,10 +89,7 @@ class NodeMonitor:
             if health is not None:
                 health()
         except DriverError as exc:
-            since = last or self.started_at
-            if row["status"] != "unreachable" and self.now() - since >= timedelta(seconds=self.unreachable_after):
-                log.warning("node %s unheard since %s (%s): unreachable", row["name"], iso(since), exc.code)
-                self._transition(node_id, lambda n: n.mark_unreachable(iso(last) if last else None))
+            self._silent(row, last, exc.code)
             return
         node_health.seen(self.db, node_id, self.now())
         if row["status"] == "unreachable":
