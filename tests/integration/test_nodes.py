@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
@@ -183,6 +184,13 @@ def test_unreachable_node_fails_fast_alerts_once_and_comes_back(
     poll(lambda: nclient.get(f"/api/admin/nodes/{node['id']}", headers=ADMIN).json(),
          lambda n: n["status"] == "unreachable")
     assert nclient.get(f"/api/instances/{made['instance_id']}", headers=alice).json()["status"] == "unreachable"
+    seen = nodes_container.driver.observe()  # what the controller sees: the server as it was, nothing to repair
+    assert made["instance_id"] in seen["processes"] and made["instance_id"] in seen["directories"]
+    from tests.integration.test_controller import controller
+
+    fleet.drivers["http://alpha.example:8700"].processes.clear()  # even were it really down, nothing is proposed
+    plan = controller(nodes_container).tick()
+    assert plan is not None and not [p for p in plan.proposals if p.instance_id == UUID(made["instance_id"])]
     assert_problem(nclient.get(f"/api/instances/{made['instance_id']}/files", headers=alice), 503,
                    "node_unreachable")
     stop = nclient.post(f"/api/instances/{made['instance_id']}/power", headers=alice, json={"action": "stop"})
