@@ -256,3 +256,11 @@ def test_move_keeps_files_and_a_failed_move_leaves_the_server_on_its_source(
                    422, "validation_error")
     assert_problem(nclient.post(f"/api/admin/instances/{iid}/move", headers=ADMIN, json={"node": iid}),
                    404, "not_found")
+
+
+def test_a_refused_node_never_echoes_its_secret(nclient: TestClient) -> None:
+    for body in ({"name": "Bad Name"}, {"memory_mb": -1}, {"port_range": "1-2"}, {"extra": 1}):
+        r = nclient.post("/api/admin/nodes", headers=ADMIN, json={
+            "name": "gamma", "agent_url": "http://gamma:1", "agent_secret": "never-echo-this", "public_host": "g",
+            "memory_mb": 1, "disk_mb": 1, "cpus": 1, "port_range": "30000-30001", **body})
+        assert r.status_code == 422 and "never-echo-this" not in r.text, r.text
