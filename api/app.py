@@ -20,6 +20,7 @@ from api.routers import (
     files,
     instances,
     lifecycle,
+    nodes,
     portal,
     probes,
     schedules,
@@ -56,7 +57,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, subusers,
-               support, desk, admin, billing)
+               support, desk, admin, billing, nodes)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import typer
@@ -22,6 +23,8 @@ audit_cli = typer.Typer(help="Read the log as an auditor.", no_args_is_help=True
 cli.add_typer(users_cli, name="users")
 cli.add_typer(projections_cli, name="projections")
 cli.add_typer(audit_cli, name="audit")
+nodes_cli = typer.Typer(help="The hosts servers run on (README \"More than one host\").", no_args_is_help=True)
+cli.add_typer(nodes_cli, name="nodes")
 
 log = logging.getLogger("zlh")
 
@@ -139,7 +142,7 @@ def _bootstrap(container, settings) -> str:  # type: ignore[no-untyped-def]
 @cli.command()
 def worker(
     name: Annotated[str, typer.Argument(help="provisioning | repair | billing | notifications | projections | "
-                                              "schedules | mail | helpdesk")],
+                                              "schedules | mail | helpdesk | nodes")],
 ) -> None:
     """Run one process manager until SIGTERM."""
     from services.bootstrap import WORKERS
@@ -236,6 +239,9 @@ def controller_report(
 def agent(
     host: Annotated[str, typer.Option(help="Address to bind (keep it private).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
+    server_host: Annotated[str, typer.Option(help="The address game servers listen on (on a node of many: its "
+                                             "address players reach, README \"More than one host\")")]
+    = "127.0.0.1",
 ) -> None:
     """The node agent: instance processes, files, backups and console for the control plane."""
     from services.agent.driver import LocalDriver
@@ -247,7 +253,8 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir), cache_dir=settings.cache_dir), settings.agent_secret, host, port)
+    run_agent(LocalDriver(Path(settings.data_dir), host=server_host, cache_dir=settings.cache_dir),
+              settings.agent_secret, host, port)
 
 
 @users_cli.command("create")
@@ -441,6 +448,112 @@ def audit_verify(
         typer.echo(f"zlh: {counts['unchained']} of {len(results)} streams unchained (stored before hash chaining)",
                    err=True)
         raise typer.Exit(AUDIT_UNCHAINED)
+
+
+# -- nodes (README "More than one host") -------------------------------------------------------------
+
+
+def _nodes_call(action: Any) -> Any:
+    """Run `action(container)` with the nodes read model caught up; a domain error is exit 1 with its message."""
+    from domain.errors import DomainError
+
+    container = _container()
+    try:
+        container.ensure_local_node()
+        result = action(container)
+        container.runners["nodes"].catch_up()
+        return result, container
+    except DomainError as exc:
+        container.close()
+        typer.echo(f"zlh: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _node_id(container: Any, name_or_id: str) -> Any:
+    from uuid import UUID
+
+    from domain.node import node_id_for_name
+
+    try:
+        return UUID(name_or_id)
+    except ValueError:
+        return node_id_for_name(name_or_id)
+
+
+@nodes_cli.command("add")
+def nodes_add(
+    name: str,
+    agent_url: Annotated[str, typer.Option(help="Where its `zlh agent` listens, e.g. http://10.0.0.2:8700")],
+    public_host: Annotated[str, typer.Option(help="The address players reach the node at")],
+    memory_mb: Annotated[int, typer.Option(help="Memory servers may take, in MB")],
+    disk_mb: Annotated[int, typer.Option(help="Disk servers may take, in MB")],
+    cpus: Annotated[float, typer.Option(help="CPUs servers may take")],
+    port_range: Annotated[str, typer.Option(help="Ports for servers, e.g. 30000-30999")],
+    secret_file: Annotated[str | None, typer.Option(help="A file holding the agent's secret "
+                                                    "(default: ZLH_AGENT_SECRET)")] = None,
+) -> None:
+    """Add a node; prints it as JSON (never its secret)."""
+    from pathlib import Path
+
+    from projections import nodes as nodes_view
+    from services import nodes
+
+    secret = Path(secret_file).read_text().strip() if secret_file else (os.environ.get("ZLH_AGENT_SECRET") or "")
+    request = nodes.NodeRequest(name, agent_url, secret, public_host, memory_mb, disk_mb, cpus, port_range)
+    (node, _), container = _nodes_call(lambda c: nodes.register_node(c.app, c.secret_box, request))
+    try:
+        typer.echo(json.dumps(nodes_view.get(container.db, str(node.id))))
+    finally:
+        container.close()
+
+
+@nodes_cli.command("list")
+def nodes_list() -> None:
+    """Every node as a JSON line: status, capacity, allocated, servers, last seen."""
+    from projections import nodes as nodes_view
+    from services import nodes
+
+    _, container = _nodes_call(lambda c: None)
+    try:
+        for row in nodes.with_health(container.db, nodes_view.list_nodes(container.db)):
+            typer.echo(json.dumps(row))
+    finally:
+        container.close()
+
+
+def _node_command(name_or_id: str, command: str) -> None:
+    from projections import nodes as nodes_view
+    from services import nodes
+
+    def run(c: Any) -> Any:
+        node_id = _node_id(c, name_or_id)
+        getattr(nodes, command)(c.app, node_id)
+        return node_id
+
+    node_id, container = _nodes_call(run)
+    try:
+        row = nodes_view.get(container.db, str(node_id))
+        typer.echo(json.dumps({"id": str(node_id), "status": "removed" if command == "remove_node" else
+                               (row or {}).get("status")}))
+    finally:
+        container.close()
+
+
+@nodes_cli.command("cordon")
+def nodes_cordon(node: Annotated[str, typer.Argument(help="name or id")]) -> None:
+    """Place no new servers on the node."""
+    _node_command(node, "cordon")
+
+
+@nodes_cli.command("uncordon")
+def nodes_uncordon(node: Annotated[str, typer.Argument(help="name or id")]) -> None:
+    _node_command(node, "uncordon")
+
+
+@nodes_cli.command("remove")
+def nodes_remove(node: Annotated[str, typer.Argument(help="name or id")]) -> None:
+    """Forget an empty node (exit 1 while servers are on it)."""
+    _node_command(node, "remove_node")
 
 
 def main() -> None:

@@ -52,6 +52,7 @@ DOMAIN_STATUS = {
     "duplicate_message": 409,
     "permission_denied": 403,
     "subuser_exists": 409,
+    "node_unreachable": 503,
 }
 
 #: HTTP status for each driver (node agent) error code that describes what the customer asked for; the
@@ -116,6 +117,8 @@ def driver_problem(exc: DriverError) -> JSONResponse:
         return problem_response(status, exc.code, exc.message)
     log.warning("node failure answered as 503/504: %s: %s", exc.code, exc.message)
     retry = {"Retry-After": RETRY_AFTER_SECONDS}
+    if exc.code == "node_unreachable":  # README "More than one host": fail fast while the node is gone
+        return problem_response(503, "node_unreachable", exc.message, retry)
     if exc.code in NODE_TIMEOUT_CODES:
         return problem_response(504, "node_timeout", "the node that runs this server did not answer in time; retry "
                                 "in a moment", retry)

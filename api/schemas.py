@@ -145,6 +145,10 @@ class InstanceOut(BaseModel):
                                                        "`subuser` when its owner invited you")
     permissions: list[str] = Field(default_factory=list, description="what you may do on it (an owner or "
                                    "operator: every permission)")
+    #: README "More than one host": the node the server runs on (staff only), and its port there.
+    node: str | None = None
+    node_id: str | None = None
+    port: int | None = None
 
 
 class InstanceList(BaseModel):

@@ -14,6 +14,7 @@ from domain.billing import BillingAccount, StripeCustomer, StripeEvent
 from domain.delivery import Delivery
 from domain.instance import Instance
 from domain.name_claim import NameClaim
+from domain.node import Node, PortClaim
 from domain.note import Note
 from domain.operation import Operation
 from domain.quota import Quota
@@ -26,4 +27,4 @@ from domain.user import Credential, User
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
               BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity, Quota,
-              Subuser)
+              Subuser, Node, PortClaim)

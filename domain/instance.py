@@ -126,6 +126,15 @@ class Instance(Aggregate):
         previous: str
         actor_id: UUID
 
+    class Placed(Event):
+        """The instance's node and port (README "More than one host"): chosen by a create, changed by a move."""
+
+        TOPIC = "zlh.Instance.Placed"
+        operation_id: UUID
+        node_id: UUID
+        port: int | None
+        address: str | None = None
+
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
         """An instance's id derives from the operation that creates it."""
@@ -334,3 +343,18 @@ class Instance(Aggregate):
         elif process_stopped:
             self.status = InstanceStatus.STOPPED
         self.pending_operation_id = None
+
+    # Placement (README "More than one host"): which node the instance lives on.
+
+    def place(self, operation_id: UUID, node_id: UUID, port: int | None, address: str | None = None) -> None:
+        """Record the node (a create's placement), or the node, port and address a move ends on."""
+        self._check_pending(operation_id)
+        self._placed(operation_id=operation_id, node_id=node_id, port=port, address=address)
+
+    @event(Placed)
+    def _placed(self, operation_id: UUID, node_id: UUID, port: int | None, address: str | None = None) -> None:
+        self.node_id = node_id
+        self.placed_port = port
+        if address is not None:  # a move: the server now answers there
+            self.port = port
+            self.address = address

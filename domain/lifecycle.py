@@ -52,6 +52,8 @@ ALLOWED_FROM: dict[str, frozenset[InstanceStatus]] = {
     "delete": frozenset({S.PROVISIONING, S.RUNNING, S.STOPPED, S.SUSPENDED, S.FAILED, S.DELETING}),
     # A customer's backups stay theirs: deleting one is allowed whatever the server's state, deleted included.
     "delete_backup": frozenset(S),
+    # Moving a server to another node (admin): it is stopped, copied and started there.
+    "move": frozenset({S.RUNNING, S.STOPPED}),
 }
 
 #: What a delete removes, in this order; each is idempotent ("already gone" counts as done).

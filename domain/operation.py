@@ -28,6 +28,7 @@ class OperationKind(StrEnum):
     RESTORE = "restore"
     DELETE = "delete"
     DELETE_BACKUP = "delete_backup"
+    MOVE = "move"
 
 
 class Phase(StrEnum):

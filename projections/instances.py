@@ -45,6 +45,7 @@ class InstancesProjection(Projection):
             Instance.Renamed.TOPIC,
             Operation.Claimed.TOPIC,
             Operation.StepStarted.TOPIC,
+            Instance.Placed.TOPIC,
         }
     )
 
@@ -68,6 +69,11 @@ class InstancesProjection(Projection):
             self._update(cur, table, event, "status = 'running', address = %s, port = %s, "
                          "pending_operation_id = NULL, pending_kind = NULL, pending_phase = NULL, "
                          "pending_step = NULL", (event.address, event.port))
+        elif isinstance(event, Instance.Placed):
+            if event.address is not None:  # a move: the server answers at its new node's address
+                self._update(cur, table, event, "address = %s, port = %s", (event.address, event.port))
+            else:
+                self._update(cur, table, event, "port = port", ())  # the version moves on
         elif isinstance(event, Instance.OperationFailed):
             status = "status = 'failed', " if event.kind == "create" else \
                 "status = 'stopped', " if getattr(event, "process_stopped", False) else ""

@@ -13,6 +13,7 @@ from projections.billing import BillingProjection
 from projections.deliveries import DeliveriesProjection
 from projections.instances import InstancesProjection
 from projections.monitoring import MonitoringTargetsProjection
+from projections.nodes import NodesProjection
 from projections.operations import OperationsProjection
 from projections.repairs import RepairsProjection
 from projections.schedules import SchedulesProjection
@@ -29,4 +30,4 @@ def all_projections(data_dir: Path | None = None,
             AnnouncementsProjection(), DeliveriesProjection(), MonitoringTargetsProjection(data_dir, write_text),
             RepairsProjection(), BillingProjection(), UsersProjection(), SchedulesProjection(),
             ActivityProjection(), TokensProjection(), InboundMailProjection(),
-            SubusersProjection()]
+            SubusersProjection(), NodesProjection()]

@@ -48,7 +48,8 @@ from services.workers.schedules import ScheduleManager
 
 log = logging.getLogger(__name__)
 
-WORKERS = ("projections", "provisioning", "notifications", "repair", "billing", "schedules", "mail", "helpdesk")
+WORKERS = ("projections", "provisioning", "notifications", "repair", "billing", "schedules", "mail", "helpdesk",
+           "nodes")
 #: The log positions (and dead-letter names) of the process managers.
 PROCESS_MANAGERS = ("provisioning", "notifications", "repair", "billing_enforcement", "scheduler", "helpdesk")
 
@@ -139,6 +140,11 @@ class Container:
     channels: tuple[Any, Any] | None = None
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
     _driver_stop: Callable[[], None] | None = None
+    #: More than one host: the router over the nodes' drivers, and how a node's driver is made (tests give fakes).
+    router: Any = None
+    node_driver_factory: Callable[[str, str], InstanceDriver] | None = None
+    node_monitor: Any = None
+    _secret_box: Any = None
     _driver_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -148,11 +154,38 @@ class Container:
 
     @property
     def driver(self) -> InstanceDriver:
-        """Built on first use, so commands that never touch instances start no agent."""
+        """Built on first use, so commands that never touch instances start no agent.
+
+        It is the `NodeRouter` (README "More than one host"): each call goes to the agent of the instance's
+        node; the `local` node's agent is the built (or given) driver.
+        """
         with self._driver_lock:
             if self.given_driver is None:
                 self.given_driver, self._driver_stop = build_driver(self.settings)
-            return self.given_driver
+            if self.router is None:
+                from services.adapters.node_router import NodeRouter, agent_driver
+
+                self.router = NodeRouter(self.app, self.db, self.secret_box, self.given_driver,
+                                         self.node_driver_factory or agent_driver)
+            return self.router  # type: ignore[return-value]
+
+    @property
+    def secret_box(self) -> Any:
+        """What encrypts the node agents' secrets in the log (ZLH_NODE_SECRET_KEY or its key file)."""
+        from services.infrastructure.secret_box import SecretBox
+
+        if self._secret_box is None:
+            s = self.settings
+            self._secret_box = SecretBox.from_settings(s.node_secret_key, s.node_secret_key_file, s.data_dir)
+        return self._secret_box
+
+    def ensure_local_node(self) -> None:
+        """The embedded default node, `local` (idempotent; `ZLH_LOCAL_NODE_*` set its capacity and ports)."""
+        from services.nodes import ensure_local_node
+
+        s = self.settings
+        ensure_local_node(self.app, s.local_node_memory // (1024 * 1024), s.local_node_disk // (1024 * 1024),
+                          s.local_node_cpus, s.local_node_ports, s.local_node_public_host)
     threads: list[threading.Thread] = field(default_factory=list)
     started: set[str] = field(default_factory=set)
 
@@ -184,6 +217,7 @@ class Container:
         if unknown:
             raise ValueError(f"unknown workers: {sorted(unknown)}; available: {list(WORKERS)}")
         self._listen()
+        self.ensure_local_node()
         if "projections" in workers:
             group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.poke)
             self._spawn("projections", group.run, self.stop_event, self.app.signal)
@@ -222,6 +256,12 @@ class Container:
             self.mail = MailWorker(self.app, self.blobs, s.support_domain, s.inbound_smtp, s.inbound_imap_url,
                                    s.inbound_imap_interval)
             self.mail.start()
+        if "nodes" in workers:
+            from services.workers.node_monitor import NodeMonitor
+
+            self.node_monitor = NodeMonitor(self.app, self.db, self.driver, self.settings.node_probe_interval,
+                                            self.settings.node_unreachable_after)
+            self._spawn("nodes", self.node_monitor.run, self.stop_event)
         if "helpdesk" in workers and self.settings.helpdesk:
             from services.workers.helpdesk import build_helpdesk_sync
 
@@ -256,6 +296,7 @@ class Container:
             return
         self.started.add("api")
         self._listen()
+        self.ensure_local_node()
         self.access.usage.start()
         invalidator = TokenInvalidator(self.app, self.access.authenticator,
                                        lambda position: self.wait_for_projections(position, ("tokens",)))
@@ -312,6 +353,8 @@ class Container:
             self.helpdesk.client.close()
         self.access.usage.close()
         self.access.windows.close()
+        if self.router is not None:
+            self.router.close()
         if self._driver_stop is not None:
             self._driver_stop()
         if self.controller is not None:

@@ -137,3 +137,16 @@ class Settings(BaseSettings):
     helpdesk_token: str | None = Field(default=None, repr=False)
     helpdesk_group: str = "Users"
     helpdesk_interval: Duration = Field(default=30.0, ge=0.05)
+    #: More than one host (README "More than one host"): how often the node monitor probes each node's agent,
+    #: how long a node may stay silent before it is `unreachable`, and the key that encrypts stored agent
+    #: secrets (a Fernet key; unset: `ZLH_DATA_DIR/node-secrets.key`, made on first use, mode 0600).
+    node_probe_interval: Duration = Field(default=5.0, ge=0.05)
+    node_unreachable_after: Duration = Field(default=30.0, ge=0.1)
+    node_secret_key: str | None = Field(default=None, repr=False)
+    node_secret_key_file: str | None = None
+    #: The embedded `local` node's capacity and ports (`auto`: its agent picks any free port, as before nodes).
+    local_node_memory: Size = Field(default=1024**4, ge=1)
+    local_node_disk: Size = Field(default=1024**5, ge=1)
+    local_node_cpus: float = Field(default=1024.0, gt=0)
+    local_node_ports: str = "auto"
+    local_node_public_host: str = "127.0.0.1"

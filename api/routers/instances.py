@@ -19,6 +19,7 @@ from domain.errors import DomainError
 from projections import instances as instances_view
 from projections import operations as operations_view
 from projections import subusers as subusers_view
+from services import nodes as nodes_service
 from services.instance_settings import rename
 from services.instances import request_instance
 from services.server_access import MEMBER, authorize
@@ -75,15 +76,17 @@ def list_instances(user: UserDep, container: ContainerDep, limit: LimitQuery = 1
     pending ones included (not deleted ones), a page at a time."""
     rows, next_cursor = page(lambda n, after: subusers_view.list_for_member(container.db, str(user.id), n, after),
                              limit, cursor)
+    rows = nodes_service.overlay(container.db, rows, user.admin)
     return InstanceList(items=[InstanceOut(**r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)
-def get_instance(instance_id: UUID, grant: MemberGrant, container: ContainerDep) -> InstanceOut:
+def get_instance(instance_id: UUID, user: UserDep, grant: MemberGrant, container: ContainerDep) -> InstanceOut:
     """The instance, with your `role` on it and your `permissions` (a subuser sees what the owner gave them)."""
     row = instances_view.get(container.db, str(instance_id))
     if row is None:
         raise Problem(404, "not_found", "no such instance")
+    row = nodes_service.overlay(container.db, [row], user.admin)[0]
     return InstanceOut(**row, role=grant.role, permissions=list(grant.permissions))
 
 
@@ -97,6 +100,7 @@ async def change_instance(instance_id: UUID, body: InstancePatch, response: Resp
     row = await run_in_threadpool(instances_view.get, container.db, str(instance_id))
     if row is None:
         raise Problem(404, "not_found", "no such instance")
+    row = nodes_service.overlay(container.db, [row], user.admin)[0]
     return InstanceOut(**row, role=grant.role, permissions=list(grant.permissions))
 
 

@@ -258,6 +258,15 @@ class AgentDriver:
     def delete_backup(self, backup_id: UUID) -> None:
         self._call("DELETE", f"/v1/backups/{backup_id}")
 
+    def fetch_backup(self, backup_id: UUID) -> bytes:
+        """A backup archive's bytes (moving a server off this node)."""
+        return self._call("GET", f"/v1/backups/{backup_id}/archive", read_timeout=INSTALL_TIMEOUT).content
+
+    def store_backup(self, backup_id: UUID, data: bytes, sha256: str) -> None:
+        """Hand this node an archive made on another one (moving a server here)."""
+        self._call("PUT", f"/v1/backups/{backup_id}/archive", params={"sha256": sha256}, content=data,
+                   read_timeout=INSTALL_TIMEOUT)
+
     def health(self) -> dict[str, Any]:
         """The agent's health document; `DriverError` if it is unreachable or rejects us."""
         return dict(self._call("GET", "/v1/health").json())

@@ -295,6 +295,19 @@ class FakeDriver:
         self._step("delete_backup", backup_id)
         self.backups.pop(backup_id, None)
 
+    def fetch_backup(self, backup_id: UUID) -> bytes:
+        self._step("fetch_backup", backup_id)
+        if backup_id not in self.backups:
+            raise DriverError("not_found", f"backup {backup_id} does not exist")
+        return self.backups[backup_id][0]
+
+    def store_backup(self, backup_id: UUID, data: bytes, sha256: str) -> None:
+        self._step("store_backup", backup_id)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise DriverError("checksum_mismatch", f"backup {backup_id} does not match its sha256")
+        self.backups[backup_id] = (data, {"size": len(data), "sha256": sha256, "created_at": "",
+                                          "path": f"/fake/backups/{backup_id}.tar.gz"})
+
     def observe(self) -> dict[str, list[str]]:
         return {"processes": [str(i) for i in self.processes], "directories": [str(i) for i in self.directories]}
 

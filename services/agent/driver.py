@@ -423,6 +423,29 @@ class LocalDriver:
         """Remove `backups/<backup_id>.tar.gz`; idempotent."""
         backups.delete_backup(self.backups_dir, backup_id)
 
+    # -- moving a server between nodes: its archive leaves one node and arrives on another --------------
+
+    def fetch_backup(self, backup_id: UUID) -> bytes:
+        """The archive's bytes (`not_found` if there is none)."""
+        path = backups.archive_path(self.backups_dir, backup_id)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise DriverError("not_found", f"backup {backup_id} does not exist") from exc
+
+    def store_backup(self, backup_id: UUID, data: bytes, sha256: str) -> None:
+        """Keep an archive made on another node, verified against `sha256` first (`checksum_mismatch`)."""
+        import hashlib
+        import hmac
+
+        if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), sha256.strip().lower()):
+            raise DriverError("checksum_mismatch", f"backup {backup_id} does not match its sha256")
+        path = backups.archive_path(self.backups_dir, backup_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_suffix(".incoming")
+        staging.write_bytes(data)
+        os.replace(staging, path)
+
     # -- observed state ---------------------------------------------------------------------------
 
     def _live_servers(self) -> dict[str, ProcessRecord]:

@@ -290,6 +290,18 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
     def delete_backup(backup_id: UUID) -> None:
         driver.delete_backup(backup_id)
 
+    @app.get("/v1/backups/{backup_id}/archive")
+    def fetch_backup(backup_id: UUID) -> Response:
+        """The archive's bytes, for moving a server to another node."""
+        return Response(driver.fetch_backup(backup_id), media_type="application/gzip")
+
+    @app.put("/v1/backups/{backup_id}/archive", status_code=204)
+    async def store_backup(request: Request, backup_id: UUID, sha256: str = Query(pattern="^[0-9a-fA-F]{64}$")
+                           ) -> None:
+        """Keep an archive made on another node (a server moving here), checked against `sha256`."""
+        data = await request.body()
+        await run_in_threadpool(driver.store_backup, backup_id, data, sha256)
+
     return app
 
 

@@ -67,6 +67,13 @@ def _infrastructure(ctx: Context) -> None:
         create_heartbeats_table(cur)
 
 
+def _node_heartbeats(ctx: Context) -> None:
+    from services.infrastructure.node_health import create_node_heartbeats_table
+
+    with ctx.db.transaction() as cur:
+        create_node_heartbeats_table(cur)
+
+
 def _dead_letters(ctx: Context) -> None:
     with ctx.db.transaction() as cur:
         create_dead_letters_table(cur)
@@ -96,6 +103,7 @@ STEPS: tuple[tuple[int, str, Callable[[Context], None]], ...] = (
     (3, "dead letters", _dead_letters),
     (4, "hash chain in the database", _chain_in_the_database),
     (5, "token usage", _token_usage),
+    (6, "node heartbeats", _node_heartbeats),
 )
 
 

@@ -34,6 +34,7 @@ from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.store import ZLH
 from services.notification_ports import AlertChannel, Email, EmailChannel, Outcome, StaffAlert, backoff
 from services.workers.billing_messages import billing_messages
+from services.workers.node_messages import node_messages
 from services.workers.repair_messages import repair_messages
 from services.workers.schedule_messages import schedule_messages
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 POSITION = "notifications"
 #: The streams whose events may owe a message (see `plan`).
 PLANNED_TOPICS = ("zlh.SupportTicket.", "zlh.BillingAccount.", "zlh.StripeEvent.", "zlh.Repair.",
-                  "zlh.Announcement.Published")
+                  "zlh.Announcement.Published", "zlh.Node.", "zlh.Operation.Failed")
 MAX_ATTEMPTS = 8
 #: A delivery left `pending` or `attempting` this long is taken to be a crashed worker's: resend once.
 STALE_AFTER = timedelta(seconds=60)
@@ -96,7 +97,7 @@ def support_messages(event: Any) -> list[Planned]:
 
 #: One planner per feature; each is pure and returns [] for events it does not handle.
 PLANNERS: tuple[Callable[[Any], list[Planned]], ...] = (support_messages, repair_messages, billing_messages,
-                                                        schedule_messages)
+                                                        schedule_messages, node_messages)
 
 
 def plan(event: Any) -> list[Planned]:

@@ -139,6 +139,7 @@ class ProvisioningManager:
                 OperationKind.RESTORE: self._restore,
                 OperationKind.DELETE: self._delete,
                 OperationKind.DELETE_BACKUP: self._delete_backup,
+                OperationKind.MOVE: self._move,
             }[operation.kind]
             with operation_context(operation.id, instance.id):
                 if self._billing_blocked(operation):
@@ -173,6 +174,9 @@ class ProvisioningManager:
         return True
 
     def _create(self, operation: Operation, instance: Instance) -> None:
+        if not self._place(operation, instance):
+            return
+        instance = self.app.repository.get(instance.id)
         results = self._steps(operation, instance, create_steps(instance.kind))
         if results is None:
             return
@@ -181,6 +185,38 @@ class ProvisioningManager:
         operation.succeed({"port": port, "address": address})
         instance.provision(operation.id, port, address)
         self._save(operation, instance)
+
+    def _place(self, operation: Operation, instance: Instance) -> bool:
+        """Pick the instance's node and port (README "More than one host"); False if none has room (recorded)."""
+        from services import nodes
+
+        if not nodes.candidate_nodes(self.app, self.db):
+            return True  # no nodes at all (a bare driver, as in unit tests): the driver's host is the one
+        spec = self._spec(instance)
+        need = nodes.need_of(spec.definition.resources if spec.definition is not None else None)
+        self._record(operation, lambda op: op.start_step("place", {"memory_mb": need.memory_mb,
+                                                                   "disk_mb": need.disk_mb}))
+        try:
+            placed = nodes.place(self.app, self.db, instance.id, operation.id, need)
+        except DomainError as exc:
+            self._fail(operation, exc.code, exc.message)
+            return False
+        self._record(operation, lambda op: op.finish_step("place", {"node": placed.node, "node_id": str(placed.node_id),
+                                                                    "port": placed.port}))
+        return True
+
+    def _move(self, operation: Operation, instance: Instance) -> None:
+        from services.workers.moving import run_move
+
+        run_move(self, operation, instance)
+
+    def _release_placement(self, instance_id: UUID) -> None:
+        """Give back the room and the port a failed create or a deleted instance held on its node."""
+        from services import nodes
+
+        node_id = nodes.node_of(self.app, instance_id)
+        if node_id is not None:
+            nodes.release(self.app, instance_id, node_id)
 
     def _power(self, operation: Operation, instance: Instance) -> None:
         action = operation.kind.value
@@ -238,6 +274,7 @@ class ProvisioningManager:
         claim.release(instance.id)
         self._save(operation, instance, claim)
         free_slot(self.app, INSTANCES, str(instance.owner_id), instance.id)  # the owner may be creating meanwhile
+        self._release_placement(instance.id)
 
     def _delete_backup(self, operation: Operation, instance: Instance) -> None:
         """The node agent removes the archive; then the backup is `deleted` and its quota slot free."""
@@ -360,6 +397,8 @@ class ProvisioningManager:
             self._save(operation, *extra)
             return
         self._save(operation, instance, *extra)
+        if operation.kind is OperationKind.CREATE:
+            self._release_placement(instance.id)  # nothing half-made: the node's room and port are free again
 
     def _save(self, *aggregates: Any) -> None:
         try:

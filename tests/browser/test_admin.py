@@ -33,3 +33,17 @@ def test_operator_rebuilds_a_projection_and_reads_queues_repairs_and_a_stream(pa
     page.get_by_role("button", name="Verify chain").click()
     expect(page.locator("#audit-message")).to_have_text(re.compile(r"Chain intact: \d+ events verified\."))
     screenshot(page, "operators")
+
+
+def test_operator_sees_nodes_with_capacity_and_health_and_cordons_one(page: Page) -> None:
+    sign_in(page, ADMIN_TOKEN)
+    page.get_by_role("link", name="Operators").click()
+    row = page.locator('#nodes-table tr[data-name="local"]')
+    expect(row).to_have_attribute("data-status", re.compile("ready|cordoned"))
+    expect(row.locator("td").nth(2)).to_contain_text(" of ")  # memory: allocated of capacity
+    expect(row.locator("td").nth(6)).not_to_have_text("—")  # the monitor has heard its agent
+    if row.get_attribute("data-status") == "ready":
+        row.get_by_role("button", name="Cordon local").click()
+        expect(row).to_have_attribute("data-status", "cordoned")
+    row.get_by_role("button", name="Uncordon local").click()
+    expect(row).to_have_attribute("data-status", "ready")

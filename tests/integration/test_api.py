@@ -181,8 +181,8 @@ def test_admin_reads_streams(client: TestClient, admin: dict, new_user: Callable
     assert [e["version"] for e in stream["events"]] == list(range(1, len(types) + 1))
     started = [e["data"]["step"] for e in stream["events"] if e["type"] == "zlh.Operation.StepStarted"]
     finished = [e["data"]["step"] for e in stream["events"] if e["type"] == "zlh.Operation.StepSucceeded"]
-    assert started == finished == ["allocate_port", "create_directory", "install", "start_process", "wait_connectable",
-                                   "publish_dns", "publish_proxy"]
+    assert started == finished == ["place", "allocate_port", "create_directory", "install", "start_process",
+                                   "wait_connectable", "publish_dns", "publish_proxy"]
     assert_problem(client.get(f"/api/admin/streams/{body['operation_id']}/events", headers=alice), 403, "forbidden")
     assert_problem(client.get("/api/admin/streams/00000000-0000-0000-0000-000000000000/events", headers=admin),
                    404, "not_found")

@@ -1,4 +1,4 @@
-// The operators' side (admin token): users, repairs, queues, projections (with rebuild progress)
+// The operators' side (admin token): users, repairs, queues, nodes, projections (with rebuild progress)
 // and the audit view of one stream. A token is shown only once: right after creating a user.
 
 import {api} from './api.js';
@@ -64,6 +64,9 @@ export function setup() {
       table('repairs-table', 'Repairs', ['Kind', 'Level', 'Target', 'Status', 'Mode', 'Proposed'])),
     section('admin-queues', 'Queues', status('queues-message'),
       table('queues-table', 'Queues', ['Queue', 'Pending', 'Oldest pending', 'Lag (events)', 'Health'])),
+    section('admin-nodes', 'Nodes', status('nodes-message'), status('node-action-message'),
+      table('nodes-table', 'Nodes', ['Node', 'Status', 'Servers', 'Memory (MB)', 'Disk (MB)', 'CPUs', 'Ports',
+        'Last seen', ''])),
     section('admin-projections', 'Projections', status('projections-message'), status('rebuild-message'),
       table('projections-table', 'Projections', ['Name', 'Position', 'Lag', 'Rebuild', ''])),
     section('admin-audit', 'Audit',
@@ -95,6 +98,7 @@ function refresh() {
   loadRepairs();
   loadSoak();
   loadQueues();
+  loadNodes();
   loadProjections();
 }
 
@@ -218,6 +222,40 @@ function loadQueues() {
       h('td', {}, String(q.pending)), h('td', {}, formatAge(q.oldest_pending_age_seconds)),
       h('td', {}, String(q.lag)), h('td', {className: stale ? 'bad' : 'good'}, stale ? 'Stale' : 'OK'));
   }, 'No queues.');
+}
+
+// --- Nodes (README "More than one host") ------------------------------------------------------------
+
+function used(n, what) {
+  return `${n.allocated[what]} of ${n.capacity[what]}`;
+}
+
+function loadNodes() {
+  return loadInto('nodes', '/api/admin/nodes', (n) => {
+    const cordoned = n.status === 'cordoned';
+    const button = h('button', {type: 'button', className: 'small', 'aria-label': `${cordoned ? 'Uncordon' : 'Cordon'}`
+      + ` ${n.name}`}, cordoned ? 'Uncordon' : 'Cordon');
+    button.addEventListener('click', () => cordon(n, cordoned ? 'uncordon' : 'cordon', button));
+    return h('tr', {dataset: {name: n.name, status: n.status}}, h('th', {scope: 'row'}, n.name),
+      h('td', {className: n.status === 'unreachable' ? 'bad' : n.status === 'ready' ? 'good' : ''},
+        n.unreachable_since ? `${n.status} since ${time(n.unreachable_since)}` : n.status),
+      h('td', {}, String(n.instances)), h('td', {}, used(n, 'memory_mb')), h('td', {}, used(n, 'disk_mb')),
+      h('td', {}, used(n, 'cpus')), h('td', {}, n.port_range),
+      h('td', {}, n.last_seen ? time(n.last_seen) : '—'), h('td', {}, button));
+  }, 'No nodes.');
+}
+
+async function cordon(node, action, button) {
+  button.disabled = true;
+  try {
+    await api.post(`/api/admin/nodes/${encodeURIComponent(node.id)}/${action}`);
+    say(el['node-action-message'], action === 'cordon' ? `${node.name}: no new servers go there.`
+      : `${node.name} takes new servers again.`, 'ok');
+    loadNodes();
+  } catch (error) {
+    say(el['node-action-message'], describe(error), 'error');
+    button.disabled = false;
+  }
 }
 
 function rebuildText(progress) {

@@ -15,9 +15,9 @@ import {SubusersView} from './subusers.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
-  failed: 'Failed', deleting: 'Deleting', deleted: 'Deleted'};
+  failed: 'Failed', deleting: 'Deleting', deleted: 'Deleted', unreachable: 'Unreachable'};
 const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'Restart', backup: 'Backup',
-  restore: 'Restore', delete: 'Delete'};
+  restore: 'Restore', delete: 'Delete', move: 'Move'};
 // The permission each tab needs; null: the owner's only (a subuser never sees it).
 const TAB_PERMISSIONS = {console: 'console', files: 'files.read', backups: 'backups', schedules: 'schedules',
   settings: 'settings', activity: null, subusers: null};
