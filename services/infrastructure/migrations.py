@@ -189,7 +189,7 @@ def _read_models(url: DatabaseURL, db: ReadModelDB) -> list[str]:
                 action = "created"
             else:
                 with db.transaction() as cur:
-                    runner.migrate(cur)  # positions and any table the old version lacked, so it keeps serving
+                    runner.migrate(cur, indexes=False)  # positions, any table the old version lacked: it keeps serving
                 runner.rebuild()
                 action = f"rebuilt (version {have} -> {projection.version})"
             with db.transaction() as cur:

@@ -52,11 +52,11 @@ log = logging.getLogger(__name__)
 SHADOW = "__shadow"
 
 
-def create_tables(cur: PortableCursor, tables: tuple[Table, ...], suffix: str = "") -> None:
+def create_tables(cur: PortableCursor, tables: tuple[Table, ...], suffix: str = "", indexes: bool = True) -> None:
     for table in tables:
         physical = table.name + suffix
         cur.execute(f"CREATE TABLE IF NOT EXISTS {physical} ({table.columns})")
-        for index_suffix, columns in table.indexes:
+        for index_suffix, columns in table.indexes if indexes else ():
             cur.execute(f"CREATE INDEX IF NOT EXISTS {physical}_{index_suffix} ON {physical} ({columns})")
 
 
@@ -102,8 +102,10 @@ class ProjectionRunner(LogFollower):
         self.live_names = {t.name: t.name for t in projection.tables}
         self._shadow_names = {t.name: t.name + SHADOW for t in projection.tables}
 
-    def migrate(self, cur: PortableCursor) -> None:
-        create_tables(cur, self.projection.tables)
+    def migrate(self, cur: PortableCursor, indexes: bool = True) -> None:
+        """The live tables and the position row. `indexes=False` before a version's rebuild: an old table may
+        lack a column a new index names; the rebuild's shadow tables bring the new indexes with them."""
+        create_tables(cur, self.projection.tables, indexes=indexes)
         ensure_position(cur, self.name)
 
     # Live following.
