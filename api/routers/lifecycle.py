@@ -45,6 +45,7 @@ class BackupOut(BaseModel):
     sha256: str | None
     created_at: str
     completed_at: str | None
+    location: str = "local"  # where the archive is: `local` (the node's disk) or `s3`
 
 
 class BackupList(BaseModel):
