@@ -5,6 +5,7 @@ presigned URLs), so boto3 and plain HTTP clients talk to it as to S3."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,9 @@ def moto_s3() -> Iterator[str]:
         server.stop()
 
 
+@functools.cache
 def client(endpoint: str) -> Any:
+    """A boto3 client for the test server (one per endpoint: making one takes a while)."""
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY, config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))

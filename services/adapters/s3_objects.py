@@ -15,6 +15,7 @@ mid-upload are aborted by the bucket's lifecycle rule (README, "Offsite backups"
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import boto3
@@ -28,6 +29,11 @@ from services.ports import StorageError, Upload
 MIN_PART = 5 * 1024 * 1024
 MAX_PART = 5 * 1024**3
 MAX_PARTS = 10_000
+
+#: One boto3 session for the process: it caches the service models, so a second client costs little. Making
+#: clients from a session is not thread-safe, hence the lock (clients themselves are).
+_SESSION = boto3.session.Session()
+_SESSION_LOCK = threading.Lock()
 
 
 class S3ObjectStore:
@@ -46,13 +52,14 @@ class S3ObjectStore:
         self.part_size = part_size
         self.url_ttl = int(url_ttl)
         self.endpoint_url = endpoint_url
-        self.client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, region_name=region, aws_access_key_id=access_key or None,
-            aws_secret_access_key=secret_key or None,
-            config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
-                          s3={"addressing_style": "path" if endpoint_url else "auto"},
-                          connect_timeout=10, read_timeout=120),
-        )
+        with _SESSION_LOCK:
+            self.client = _SESSION.client(
+                "s3", endpoint_url=endpoint_url or None, region_name=region, aws_access_key_id=access_key or None,
+                aws_secret_access_key=secret_key or None,
+                config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"},
+                              s3={"addressing_style": "path" if endpoint_url else "auto"},
+                              connect_timeout=10, read_timeout=120),
+            )
 
     @classmethod
     def under(cls, store: S3ObjectStore, folder: str) -> S3ObjectStore:
