@@ -52,7 +52,7 @@ class Bucket:
         return {"backup_s3_endpoint": self.endpoint, "backup_s3_bucket": self.name, "backup_s3_region": REGION,
                 "backup_s3_access_key": ACCESS_KEY, "backup_s3_secret_key": SECRET_KEY, **more}
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def object_keys(self, prefix: str = "") -> list[str]:
         listed = self.client.list_objects_v2(Bucket=self.name, Prefix=prefix)
         return sorted(o["Key"] for o in listed.get("Contents", []))
 

@@ -311,10 +311,7 @@ class FakeDriver:
         if spec.instance_id in self.processes:
             raise DriverError("still_running", f"instance {spec.instance_id} must be stopped to restore")
         received = io.BytesIO()
-        actual = offsite.fetch(url, received, f"backup {backup_id}")
-        if not hmac.compare_digest(actual, str(sha256).strip().lower()):
-            raise DriverError("checksum_mismatch", f"the offsite copy of backup {backup_id} does not match the "
-                                                   "SHA-256 recorded when it was made; nothing was restored")
+        offsite.check(offsite.fetch(url, received, f"backup {backup_id}"), sha256, f"backup {backup_id}")
         self.files[spec.instance_id] = _deserialize(received.getvalue())
         self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
 

@@ -77,16 +77,21 @@ def download(url: str, target: Path, sha256: str, what: str, client: httpx.Clien
             actual = fetch(url, out, what, client)
             out.flush()
             os.fsync(out.fileno())
-        expected = str(sha256).strip().lower()
-        if not hmac.compare_digest(actual, expected):
-            raise DriverError("checksum_mismatch", f"the offsite copy of {what} does not match the SHA-256 recorded "
-                                                   f"when it was made (expected {expected}, got {actual}); nothing "
-                                                   "was restored and the server's files are untouched")
+        check(actual, sha256, what)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def check(actual: str, sha256: str, what: str) -> None:
+    """`checksum_mismatch` unless the received bytes' digest `actual` is the recorded `sha256`."""
+    expected = str(sha256).strip().lower()
+    if not hmac.compare_digest(actual, expected):
+        raise DriverError("checksum_mismatch", f"the offsite copy of {what} does not match the SHA-256 recorded "
+                                               f"when it was made (expected {expected}, got {actual}); nothing "
+                                               "was restored and the server's files are untouched")
 
 
 def fetch(url: str, out: BinaryIO, what: str, client: httpx.Client | None = None) -> str:

@@ -120,7 +120,7 @@ def test_a_multipart_upload_by_the_node_lands_whole(s3: S3ObjectStore, s3_bucket
     etags = offsite.upload_parts(io.BytesIO(data), up.parts, up.part_size)
     assert s3.complete_upload(up, etags, len(data)) == 3
     key = "tenant-a/backups/i/b.tar.gz"
-    assert s3_bucket.keys() == [key] and s3_bucket.parts(key) == 3 and s3_bucket.read(key) == data
+    assert s3_bucket.object_keys() == [key] and s3_bucket.parts(key) == 3 and s3_bucket.read(key) == data
     assert s3.metadata("backups/i/b.tar.gz")["sha256"] == hashlib.sha256(data).hexdigest()
 
 
@@ -138,7 +138,7 @@ def test_a_missing_part_or_a_short_object_is_refused_and_can_be_aborted(s3: S3Ob
     assert info.value.code == "offsite_failed" and "parts [1] of 2" in info.value.message
     s3.abort_upload(up)
     s3.abort_upload(up)  # idempotent
-    assert s3_bucket.keys() == []
+    assert s3_bucket.object_keys() == []
 
 
 def test_downloads_are_verified_against_the_recorded_sha256(s3: S3ObjectStore, s3_bucket: Bucket,
