@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
@@ -15,6 +15,7 @@ from api.pagination import CursorQuery, LimitQuery, page
 from api.routers.backups import DELETE_RESPONSES, DeletionAccepted, delete_backup
 from api.routers.instances import check_optional_key
 from projections import backups as backups_view
+from services.backup_policy import backup_retention, set_backup_retention
 from services.lifecycle import Queued, load_instance, request_backup, request_delete, request_power, request_restore
 from services.users import Principal
 
@@ -125,6 +126,36 @@ async def delete_instance_backup(instance_id: UUID, backup_id: UUID, response: R
                                  ) -> DeletionAccepted | Response:
     """The same as `DELETE /api/backups/{backup_id}`, for a backup of this server (another's: 404)."""
     return await delete_backup(user, container, backup_id, instance_id, idempotency_key, response)
+
+
+class RetentionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: Annotated[int | None, Field(ge=1, le=1000, description="automatic backups kept; null: the default")]
+
+
+class RetentionOut(BaseModel):
+    keep: int | None
+    default: int | None
+    effective: int | None
+
+
+@router.get("/{instance_id}/backups/retention", response_model=RetentionOut)
+def get_retention(instance_id: UUID, user: UserDep, container: ContainerDep) -> RetentionOut:
+    """How many automatic (scheduled) backups this server keeps: its own `keep`, else the operator's `default`
+    (`ZLH_BACKUP_RETENTION`); `effective` null: kept until the backups quota is reached."""
+    r = backup_retention(container.app, _owner(user), instance_id, container.settings.backup_retention)
+    return RetentionOut(keep=r.keep, default=r.default, effective=r.effective)
+
+
+@router.put("/{instance_id}/backups/retention", response_model=RetentionOut)
+async def put_retention(instance_id: UUID, body: RetentionIn, user: UserDep, container: ContainerDep
+                        ) -> RetentionOut:
+    """Keep this many automatic backups of this server (1-1000; null: the default). After each backup the oldest
+    automatic ones beyond it are pruned, and the pruning is recorded; backups a person made are never pruned."""
+    r = await run_in_threadpool(set_backup_retention, container.app, _owner(user), instance_id, body.keep, user.id,
+                                container.settings.backup_retention)
+    return RetentionOut(keep=r.keep, default=r.default, effective=r.effective)
 
 
 def _owner_of(container: ContainerDep, user: Principal, instance_id: UUID) -> UUID:

@@ -39,6 +39,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from domain.quota import BACKUPS, INSTANCES
+from services.backup_policy import retention_of
 from services.billing import operation_block
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
@@ -265,7 +266,7 @@ class ProvisioningManager:
 
     def _prune(self, operation: Operation, instance: Instance, current: Backup) -> list[Backup]:
         """Delete the oldest automatic (scheduled) backups beyond `retention`; return them, `Pruned`."""
-        keep = self.retention
+        keep = retention_of(self.app, instance.id, self.retention).effective
         if not keep:
             return []
         automatic = [current] if _automatic(operation) else []

@@ -91,7 +91,7 @@ def test_the_agent_uploads_in_parts_and_restores_only_what_it_made(
 
 def test_the_agent_refuses_what_it_cannot_do_and_shows_no_url(node: tuple[LocalDriver, AgentDriver],
                                                               s3: S3ObjectStore) -> None:
-    local, agent = node
+    _, agent = node
     spec = make_spec()
     agent.create_directory(spec)
     agent.write_file(spec, "a.txt", b"a")
