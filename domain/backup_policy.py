@@ -29,14 +29,11 @@ def policy_id(instance_id: UUID) -> UUID:
 class BackupPolicy(Aggregate):
     TOPIC = "zlh.BackupPolicy"
 
-    class Event(Aggregate.Event):
-        TOPIC = "zlh.BackupPolicy.Event"
-
-    class Created(Event, Aggregate.Created):
+    class Created(Aggregate.Created):
         TOPIC = "zlh.BackupPolicy.Created"
         instance_id: UUID
 
-    class RetentionSet(Event):
+    class RetentionSet(Aggregate.Event):
         """`actor_id` set the server's retention to `keep` automatic backups (None: the operator's default)."""
 
         TOPIC = "zlh.BackupPolicy.RetentionSet"
