@@ -21,7 +21,7 @@ from services.adapters.fake_driver import FakeDriver
 from services.bootstrap import Container
 from services.lifecycle import request_backup
 from tests.integration.conftest import ADMIN_TOKEN, auth, poll
-from tests.integration.test_api import make_customer, wait_operation
+from tests.integration.test_api import assert_problem, make_customer, wait_operation
 from tests.integration.test_backups import backup, running_instance
 from tests.integration.test_support_desk import open_ticket, upload
 from tests.s3 import Bucket
@@ -92,13 +92,14 @@ def test_no_url_with_a_signature_is_ever_recorded(client: TestClient, container:
     alice = make_customer(client, "alice@example.com")
     iid = running_instance(client, alice)
     bid = backup(client, alice, iid)
-    assert restore(client, alice, iid, bid)["phase"] == "succeeded"
-    for op_id in {container.app.repository.get(UUID(bid)).operation_id}:
-        events = client.get(f"/api/admin/streams/{op_id}/events", headers=ADMIN).json()["events"]
-        text = repr(events)
-        assert "upload_backup" in text and "X-Amz-Signature" not in text and "Signature=" not in text
-    stream = client.get(f"/api/admin/streams/{iid}/events", headers=ADMIN).text
-    assert "Signature" not in stream
+    restored = restore(client, alice, iid, bid)
+    assert restored["phase"] == "succeeded"
+    made_by = container.app.repository.get(UUID(bid)).operation_id
+    recorded = ""
+    for stream in (made_by, restored["id"], bid, iid):
+        recorded += repr(client.get(f"/api/admin/streams/{stream}/events", headers=ADMIN).json()["events"])
+    assert "upload_backup" in recorded and "upload_id" in recorded
+    assert "Signature" not in recorded and "X-Amz" not in recorded
 
 
 def automatic_backup(client: TestClient, container: Container, headers: dict[str, str], iid: str) -> str:
@@ -160,3 +161,6 @@ def test_support_attachments_live_in_the_bucket(client: TestClient, s3_bucket: B
     ticket = open_ticket(client, alice, attachments=[shot["id"]])
     got = client.get(f"/api/support/tickets/{ticket['id']}/attachments/{sha}", headers=alice)
     assert got.status_code == 200 and got.content == data
+    s3_bucket.client.delete_object(Bucket=s3_bucket.name, Key=f"zlh/attachments/{sha[:2]}/{sha}")
+    assert_problem(client.get(f"/api/support/tickets/{ticket['id']}/attachments/{sha}", headers=alice), 404,
+                   "not_found")
