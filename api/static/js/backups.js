@@ -24,7 +24,7 @@ export class BackupsView {
       event.preventDefault();
       this.saveRetention();
     }},
-      h('label', {htmlFor: 'backup-keep'}, 'Automatic backups kept '), this.keep, ' ',
+      h('label', {for: 'backup-keep'}, 'Automatic backups kept '), this.keep, ' ',
       h('button', {type: 'submit', className: 'small'}, 'Save'), ' ', this.retentionNote);
     root.replaceChildren(h('div', {className: 'toolbar'}, this.createButton,
       h('button', {type: 'button', onclick: () => this.load(true)}, 'Refresh')),
