@@ -223,12 +223,12 @@ class ProvisioningManager:
         if stored is not None:
             backup.store_offsite(stored["location"], stored["key"], int(stored["parts"]))
             manifest["location"] = stored["location"]
+        self._save(backup)  # completed (and where it is) before anything older is pruned
         pruned = self._prune(operation, instance, backup)
         operation.succeed({"backup_id": str(backup.id), **manifest,
-                           **({"pruned": [str(b.id) for b in pruned]} if pruned else {})})
+                           **({"pruned": [str(b) for b in pruned]} if pruned else {})})
         instance.complete_operation(operation.id, "backup")
-        quota = release(self.app, BACKUPS, str(instance.id), *(b.id for b in pruned)) if pruned else []
-        self._save(operation, instance, backup, *pruned, *quota)
+        self._save(operation, instance)
 
     def _upload(self, operation: Operation, instance: Instance, backup: Backup,
                 manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -264,25 +264,32 @@ class ProvisioningManager:
             log.warning("backup %s is offsite; its archive stays on the node: %s", backup.id, exc.message)
         return result
 
-    def _prune(self, operation: Operation, instance: Instance, current: Backup) -> list[Backup]:
-        """Delete the oldest automatic (scheduled) backups beyond `retention`; return them, `Pruned`."""
+    def _prune(self, operation: Operation, instance: Instance, current: Backup) -> list[UUID]:
+        """Delete the oldest automatic (scheduled) backups beyond the server's retention; return their ids.
+
+        Level-triggered: decided afresh after every backup from the backups themselves (a backup the read model
+        does not show yet is pruned next time). Each one is recorded (`Pruned`, its quota slot freed) right after
+        its archive is removed, so a crash leaves no backup that claims an archive it no longer has.
+        """
         keep = retention_of(self.app, instance.id, self.retention).effective
         if not keep:
             return []
         automatic = [current] if _automatic(operation) else []
         for row in self._backup_rows(instance.id):
-            if row["id"] == str(current.id) or row["status"] != "completed":
+            if row["id"] == str(current.id):
                 continue
+            backup = self.app.find(UUID(row["id"]), Backup)
             made_by = self.app.find(UUID(row["operation_id"]), Operation)
-            if made_by is not None and _automatic(made_by):
-                automatic.append(self.app.repository.get(UUID(row["id"])))
+            if backup is not None and backup.status == "completed" and made_by is not None and _automatic(made_by):
+                automatic.append(backup)
         doomed = sorted(automatic, key=lambda b: (b.created_on, str(b.id)), reverse=True)[keep:]
         if not doomed:
             return []
         reason = f"retention: the newest {keep} automatic backups are kept"
         self._record(operation, lambda op: op.start_step("prune_backups", {
             "keep": keep, "backups": [str(b.id) for b in doomed]}))
-        pruned, kept = [], []
+        pruned: list[UUID] = []
+        kept: list[dict[str, str]] = []
         for backup in doomed:
             try:
                 self._remove_archive(backup)
@@ -291,9 +298,10 @@ class ProvisioningManager:
                 kept.append({"backup_id": str(backup.id), "code": exc.code})
                 continue
             backup.prune(operation.id, reason)
-            pruned.append(backup)
+            self._save(backup, *release(self.app, BACKUPS, str(instance.id), backup.id))
+            pruned.append(backup.id)
         self._record(operation, lambda op: op.finish_step("prune_backups", {
-            "pruned": [str(b.id) for b in pruned], **({"kept": kept} if kept else {})}))
+            "pruned": [str(b) for b in pruned], **({"kept": kept} if kept else {})}))
         return pruned
 
     def _remove_archive(self, backup: Backup) -> None:
