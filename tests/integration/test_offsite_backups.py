@@ -164,3 +164,27 @@ def test_support_attachments_live_in_the_bucket(client: TestClient, s3_bucket: B
     s3_bucket.client.delete_object(Bucket=s3_bucket.name, Key=f"zlh/attachments/{sha[:2]}/{sha}")
     assert_problem(client.get(f"/api/support/tickets/{ticket['id']}/attachments/{sha}", headers=alice), 404,
                    "not_found")
+
+
+def test_a_failed_upload_fails_the_backup_and_leaves_no_object(client: TestClient, driver: FakeDriver,
+                                                              container: Container, s3_bucket: Bucket) -> None:
+    from services.ports import DriverError
+
+    alice = make_customer(client, "alice@example.com")
+    iid = running_instance(client, alice)
+    driver.fail_on["upload_backup"] = DriverError("offsite_failed", "offsite storage refused part 1 (HTTP 403)")
+    r = client.post(f"/api/instances/{iid}/backups", headers=alice)
+    assert r.status_code == 202, r.text
+    op = wait_operation(client, alice, r.json()["operation_id"])
+    assert op["phase"] == "failed" and op["error"]["code"] == "offsite_failed", op
+    assert s3_bucket.object_keys() == []
+    uploads = s3_bucket.client.list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", [])
+    assert uploads == []  # aborted, so no parts are left to pay for
+    failed: Backup = container.app.repository.get(UUID(r.json()["backup_id"]))
+    assert failed.status == "failed" and failed.location == "local"
+
+    # The node's copy is still there: deleting the failed backup removes it through the node.
+    del driver.fail_on["upload_backup"]
+    deleted = client.delete(f"/api/backups/{failed.id}", headers=alice)
+    assert wait_operation(client, alice, deleted.json()["operation_id"])["phase"] == "succeeded"
+    assert failed.id not in driver.backups
