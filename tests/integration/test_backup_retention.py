@@ -60,6 +60,10 @@ def test_a_server_keeps_its_own_number_of_automatic_backups(client: TestClient, 
                                                                                        ("RetentionSet", 2)]
     assert changes[-1]["data"]["actor_id"] == me["id"]
 
+    activity = client.get(f"/api/instances/{iid}/activity", headers=alice).json()["items"]
+    assert [a["detail"].get("pruned") for a in activity if a["action"] == "backup.create"][:3] == [
+        [made[0]], None, None]  # the newest backup's pruned the oldest automatic one
+
     # Back to the operator's default: three kept.
     assert client.put(url, json={"keep": None}, headers=alice).json() == {"keep": None, "default": 3, "effective": 3}
     made.append(automatic_backup(client, container, alice, iid))
