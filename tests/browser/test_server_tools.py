@@ -184,6 +184,7 @@ def test_backups_say_where_they_are_and_how_many_automatic_ones_are_kept(
     expect(backups.locator(".backups-message")).to_have_text("Backup made.")
     expect(backups.locator('tbody tr[data-status="completed"] td').nth(3)).to_have_text(
         "On the server\N{RIGHT SINGLE QUOTATION MARK}s machine")
+    screenshot(page, "backups-retention")
     backups.get_by_label("Automatic backups kept").fill("")
     backups.get_by_role("button", name="Save").click()
     expect(backups.locator(".retention .hint")).to_have_text(
