@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.security import SECURITY_HEADERS
 from domain.errors import DomainError
 from domain.text import FORBIDDEN
-from services.ports import DriverError
+from services.ports import DriverError, StorageError
 from services.problem_documents import PROBLEM_JSON, problem_document
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DriverError)
     async def _driver(_: Request, exc: DriverError) -> JSONResponse:
         return driver_problem(exc)
+
+    @app.exception_handler(StorageError)
+    async def _storage(_: Request, exc: StorageError) -> JSONResponse:
+        """Object storage (attachments on S3): a blob that is not there is 404; storage failing, 503."""
+        if exc.code == "not_found":
+            return problem_response(404, "not_found", "the file is not in storage (any more)")
+        log.warning("object storage failed: %s", exc.message)
+        return problem_response(503, "storage_unavailable", "file storage cannot be reached right now; retry in a "
+                                "moment", {"Retry-After": RETRY_AFTER_SECONDS})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

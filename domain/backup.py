@@ -4,6 +4,10 @@ Statuses: `pending` (being made) -> `completed` | `failed`; a customer's deletio
 `deleting` while the node agent removes the archive, then `deleted` (or back to what it was,
 if the deletion failed). A backup being made cannot be deleted; one being deleted cannot be
 restored. The instance's one-operation-at-a-time rule keeps a deletion and a restore apart.
+
+Where the archive is: `local` (the node's disk, the default) or, once `StoredOffsite`, `s3` under `key`
+(the node's copy removed). Retention prunes old automatic backups: `Pruned` is a deletion the operator's
+policy made (which policy, in `reason`), not the customer.
 """
 
 from __future__ import annotations
@@ -64,6 +68,21 @@ class Backup(Aggregate):
         code: str
         status: str
 
+    class StoredOffsite(Event):
+        """The archive was uploaded to object storage (`location`, e.g. `s3`) as `key`, in `parts` parts."""
+
+        TOPIC = "zlh.Backup.StoredOffsite"
+        location: str
+        key: str
+        parts: int
+
+    class Pruned(Event):
+        """Retention removed this backup's archive during `operation_id` (another backup of the server)."""
+
+        TOPIC = "zlh.Backup.Pruned"
+        operation_id: UUID
+        reason: str
+
     @staticmethod
     def create_id(operation_id: UUID) -> UUID:
         return backup_id_for_operation(operation_id)
@@ -77,6 +96,8 @@ class Backup(Aggregate):
         self.manifest: dict[str, object] | None = None
         self.deletion_operation_id: UUID | None = None
         self.status_before_deletion: str | None = None
+        self.location = "local"
+        self.key: str | None = None
 
     def complete(self, size: int, sha256: str, archived_at: str, path: str) -> None:
         if self.status != "pending":
@@ -87,6 +108,18 @@ class Backup(Aggregate):
         if self.status != "pending":
             raise IllegalTransitionError(f"backup is {self.status}")
         self._failed(code=code, message=message)
+
+    def store_offsite(self, location: str, key: str, parts: int) -> None:
+        """Record where the archive went; done in the same save as `complete`."""
+        if self.status not in ("pending", "completed") or self.location != "local":
+            raise IllegalTransitionError(f"backup is {self.status} in {self.location}")
+        self._stored_offsite(location=location, key=key, parts=parts)
+
+    def prune(self, operation_id: UUID, reason: str) -> None:
+        """Retention's deletion of a completed backup (its archive removed already)."""
+        if self.status != "completed":
+            raise IllegalTransitionError(f"backup is {self.status}, only completed ones are pruned")
+        self._pruned(operation_id=operation_id, reason=reason)
 
     def check_restorable(self) -> None:
         if self.status != "completed":
@@ -113,6 +146,15 @@ class Backup(Aggregate):
     def _completed(self, size: int, sha256: str, archived_at: str, path: str) -> None:
         self.status = "completed"
         self.manifest = {"size": size, "sha256": sha256, "created_at": archived_at, "path": path}
+
+    @event(StoredOffsite)
+    def _stored_offsite(self, location: str, key: str, parts: int) -> None:
+        self.location = location
+        self.key = key
+
+    @event(Pruned)
+    def _pruned(self, operation_id: UUID, reason: str) -> None:
+        self.status = "deleted"
 
     @event(Failed)
     def _failed(self, code: str, message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from domain.activity import InstanceActivity
 from domain.announcement import Announcement
 from domain.backup import Backup
+from domain.backup_policy import BackupPolicy
 from domain.billing import BillingAccount, StripeCustomer, StripeEvent
 from domain.delivery import Delivery
 from domain.instance import Instance
@@ -27,4 +28,4 @@ from domain.user import Credential, User
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
               BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity, Quota,
-              Subuser, Node, PortClaim)
+              Subuser, Node, PortClaim, BackupPolicy)

@@ -92,7 +92,9 @@ class ActivityProjection(Projection):
                 detail, oid)
         elif isinstance(event, Operation.Succeeded | Operation.Failed):
             error = {"code": event.code, "message": event.message} if isinstance(event, Operation.Failed) else None
-            self._update(cur, items, oid, status="succeeded" if error is None else "failed", error=error)
+            pruned = event.result.get("pruned") if isinstance(event, Operation.Succeeded) else None  # retention
+            self._update(cur, items, oid, status="succeeded" if error is None else "failed", error=error,
+                         pruned=pruned or None)
         elif isinstance(event, Instance.Suspended | Instance.Unsuspended):
             verb = "suspend" if isinstance(event, Instance.Suspended) else "unsuspend"
             area = "billing" if event.reason == "billing" else "instance"

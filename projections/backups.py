@@ -12,18 +12,20 @@ TABLE = "rm_backups"
 
 class BackupsProjection(Projection):
     name = "backups"
-    version = 2  # 2: deletions (`deleting`, back after a failed one), and each customer's backups by owner
+    version = 3  # 2: deletions (`deleting`, back after a failed one), and each customer's backups by owner;
+    # 3: where each archive is (`location`: local or s3), and retention's pruning
     tables = (
         Table(
             TABLE,
             "id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, owner_id TEXT NOT NULL, operation_id TEXT NOT NULL, "
             "status TEXT NOT NULL, size BIGINT, sha256 TEXT, error_code TEXT, created_at TEXT NOT NULL, "
-            "completed_at TEXT, updated_at TEXT NOT NULL",
+            "completed_at TEXT, updated_at TEXT NOT NULL, location TEXT NOT NULL DEFAULT 'local', pruned_by TEXT",
             indexes=(("instance_created", "instance_id, created_at"), ("owner_created", "owner_id, created_at")),
         ),
     )
     topics = frozenset({Backup.Requested.TOPIC, Backup.Completed.TOPIC, Backup.Failed.TOPIC, Backup.Deleted.TOPIC,
-                        Backup.DeletionRequested.TOPIC, Backup.DeletionFailed.TOPIC})
+                        Backup.DeletionRequested.TOPIC, Backup.DeletionFailed.TOPIC, Backup.StoredOffsite.TOPIC,
+                        Backup.Pruned.TOPIC})
 
     def apply(self, cur: Cursor, event: Any, t: dict[str, str]) -> None:
         table, at, bid = t[TABLE], iso(event.timestamp), str(event.originator_id)
@@ -43,6 +45,11 @@ class BackupsProjection(Projection):
             cur.execute(f"UPDATE {table} SET status = 'deleted', updated_at = %s WHERE id = %s", (at, bid))
         elif isinstance(event, Backup.DeletionRequested):
             cur.execute(f"UPDATE {table} SET status = 'deleting', updated_at = %s WHERE id = %s", (at, bid))
+        elif isinstance(event, Backup.StoredOffsite):
+            cur.execute(f"UPDATE {table} SET location = %s, updated_at = %s WHERE id = %s", (event.location, at, bid))
+        elif isinstance(event, Backup.Pruned):
+            cur.execute(f"UPDATE {table} SET status = 'deleted', pruned_by = %s, updated_at = %s WHERE id = %s",
+                        (str(event.operation_id), at, bid))
         elif isinstance(event, Backup.DeletionFailed):
             cur.execute(f"UPDATE {table} SET status = %s, updated_at = %s WHERE id = %s", (event.status, at, bid))
 
@@ -50,7 +57,7 @@ class BackupsProjection(Projection):
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     return {"id": r["id"], "instance_id": r["instance_id"], "owner_id": r["owner_id"], "status": r["status"],
             "size": r["size"], "sha256": r["sha256"], "created_at": r["created_at"],
-            "completed_at": r["completed_at"]}
+            "completed_at": r["completed_at"], "location": r["location"], "operation_id": r["operation_id"]}
 
 
 def list_for_instance(db: Database, instance_id: str, limit: int = 10_000, after: After = None,

@@ -35,7 +35,7 @@ from services.infrastructure.store import ZLH, LogSignal, PostgresListener, stor
 from services.infrastructure.templates import TemplateCatalogue
 from services.infrastructure.token_usage import UsageRecorder
 from services.infrastructure.watcher import PositionWatcher
-from services.ports import DnsProvider, InstanceDriver, ProxyRegistry
+from services.ports import DnsProvider, InstanceDriver, ObjectStore, ProxyRegistry
 from services.quotas import Quotas
 from services.settings import Settings
 from services.workers.billing import BillingManager
@@ -80,6 +80,41 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
 
 class MissingSettingError(ValueError):
     """A setting the configuration needs is not set: the message names it, in a sentence."""
+
+
+def build_offsite(settings: Settings) -> ObjectStore | None:
+    """The S3-compatible bucket of `ZLH_BACKUP_S3_*`, or None (backups stay on their node's disk)."""
+    if not settings.backup_s3_bucket:
+        if settings.backup_s3_endpoint or settings.attachments_store == "s3":
+            raise MissingSettingError("offsite storage (ZLH_BACKUP_S3_ENDPOINT or ZLH_ATTACHMENTS_STORE=s3) needs "
+                                      "ZLH_BACKUP_S3_BUCKET; it is not set")
+        return None
+    from services.adapters.s3_objects import S3ObjectStore
+
+    secret = settings.backup_s3_secret_key
+    if settings.backup_s3_secret_key_file:
+        try:
+            secret = Path(settings.backup_s3_secret_key_file).read_text().strip()
+        except OSError as exc:
+            raise MissingSettingError(f"ZLH_BACKUP_S3_SECRET_KEY_FILE cannot be read: {exc.strerror}") from exc
+    return S3ObjectStore(settings.backup_s3_bucket, endpoint_url=settings.backup_s3_endpoint,
+                         region=settings.backup_s3_region, access_key=settings.backup_s3_access_key,
+                         secret_key=secret, prefix=settings.backup_s3_prefix,
+                         part_size=settings.backup_s3_part_size, url_ttl=settings.backup_s3_url_ttl)
+
+
+def build_blobs(settings: Settings, offsite: ObjectStore | None) -> BlobStore:
+    """Support attachments and received mail: under ZLH_DATA_DIR/attachments, or in the bucket (reading
+    the local ones still, those kept before the switch)."""
+    local = Path(settings.data_dir) / "attachments"
+    if settings.attachments_store == "s3" and offsite is not None:
+        from services.adapters.s3_objects import S3ObjectStore
+        from services.infrastructure.blobs import LocalObjectStore
+
+        assert isinstance(offsite, S3ObjectStore)
+        attachments = S3ObjectStore.under(offsite, "attachments")
+        return BlobStore(store=attachments, fallback=LocalObjectStore(local))
+    return BlobStore(local)
 
 
 def build_edge(settings: Settings) -> Edge:
@@ -146,11 +181,17 @@ class Container:
     node_monitor: Any = None
     _secret_box: Any = None
     _driver_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Offsite backups (ZLH_BACKUP_S3_*): None keeps them on their node's disk.
+    offsite: ObjectStore | None = None
+    _blobs: BlobStore | None = None
 
     @property
     def blobs(self) -> BlobStore:
-        """Attachments and received mail, content-addressed under ZLH_DATA_DIR/attachments."""
-        return BlobStore(Path(self.settings.data_dir) / "attachments")
+        """Attachments and received mail, content-addressed: under ZLH_DATA_DIR/attachments or in S3."""
+        with self._driver_lock:
+            if self._blobs is None:
+                self._blobs = build_blobs(self.settings, self.offsite)
+            return self._blobs
 
     @property
     def driver(self) -> InstanceDriver:
@@ -208,7 +249,9 @@ class Container:
                             UsageRecorder(db), settings.rate_limit_per_minute, settings.auth_failures_per_minute)
         quotas = Quotas(settings.max_instances_per_user, settings.max_backups_per_instance,
                         settings.max_tickets_per_day, db)
-        return cls(settings, url, app, db, driver, edge, runners, watcher, stop, templates, access, quotas)
+        offsite = build_offsite(settings)
+        return cls(settings, url, app, db, driver, edge, runners, watcher, stop, templates, access, quotas,
+                   offsite=offsite)
 
     # Workers.
 
@@ -229,6 +272,8 @@ class Container:
                 connect_timeout=self.settings.connect_timeout,
                 concurrency=self.settings.provisioning_concurrency,
                 templates=self.templates,
+                offsite=self.offsite,
+                retention=self.settings.backup_retention,
             )
             self._spawn("provisioning", self.provisioning.run, self.app.signal)
             beats = HeartbeatWriter(self.db, self.provisioning.worker_id, self.provisioning.active_operations,
@@ -265,7 +310,7 @@ class Container:
         if "helpdesk" in workers and self.settings.helpdesk:
             from services.workers.helpdesk import build_helpdesk_sync
 
-            self.helpdesk = build_helpdesk_sync(self.app, self.db, self.settings)
+            self.helpdesk = build_helpdesk_sync(self.app, self.db, self.settings, blobs=self.blobs)
             self._spawn("helpdesk", self.helpdesk.run, self.app.signal)
         self.started |= set(workers)
 

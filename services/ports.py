@@ -166,6 +166,19 @@ class InstanceDriver(Protocol):
 
     def delete_backup(self, backup_id: UUID) -> None: ...
 
+    # Offsite backups: the node moves its archive itself, over presigned URLs (it holds no storage secret).
+
+    def upload_backup(self, backup_id: UUID, parts: list[dict], part_size: int) -> list[dict]:
+        """PUT the node's archive `backups/<backup_id>.tar.gz` to `parts` (`[{"number", "url"}]`, part `n`
+        being bytes `[(n-1)*part_size, n*part_size)`); return `[{"number", "etag"}]`. The archive stays
+        (`delete_backup` removes it). `not_found` without an archive, `offsite_failed` if storage refuses."""
+        ...
+
+    def restore_offsite_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str, url: str) -> None:
+        """`restore_backup` from the object at `url` (a presigned GET): downloaded and checked against
+        `sha256` first (`checksum_mismatch`, the files untouched), then restored; the download is removed."""
+        ...
+
     # Observed state, for the controller.
 
     def observe(self) -> dict:
@@ -281,3 +294,68 @@ class ProxyRegistry(Protocol):
     def list_owners(self) -> dict[str, str]:
         """The server entries that carry an ownership mark: `server name -> comment`."""
         ...
+
+
+class StorageError(Exception):
+    """Object storage failed or refused; `code` is stable (`not_found`, `offsite_failed`), the message is
+    safe to show a customer (no credentials, no URL with a signature)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart upload begun by `ObjectStore.begin_upload`: part `n` is bytes `[(n-1)*part_size,
+    n*part_size)` of the object, to be PUT to `parts[n-1]["url"]` by whoever holds the bytes."""
+
+    key: str
+    upload_id: str
+    part_size: int
+    parts: list[dict[str, Any]]
+
+
+class ObjectStore(Protocol):
+    """Named, immutable blobs: backup archives and support attachments, on local disk or S3.
+
+    Contract (tests/contract/test_object_store.py runs it against every implementation):
+    - keys are relative, `/`-separated, without `.`/`..` segments or a leading `/` (`ValueError` otherwise);
+    - `put` is atomic (a reader sees all the bytes or `not_found`) and overwrites; `read` of a missing key
+      raises `StorageError("not_found")`; `delete` is idempotent; `keys(prefix)` lists sorted;
+    - `location` names where the bytes are (`local`, `s3`), as the API shows it.
+    Stores that a node can write to directly (`direct` True) also presign: `begin_upload` + `complete_upload`
+    (or `abort_upload`) for a multipart upload, `download_url` for a GET, each valid for one key only.
+    """
+
+    location: str
+    direct: bool
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes, None if there is none."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str = "") -> list[str]: ...
+
+    def describe(self, key: str) -> str:
+        """Where `key` is, for people and the log (`s3://bucket/prefix/key`, a path): never a secret."""
+        ...
+
+    def begin_upload(self, key: str, size: int, sha256: str) -> Upload: ...
+
+    def complete_upload(self, upload: Upload, etags: list[dict[str, Any]], size: int) -> int:
+        """Assemble the parts; `offsite_failed` unless the object now holds `size` bytes. Return its parts."""
+        ...
+
+    def abort_upload(self, upload: Upload) -> None: ...
+
+    def download_url(self, key: str) -> str: ...

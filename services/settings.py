@@ -52,6 +52,14 @@ def parse_size(value: object) -> int:
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
+def _empty_is_unset(value: object) -> object:
+    """`VAR=` (as an env file copied from ops/zlh.env.example has it) means unset."""
+    return None if value == "" else value
+
+
+Unset = BeforeValidator(_empty_is_unset)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZLH_", extra="ignore")
 
@@ -150,3 +158,24 @@ class Settings(BaseSettings):
     local_node_cpus: float = Field(default=1024.0, gt=0)
     local_node_ports: str = "auto"
     local_node_public_host: str = "127.0.0.1"
+    #: Offsite backups (README "Offsite backups"): when `ZLH_BACKUP_S3_BUCKET` is set, backup archives go to this
+    #: S3-compatible bucket (the node uploads them over presigned URLs; it never holds these credentials).
+    #: Unset endpoint: AWS's own. The secret from `..._SECRET_KEY` or, better, a file (`..._SECRET_KEY_FILE`).
+    backup_s3_endpoint: Annotated[str | None, Unset] = Field(default=None, pattern=r"^https?://")
+    backup_s3_bucket: Annotated[str | None, Unset] = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$")
+    backup_s3_region: str = Field(default="us-east-1", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    backup_s3_access_key: str | None = Field(default=None, repr=False)
+    backup_s3_secret_key: str | None = Field(default=None, repr=False)
+    backup_s3_secret_key_file: Annotated[str | None, Unset] = None
+    #: Every key ZLH writes starts with this (`PREFIX/backups/...`, `PREFIX/attachments/...`).
+    backup_s3_prefix: str = Field(default="zlh", pattern=r"^[A-Za-z0-9._/-]{0,200}$")
+    #: The multipart upload's part size (S3: 5 MiB to 5 GiB; grown when an archive would need over 10,000 parts).
+    backup_s3_part_size: Size = Field(default=64 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
+    #: How long a presigned URL handed to a node stays valid: the longest an upload or a download may take.
+    backup_s3_url_ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=60, le=7 * 86400)] = 6 * 3600.0
+    #: Automatic (scheduled) backups kept per server; older ones are pruned after each backup. Unset: all
+    #: (up to ZLH_MAX_BACKUPS_PER_INSTANCE). Backups a person made are never pruned.
+    backup_retention: Annotated[int | None, Unset] = Field(default=None, ge=1)
+    #: Where support attachments and received mail are kept: `local` (ZLH_DATA_DIR/attachments) or `s3` (the
+    #: backup bucket, under PREFIX/attachments/; those kept locally before the switch are still read).
+    attachments_store: Literal["local", "s3"] = "local"

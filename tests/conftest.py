@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -47,8 +48,25 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
     drop_database(pg_admin_url, name)
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 API (moto's server mode) on a free loopback port, for the whole run."""
+    from tests.s3 import moto_s3
+
+    with moto_s3() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> Any:
+    """A fresh bucket on the S3 server (`tests.s3.Bucket`)."""
+    from tests.s3 import new_bucket
+
+    return new_bucket(s3_server)
+
+
 #: Fixtures that bring real services (servers, processes): a test that uses one is not part of --fast.
-REAL_FIXTURES = frozenset({"pg_url", "pg_admin_url", "redis_test_url", "servers", "local"})
+REAL_FIXTURES = frozenset({"pg_url", "pg_admin_url", "redis_test_url", "servers", "local", "s3_server", "s3_bucket"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -28,6 +28,7 @@ class CustomerBackup(BaseModel):
     sha256: str | None
     created_at: str
     completed_at: str | None
+    location: str = "local"  # where the archive is: `local` (the node's disk) or `s3`
 
 
 class CustomerBackupList(BaseModel):

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.consistency import read_your_writes
@@ -17,6 +17,7 @@ from api.routers.backups import DELETE_RESPONSES, DeletionAccepted, delete_backu
 from api.routers.instances import check_optional_key
 from api.server_access import BackupsGrant, OwnerGrant, PowerGrant
 from projections import backups as backups_view
+from services.backup_policy import backup_retention, set_backup_retention
 from services.lifecycle import Queued, request_backup, request_delete, request_power, request_restore
 
 router = APIRouter(prefix="/api/instances", tags=["lifecycle"])
@@ -46,6 +47,7 @@ class BackupOut(BaseModel):
     sha256: str | None
     created_at: str
     completed_at: str | None
+    location: str = "local"  # where the archive is: `local` (the node's disk) or `s3`
 
 
 class BackupList(BaseModel):
@@ -118,3 +120,34 @@ async def delete_instance_backup(instance_id: UUID, backup_id: UUID, response: R
     """The same as `DELETE /api/backups/{backup_id}`, for a backup of this server (another's: 404)."""
     key = grant.request_key(check_optional_key(idempotency_key))
     return await delete_backup(user, container, backup_id, instance_id, key, response, owner_id=grant.owner_id)
+
+
+class RetentionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: Annotated[int | None, Field(ge=1, le=1000, description="automatic backups kept; null: the default")]
+
+
+class RetentionOut(BaseModel):
+    keep: int | None
+    default: int | None
+    effective: int | None
+
+
+@router.get("/{instance_id}/backups/retention", response_model=RetentionOut)
+def get_retention(instance_id: UUID, grant: BackupsGrant, container: ContainerDep) -> RetentionOut:
+    """How many automatic (scheduled) backups this server keeps: its own `keep`, else the operator's `default`
+    (`ZLH_BACKUP_RETENTION`); `effective` null: kept until the backups quota is reached."""
+    r = backup_retention(container.app, grant.owner_id, instance_id, container.settings.backup_retention)
+    return RetentionOut(keep=r.keep, default=r.default, effective=r.effective)
+
+
+@router.put("/{instance_id}/backups/retention", response_model=RetentionOut)
+async def put_retention(instance_id: UUID, body: RetentionIn, user: UserDep, grant: BackupsGrant,
+                        container: ContainerDep) -> RetentionOut:
+    """Keep this many automatic backups of this server (1-1000; null: the default). After each backup the oldest
+    automatic ones beyond it are pruned, and the pruning is recorded; backups a person made are never pruned."""
+    r = await run_in_threadpool(set_backup_retention, container.app, grant.owner_id, instance_id, body.keep, user.id,
+                                container.settings.backup_retention)
+    return RetentionOut(keep=r.keep, default=r.default, effective=r.effective)
+

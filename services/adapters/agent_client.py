@@ -57,6 +57,7 @@ NODE_MESSAGES = {
     "stop_failed": "the node could not stop the server's process",
     "backup_failed": "the node could not archive the server's files",
     "bad_archive": "the backup archive cannot be extracted",
+    "offsite_failed": "the node could not move the backup to or from offsite storage",
     "no_free_port": "the node has no free port for the server",
     "install_failed": "the node could not install the server's software; the operator can see why in the node's log",
     "not_installed": "the server's software is not installed on its node yet",
@@ -266,6 +267,15 @@ class AgentDriver:
         """Hand this node an archive made on another one (moving a server here)."""
         self._call("PUT", f"/v1/backups/{backup_id}/archive", params={"sha256": sha256}, content=data,
                    read_timeout=INSTALL_TIMEOUT)
+
+    def upload_backup(self, backup_id: UUID, parts: list[dict[str, Any]], part_size: int) -> list[dict[str, Any]]:
+        response = self._call("POST", f"/v1/backups/{backup_id}/upload", json={"part_size": part_size,
+                              "parts": parts}, read_timeout=3600.0)
+        return list(response.json()["parts"])
+
+    def restore_offsite_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str, url: str) -> None:
+        self._call("POST", self._path(spec, f"/backups/{backup_id}/restore-offsite"), params=self._params(spec),
+                   json={"sha256": sha256, "url": url}, read_timeout=3600.0)
 
     def health(self) -> dict[str, Any]:
         """The agent's health document; `DriverError` if it is unreachable or rejects us."""

@@ -29,6 +29,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from websockets.frames import Close
 
 from domain.templates import TemplateError
 from services.agent import files as file_paths
+from services.agent import offsite
 from services.ports import DriverError, InstanceSpec, spec_address
 
 #: The node paths the fake renders templates with.
@@ -307,6 +309,24 @@ class FakeDriver:
             raise DriverError("checksum_mismatch", f"backup {backup_id} does not match its sha256")
         self.backups[backup_id] = (data, {"size": len(data), "sha256": sha256, "created_at": "",
                                           "path": f"/fake/backups/{backup_id}.tar.gz"})
+
+    def upload_backup(self, backup_id: UUID, parts: list[dict[str, Any]], part_size: int) -> list[dict[str, Any]]:
+        """Really PUTs the fake archive to the presigned URLs (the agent's code), so offsite storage is real."""
+        self._step("upload_backup", backup_id)
+        stored = self.backups.get(backup_id)
+        if stored is None:
+            raise DriverError("not_found", f"backup {backup_id} has no archive on this node")
+        return offsite.upload_parts(io.BytesIO(stored[0]), parts, part_size)
+
+    def restore_offsite_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str, url: str) -> None:
+        """Really GETs the object and checks it (the agent's code) before replacing the files."""
+        self._step("restore_offsite_backup", spec)
+        if spec.instance_id in self.processes:
+            raise DriverError("still_running", f"instance {spec.instance_id} must be stopped to restore")
+        received = io.BytesIO()
+        offsite.check(offsite.fetch(url, received, f"backup {backup_id}"), sha256, f"backup {backup_id}")
+        self.files[spec.instance_id] = _deserialize(received.getvalue())
+        self.directories.setdefault(spec.instance_id, f"/fake/instances/{spec.instance_id}")
 
     def observe(self) -> dict[str, list[str]]:
         return {"processes": [str(i) for i in self.processes], "directories": [str(i) for i in self.directories]}

@@ -47,7 +47,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.templates import Ready, Template, TemplateError, Value
-from services.agent import backups, files, readiness
+from services.agent import backups, files, offsite, readiness
 from services.agent.installs import Installer
 from services.agent.processes import ProcessLauncher, ProcessRecord, signal_group, wait_dead
 from services.infrastructure.files import atomic_write_text, file_lock
@@ -445,6 +445,28 @@ class LocalDriver:
         staging = path.with_suffix(".incoming")
         staging.write_bytes(data)
         os.replace(staging, path)
+
+    # -- offsite backups (services.agent.offsite): the node moves the bytes, over presigned URLs ------------
+
+    def upload_backup(self, backup_id: UUID, parts: list[dict[str, Any]], part_size: int) -> list[dict[str, Any]]:
+        """PUT `backups/<backup_id>.tar.gz` to the presigned part URLs; the archive stays until deleted."""
+        try:
+            source = backups.archive_path(self.backups_dir, backup_id).open("rb")
+        except FileNotFoundError as exc:
+            raise DriverError("not_found", f"backup {backup_id} has no archive on this node") from exc
+        with source:
+            return offsite.upload_parts(source, parts, part_size)
+
+    def restore_offsite_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str, url: str) -> None:
+        """Download the archive to `backups/<backup_id>.tar.gz` (checked against `sha256` first: a mismatch
+        leaves the files untouched), restore it as a local backup, and remove the download again."""
+        target = backups.archive_path(self.backups_dir, backup_id)
+        offsite.download(url, target, sha256, f"backup {backup_id}")
+        try:
+            self.restore_backup(spec, backup_id, sha256)
+        finally:
+            with contextlib.suppress(OSError):
+                target.unlink()
 
     # -- observed state ---------------------------------------------------------------------------
 

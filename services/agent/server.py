@@ -28,6 +28,11 @@ Routes (instance steps take the `InstanceSpec` as path `instance_id` plus query
 | `PUT /v1/instances/{id}/backups/{backup_id}` | | 200 manifest (create, idempotent) |
 | `POST /v1/instances/{id}/backups/{backup_id}/restore` | `{"sha256"}` | 204 |
 | `DELETE /v1/backups/{backup_id}` | | 204 |
+| `POST /v1/backups/{backup_id}/upload` | `{"part_size", "parts": [{"number", "url"}]}` | 200 `{"parts"}` (ETags) |
+| `POST /v1/instances/{id}/backups/{backup_id}/restore-offsite` | `{"sha256", "url"}` | 204 |
+
+The last two move an archive to and from offsite storage over URLs the control plane presigned
+(`services.agent.offsite`): the agent holds no storage credentials.
 
 `definition` is the template (its TOML document as JSON, `Template.from_dict` checks it again
 here: a bad one is 422 `template_error`) and `variables` its resolved variables: the agent knows
@@ -180,6 +185,24 @@ class RestoreBody(BaseModel):
     sha256: str = Field(min_length=1, max_length=128)
 
 
+#: A presigned URL: http(s) only, so the agent is never made to read a file or another scheme.
+PresignedUrl = Field(max_length=16_384, pattern=r"^https?://")
+
+
+class PartUrl(BaseModel):
+    number: int = Field(ge=1, le=10_000)
+    url: str = PresignedUrl
+
+
+class UploadBody(BaseModel):
+    part_size: int = Field(gt=0, le=5 * 1024**3)
+    parts: list[PartUrl] = Field(min_length=1, max_length=10_000)
+
+
+class OffsiteRestoreBody(RestoreBody):
+    url: str = PresignedUrl
+
+
 def spec_from_request(
     instance_id: UUID,
     kind: Literal["game", "dev"] = "game",
@@ -301,6 +324,14 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
         """Keep an archive made on another node (a server moving here), checked against `sha256`."""
         data = await request.body()
         await run_in_threadpool(driver.store_backup, backup_id, data, sha256)
+
+    @app.post("/v1/backups/{backup_id}/upload")
+    def upload_backup(backup_id: UUID, body: UploadBody) -> dict[str, Any]:
+        return {"parts": driver.upload_backup(backup_id, [p.model_dump() for p in body.parts], body.part_size)}
+
+    @app.post("/v1/instances/{instance_id}/backups/{backup_id}/restore-offsite", status_code=204)
+    def restore_offsite_backup(backup_id: UUID, body: OffsiteRestoreBody, spec: InstanceSpec = Spec) -> None:
+        driver.restore_offsite_backup(spec, backup_id, body.sha256, body.url)
 
     return app
 

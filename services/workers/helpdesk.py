@@ -49,7 +49,7 @@ TOPICS = (SupportTicket.Opened.TOPIC, SupportTicket.Replied.TOPIC, SupportTicket
           SupportTicket.Closed.TOPIC, SupportTicket.Reopened.TOPIC)
 
 
-def build_helpdesk_sync(app: ZLH, db: Any, settings: Settings) -> HelpdeskSync:
+def build_helpdesk_sync(app: ZLH, db: Any, settings: Settings, blobs: BlobStore | None = None) -> HelpdeskSync:
     if settings.helpdesk != "zammad":
         raise NotImplementedError(f"ZLH_HELPDESK={settings.helpdesk} is not built yet; use zammad")
     if not settings.helpdesk_url or not settings.helpdesk_token:
@@ -57,7 +57,7 @@ def build_helpdesk_sync(app: ZLH, db: Any, settings: Settings) -> HelpdeskSync:
     from pathlib import Path
 
     client = ZammadClient(settings.helpdesk_url, settings.helpdesk_token, settings.helpdesk_group)
-    return HelpdeskSync(app, db, client, BlobStore(Path(settings.data_dir) / "attachments"),
+    return HelpdeskSync(app, db, client, blobs or BlobStore(Path(settings.data_dir) / "attachments"),
                         settings.support_domain, settings.helpdesk_interval)
 
 

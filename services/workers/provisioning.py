@@ -12,6 +12,13 @@ records its result (`StepSucceeded`); a failed step fails the operation with the
 driver's error code. Nothing is retried. If another writer appended to the
 operation meanwhile (the controller failing it as stale, say), the next save
 conflicts and this worker stops touching it at once.
+
+Offsite backups (`offsite`, an `ObjectStore` that presigns: S3): after `create_backup` the node uploads its
+archive over presigned part URLs (`upload_backup`: intent with the upload id, result with the key and parts),
+this worker completes the multipart upload and checks its size, then the node's copy is removed. A restore
+hands the node a presigned GET (never recorded: it is a credential); a deletion removes the object.
+Retention (`retention`: automatic backups kept per server) prunes the oldest automatic ones after each
+backup, inside the same operation (`prune_backups` step, `Backup.Pruned` events).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind, Phase
 from domain.plans import FINALIZER_STEPS, POWER_STEPS, create_steps, restore_steps
 from domain.quota import BACKUPS, INSTANCES
+from services.backup_policy import retention_of
 from services.billing import operation_block
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
@@ -39,7 +47,7 @@ from services.infrastructure.log_following import LogFollower, Wakeup
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
 from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
-from services.ports import DriverError, InstanceDriver, InstanceSpec
+from services.ports import DriverError, InstanceDriver, InstanceSpec, ObjectStore, StorageError
 from services.quotas import free_slot, release
 
 log = logging.getLogger(__name__)
@@ -63,8 +71,12 @@ class ProvisioningManager:
         connect_timeout: float = 30.0,
         concurrency: int = 1,
         templates: TemplateCatalogue | None = None,
+        offsite: ObjectStore | None = None,
+        retention: int | None = None,
     ) -> None:
         self.app, self.db, self.driver, self.edge = app, db, driver, edge
+        self.offsite = offsite
+        self.retention = retention
         self.templates = templates or shipped_catalogue()
         self.worker_id = worker_id
         self.step_delay = step_delay
@@ -235,19 +247,121 @@ class ProvisioningManager:
                               on_failure=lambda code, message: backup.fail(code, message), extra=[backup])
         if results is None:
             return
-        manifest = results["create_backup"]["manifest"]
+        manifest = dict(results["create_backup"]["manifest"])
+        stored = None
+        if self.offsite is not None and self.offsite.direct:
+            stored = self._upload(operation, instance, backup, manifest)
+            if stored is None:
+                return
+            manifest["path"] = self.offsite.describe(stored["key"])
         backup.complete(int(manifest["size"]), str(manifest["sha256"]), str(manifest["created_at"]),
                         str(manifest["path"]))
-        operation.succeed({"backup_id": str(backup.id), **manifest})
+        if stored is not None:
+            backup.store_offsite(stored["location"], stored["key"], int(stored["parts"]))
+            manifest["location"] = stored["location"]
+        self._save(backup)  # completed (and where it is) before anything older is pruned
+        pruned = self._prune(operation, instance, backup)
+        operation.succeed({"backup_id": str(backup.id), **manifest,
+                           **({"pruned": [str(b) for b in pruned]} if pruned else {})})
         instance.complete_operation(operation.id, "backup")
-        self._save(operation, instance, backup)
+        self._save(operation, instance)
+
+    def _upload(self, operation: Operation, instance: Instance, backup: Backup,
+                manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The node uploads its archive to offsite storage; None if that failed (recorded, upload aborted)."""
+        assert self.offsite is not None
+        key = backup_key(instance.id, backup.id)
+        size, sha256 = int(manifest["size"]), str(manifest["sha256"])
+        try:
+            upload = self.offsite.begin_upload(key, size, sha256)
+        except StorageError as exc:
+            backup.fail(exc.code, exc.message)
+            self._fail(operation, exc.code, exc.message, backup)
+            return None
+        self._record(operation, lambda op: op.start_step("upload_backup", {
+            "location": self.offsite.location if self.offsite else "", "key": key, "upload_id": upload.upload_id,
+            "parts": len(upload.parts), "part_size": upload.part_size}))
+        try:
+            etags = self.driver.upload_backup(backup.id, upload.parts, upload.part_size)
+            parts = self.offsite.complete_upload(upload, etags, size)
+        except (DriverError, StorageError) as exc:
+            try:
+                self.offsite.abort_upload(upload)
+            except StorageError:
+                log.warning("could not abort the multipart upload %s of %s", upload.upload_id, key)
+            backup.fail(exc.code, exc.message)
+            self._fail(operation, exc.code, exc.message, backup)
+            return None
+        result = {"location": self.offsite.location, "key": key, "parts": parts}
+        self._record(operation, lambda op: op.finish_step("upload_backup", result))
+        try:
+            self.driver.delete_backup(backup.id)  # the node's copy: the offsite one is the backup now
+        except DriverError as exc:
+            log.warning("backup %s is offsite; its archive stays on the node: %s", backup.id, exc.message)
+        return result
+
+    def _prune(self, operation: Operation, instance: Instance, current: Backup) -> list[UUID]:
+        """Delete the oldest automatic (scheduled) backups beyond the server's retention; return their ids.
+
+        Level-triggered: decided afresh after every backup from the backups themselves (a backup the read model
+        does not show yet is pruned next time). Each one is recorded (`Pruned`, its quota slot freed) right after
+        its archive is removed, so a crash leaves no backup that claims an archive it no longer has.
+        """
+        keep = retention_of(self.app, instance.id, self.retention).effective
+        if not keep:
+            return []
+        automatic = [current] if _automatic(operation) else []
+        for row in self._backup_rows(instance.id):
+            if row["id"] == str(current.id):
+                continue
+            backup = self.app.find(UUID(row["id"]), Backup)
+            made_by = self.app.find(UUID(row["operation_id"]), Operation)
+            if backup is not None and backup.status == "completed" and made_by is not None and _automatic(made_by):
+                automatic.append(backup)
+        doomed = sorted(automatic, key=lambda b: (b.created_on, str(b.id)), reverse=True)[keep:]
+        if not doomed:
+            return []
+        reason = f"retention: the newest {keep} automatic backups are kept"
+        self._record(operation, lambda op: op.start_step("prune_backups", {
+            "keep": keep, "backups": [str(b.id) for b in doomed]}))
+        pruned: list[UUID] = []
+        kept: list[dict[str, str]] = []
+        for backup in doomed:
+            try:
+                self._remove_archive(backup)
+            except (DriverError, StorageError) as exc:
+                log.warning("retention could not remove backup %s: %s", backup.id, exc.message)
+                kept.append({"backup_id": str(backup.id), "code": exc.code})
+                continue
+            backup.prune(operation.id, reason)
+            self._save(backup, *release(self.app, BACKUPS, str(instance.id), backup.id))
+            pruned.append(backup.id)
+        self._record(operation, lambda op: op.finish_step("prune_backups", {
+            "pruned": [str(b) for b in pruned], **({"kept": kept} if kept else {})}))
+        return pruned
+
+    def _remove_archive(self, backup: Backup) -> None:
+        """Remove a backup's archive wherever it is: offsite (the object) or on the node."""
+        if backup.location != "local" and backup.key is not None:
+            if self.offsite is None or self.offsite.location != backup.location:
+                raise StorageError("offsite_failed", f"backup {backup.id} is in {backup.location} storage, "
+                                                     "which is not configured (ZLH_BACKUP_S3_*)")
+            self.offsite.delete(backup.key)
+        else:
+            self.driver.delete_backup(backup.id)
+
+    def _backup_rows(self, instance_id: UUID) -> list[dict[str, Any]]:
+        from projections import backups as backups_view
+
+        return backups_view.list_for_instance(self.db, str(instance_id), include_deleted=False)
 
     def _restore(self, operation: Operation, instance: Instance) -> None:
         backup: Backup = self.app.repository.get(UUID(operation.params["backup_id"]))
         was_running = instance.status is InstanceStatus.RUNNING
         sha256 = str((backup.manifest or {})["sha256"])
+        where = {"location": backup.location, "key": backup.key} if backup.location != "local" else {}
         if self._steps(operation, instance, restore_steps(was_running), backup_id=backup.id,
-                       sha256=sha256) is None:
+                       sha256=sha256, **where) is None:
             return
         operation.succeed({"backup_id": str(backup.id)})
         instance.complete_operation(operation.id, "restore")
@@ -294,8 +408,11 @@ class ProvisioningManager:
         if step == "delete_backups":
             deleted: list[Any] = []
             for backup_id in self.backup_ids(instance.id):
-                self.driver.delete_backup(backup_id)
                 backup: Backup = self.app.repository.get(backup_id)
+                try:
+                    self._remove_archive(backup)
+                except StorageError as exc:
+                    raise DriverError(exc.code, exc.message) from exc
                 backup.delete(operation.id)
                 deleted.append(backup)
             quota = release(self.app, BACKUPS, str(instance.id), *(b.id for b in deleted))
@@ -367,6 +484,17 @@ class ProvisioningManager:
         if step == "create_backup":
             return {"manifest": driver.create_backup(spec, context["backup_id"])}
         if step == "restore_backup":
+            if context.get("location"):
+                # The presigned URL is made here, just in time, and never recorded: it is a credential.
+                if self.offsite is None or self.offsite.location != context["location"]:
+                    raise DriverError("offsite_failed", f"the backup is in {context['location']} storage, which "
+                                                        "is not configured (ZLH_BACKUP_S3_*)")
+                try:
+                    url = self.offsite.download_url(str(context["key"]))
+                except StorageError as exc:
+                    raise DriverError(exc.code, exc.message) from exc
+                driver.restore_offsite_backup(spec, context["backup_id"], context["sha256"], url)
+                return {"location": context["location"]}
             driver.restore_backup(spec, context["backup_id"], context["sha256"])
             return {}
         if step == "remove_proxy":
@@ -379,8 +507,12 @@ class ProvisioningManager:
             driver.remove_directory(spec)
             return {}
         if step == "delete_backup":
-            driver.delete_backup(context["backup_id"])
-            return {}
+            backup: Backup = self.app.repository.get(context["backup_id"])
+            try:
+                self._remove_archive(backup)
+            except StorageError as exc:
+                raise DriverError(exc.code, exc.message) from exc
+            return {"location": backup.location} if backup.location != "local" else {}
         raise DriverError("unknown_step", f"no such step: {step}")
 
     def _record(self, operation: Operation, command: Any) -> None:
@@ -405,6 +537,16 @@ class ProvisioningManager:
             self.app.save(*aggregates)
         except IntegrityError as exc:
             raise FencedError(str(exc)) from exc
+
+
+def backup_key(instance_id: UUID, backup_id: UUID) -> str:
+    """Where an offsite archive lives in the store: `backups/<instance_id>/<backup_id>.tar.gz`."""
+    return f"backups/{instance_id}/{backup_id}.tar.gz"
+
+
+def _automatic(operation: Operation) -> bool:
+    """Whether a backup was made by a schedule, not asked for by a person: only those are pruned."""
+    return str(operation.origin or "").startswith("schedule_run:")
 
 
 class _Interrupted(Exception):

@@ -162,3 +162,30 @@ def test_phone_width_dark_scheme_and_keyboard_only(new_context: Callable[..., Br
     screenshot(page, "phone-dark")
     page.locator(".console-toggle").click()
     expect(page.locator(".console-toggle")).to_have_text("Reconnect")
+
+
+def test_backups_say_where_they_are_and_how_many_automatic_ones_are_kept(
+        page: Page, owner: tuple[Customer, httpx.Client, str]) -> None:
+    customer, api, iid = owner
+    open_tools(page, customer, "Backups")
+    backups = page.locator("#tab-backups")
+    expect(backups.locator(".retention .hint")).to_have_text(
+        "Automatic backups are kept until the backups limit is reached.")
+    backups.get_by_label("Automatic backups kept").fill("0")
+    backups.get_by_role("button", name="Save").click()  # the browser refuses it (1 to 1000), as the API would
+    assert page.evaluate("document.getElementById('backup-keep').validity.rangeUnderflow")
+    assert api.get(f"/api/instances/{iid}/backups/retention").json()["keep"] is None
+    backups.get_by_label("Automatic backups kept").fill("3")
+    backups.get_by_role("button", name="Save").click()
+    expect(backups.locator(".backups-message")).to_have_text("Retention saved.")
+    expect(backups.locator(".retention .hint")).to_contain_text("The newest 3 automatic backups are kept;")
+    assert api.get(f"/api/instances/{iid}/backups/retention").json()["keep"] == 3
+    backups.get_by_role("button", name="Create backup").click()
+    expect(backups.locator(".backups-message")).to_have_text("Backup made.")
+    expect(backups.locator('tbody tr[data-status="completed"] td').nth(3)).to_have_text(
+        "On the server\N{RIGHT SINGLE QUOTATION MARK}s machine")
+    screenshot(page, "backups-retention")
+    backups.get_by_label("Automatic backups kept").fill("")
+    backups.get_by_role("button", name="Save").click()
+    expect(backups.locator(".retention .hint")).to_have_text(
+        "Automatic backups are kept until the backups limit is reached.")

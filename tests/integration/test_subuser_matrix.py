@@ -40,6 +40,8 @@ ROUTES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("post", f"{BASE}/backups"): ("backups", {}),
     ("post", f"{BASE}/backups/{{backup_id}}/restore"): ("backups", {}),
     ("delete", f"{BASE}/backups/{{backup_id}}"): ("backups", {}),
+    ("get", f"{BASE}/backups/retention"): ("backups", {}),
+    ("put", f"{BASE}/backups/retention"): ("backups", {"json": {"keep": 3}}),
     ("get", f"{BASE}/schedules"): ("schedules", {}),
     ("post", f"{BASE}/schedules"): ("schedules", {"json": SAY}),
     ("get", f"{BASE}/schedules/{{schedule_id}}"): ("schedules", {}),

@@ -16,13 +16,24 @@ export class BackupsView {
       'Create backup');
     this.message = h('p', {className: 'message backups-message', role: 'status'});
     this.table = h('tbody');
+    // Retention: how many automatic (scheduled) backups this server keeps; older ones are pruned.
+    this.keep = h('input', {type: 'number', min: 1, max: 1000, id: 'backup-keep', className: 'narrow',
+      placeholder: 'default'});
+    this.retentionNote = h('span', {className: 'hint'});
+    const retention = h('form', {className: 'retention', onsubmit: (event) => {
+      event.preventDefault();
+      this.saveRetention();
+    }},
+      h('label', {for: 'backup-keep'}, 'Automatic backups kept '), this.keep, ' ',
+      h('button', {type: 'submit', className: 'small'}, 'Save'), ' ', this.retentionNote);
     root.replaceChildren(h('div', {className: 'toolbar'}, this.createButton,
       h('button', {type: 'button', onclick: () => this.load(true)}, 'Refresh')),
+    retention,
     this.message,
     h('div', {className: 'table-wrap'}, h('table', {className: 'backups'},
       h('caption', {className: 'visually-hidden'}, 'Backups of this server'),
       h('thead', {}, h('tr', {}, h('th', {scope: 'col'}, 'Made'), h('th', {scope: 'col'}, 'Status'),
-        h('th', {scope: 'col'}, 'Size'), h('th', {scope: 'col'}, h('span', {className: 'visually-hidden'},
+        h('th', {scope: 'col'}, 'Size'), h('th', {scope: 'col'}, 'Stored'), h('th', {scope: 'col'}, h('span', {className: 'visually-hidden'},
           'Actions')))),
       this.table)));
   }
@@ -48,14 +59,36 @@ export class BackupsView {
       this.loaded = true;
       fill(this.table, items.map((backup) => h('tr', {dataset: {id: backup.id, status: backup.status}},
         h('td', {}, time(backup.created_at)), h('td', {}, backup.status), h('td', {}, formatBytes(backup.size)),
+        h('td', {}, backup.location === 's3' ? 'Offsite (S3)' : 'On the server’s machine'),
         h('td', {}, h('button', {type: 'button', className: 'small', disabled: backup.status !== 'completed',
           'aria-label': `Restore the backup made ${backup.created_at}`, onclick: () => this.restore(backup)}, 'Restore'),
         ' ', h('button', {type: 'button', className: 'small danger',
           disabled: !['completed', 'failed'].includes(backup.status),
           'aria-label': `Delete the backup made ${backup.created_at}`, onclick: () => this.remove(backup)}, 'Delete')))));
       if (!items.length && !this.busy) say(this.message, 'No backups yet.');
+      this.showRetention(await api.get(`/api/instances/${this.instance.id}/backups/retention`));
     } catch (error) {
       say(this.message, `Backups could not be loaded. ${describe(error)}`, 'error');
+    }
+  }
+
+  showRetention(retention) {
+    if (document.activeElement !== this.keep) this.keep.value = retention.keep ?? '';
+    this.retentionNote.textContent = retention.effective
+      ? `The newest ${retention.effective} automatic backups are kept${retention.keep === null ? ' (the default)' : ''};`
+        + ' older ones are deleted after each backup. Backups you make yourself are always kept.'
+      : 'Automatic backups are kept until the backups limit is reached.';
+  }
+
+  async saveRetention() {
+    const value = this.keep.value.trim();
+    try {
+      const retention = await api.put(`/api/instances/${this.instance.id}/backups/retention`,
+        {json: {keep: value === '' ? null : Number(value)}});
+      this.showRetention(retention);
+      say(this.message, 'Retention saved.', 'ok');
+    } catch (error) {
+      say(this.message, describe(error), 'error');
     }
   }
 

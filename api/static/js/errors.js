@@ -40,7 +40,9 @@ const MESSAGES = {
   stop_failed: 'The server could not be stopped.',
   backup_failed: 'The backup could not be made.',
   bad_archive: 'That backup is damaged and cannot be restored.',
-  checksum_mismatch: 'That backup is damaged and cannot be restored.',
+  checksum_mismatch: 'That backup does not match the checksum recorded when it was made, so it was not '
+    + 'restored: your server’s files are untouched.',
+  offsite_failed: 'The backup could not be moved to or from offsite storage. Please try again later.',
   agent_timeout: 'The machine your server runs on did not answer in time. Please try again.',
   agent_error: 'The machine your server runs on reported an error. Please try again.',
   agent_unauthorized: 'The machine your server runs on refused the request. Please contact support.',
