@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from services.agent.limits import InstanceCgroup
 from services.ports import DriverError, InstanceSpec
 
 #: Environment a server starts with before its template's `start.env` (nothing of the agent's own).
@@ -64,13 +65,30 @@ class ProcessLauncher:
             raise DriverError("install_failed", f"{argv[0]} did not finish within {timeout:.0f}s") from None
 
     def spawn_server(self, spec: InstanceSpec, argv: list[str], *, cwd: Path, env: Mapping[str, str], stdin: int,
-                     stdout: int) -> subprocess.Popen[bytes]:
-        """Start the server in its own session; `DriverError("spawn_failed")` if it cannot be started."""
+                     stdout: int, cgroup: InstanceCgroup | None = None) -> subprocess.Popen[bytes]:
+        """Start the server in its own session; `DriverError("spawn_failed")` if it cannot be started.
+
+        With a `cgroup`, the server joins it before its own code runs (see `join_cgroup`).
+        """
+        if cgroup is not None:
+            argv = join_cgroup(cgroup, argv)
         try:
             return subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=stdin, stdout=stdout, stderr=stdout,
                                     start_new_session=True, close_fds=True)
         except OSError as exc:
             raise DriverError("spawn_failed", f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+
+
+def join_cgroup(cgroup: InstanceCgroup, argv: list[str]) -> list[str]:
+    """`argv` wrapped so that the process writes its pid into every `cgroup.procs` of `cgroup`, then execs.
+
+    The same pid runs the server (`exec`), so the pid file and the kernel's start time stay right, and
+    every process it forks is in the cgroup from its first instruction.
+    """
+    procs = [str(p) for p in cgroup.procs_files()]
+    joins = " && ".join(f'echo $$ > "${i + 1}"' for i in range(len(procs)))
+    script = f'{joins} && shift {len(procs)} && exec "$@"'
+    return ["/bin/sh", "-c", script, "zlh-cgroup-join", *procs, *argv]
 
 
 @dataclass(frozen=True)

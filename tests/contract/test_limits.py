@@ -1,0 +1,281 @@
+"""Kernel limits, the disk quota and live stats on a real node (`LocalDriver`, real processes).
+
+Memory and CPU limits are the kernel's (cgroups): where this machine does not let the agent write
+cgroups these tests fail and say why; they never skip.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from domain.templates import Template
+from services.agent import installs
+from services.agent.driver import LocalDriver
+from services.agent.stats import StatsSampler
+from services.ports import DriverError, InstanceSpec
+from tests.contract.test_driver_contract import eventually, local_driver
+
+pytestmark = pytest.mark.real_services  # real processes and cgroups
+
+HOG_SERVER = r'''
+import os, sys, time
+if os.environ.get("EAT_AT_START") == "true":
+    hoard = bytearray(os.urandom(1)) * (512 * 1024 * 1024)
+print("hog ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "eat":
+        print("eating", flush=True)
+        hoard = []
+        while True:
+            hoard.append(bytearray(16 * 1024 * 1024))
+            hoard[-1][::4096] = b"x" * len(hoard[-1][::4096])
+    if line.strip() == "quit":
+        sys.exit(0)
+'''
+
+HOG = f"""
+kind = "dev"
+description = "a process that eats memory when told to"
+
+[resources]
+memory_mb = 64
+cpus = 0.5
+disk_mb = 1
+
+[variables.eat_at_start]
+type = "bool"
+default = false
+
+[[install]]
+write = "hog.py"
+content = '''{HOG_SERVER}'''
+
+[start]
+command = ["${{system_python}}", "-u", "${{cache}}/hog.py"]
+env = {{ EAT_AT_START = "${{eat_at_start}}" }}
+
+[stop]
+command = "quit"
+timeout = 2
+
+[ready]
+check = "console"
+pattern = "^hog ready$"
+timeout = 20
+"""
+
+
+def hog_spec(**variables: Any) -> InstanceSpec:
+    template = Template.from_dict("hog", tomllib.loads(HOG))
+    iid = uuid4()
+    return InstanceSpec(iid, "dev", "hog", f"hog-{iid.hex[:8]}", {"eat_at_start": False, **variables}, template)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[LocalDriver]:
+    with local_driver(tmp_path / "data") as driver:
+        driver.installer = installs.Installer(tmp_path / "cache", driver.launcher)
+        yield driver
+
+
+def require_cgroups(node: LocalDriver) -> None:
+    if node.cgroups is None:
+        pytest.fail(f"kernel limits cannot be tested on this machine: {node.limits_status} (run as root on a "
+                    "machine whose cgroups the agent may write)")
+
+
+def start(node: LocalDriver, spec: InstanceSpec) -> int:
+    port = node.allocate_port(spec)
+    node.create_directory(spec)
+    node.install(spec)
+    node.start_process(spec, port)
+    return port
+
+
+def test_the_agent_says_whether_the_kernel_enforces_limits(node: LocalDriver) -> None:
+    assert node.limits_status.startswith(("enforced: cgroup v", "not enforced: "))
+    require_cgroups(node)
+
+
+def test_a_server_over_its_memory_limit_at_start_is_killed_by_the_kernel_and_the_start_says_why(
+        node: LocalDriver) -> None:
+    require_cgroups(node)
+    spec = hog_spec(eat_at_start=True)
+    port = start(node, spec)
+    with pytest.raises(DriverError) as failure:
+        node.wait_connectable(spec, port, 20)
+    assert failure.value.code == "out_of_memory", failure.value.message
+    assert "64 MiB" in failure.value.message
+    exit_record = eventually(lambda: node.last_exit(spec), what="the exit to be recorded")
+    assert exit_record["reason"] == "out_of_memory"
+
+
+def test_a_running_server_that_grows_over_its_limit_is_killed_and_its_exit_recorded(node: LocalDriver) -> None:
+    require_cgroups(node)
+    spec = hog_spec()
+    port = start(node, spec)
+    node.wait_connectable(spec, port, 20)
+    group = node.cgroup(spec)
+    assert group is not None and group.memory_bytes() is not None
+    node.send_console(spec, "eat")
+    eventually(lambda: not node.is_running(spec, port), timeout=30, what="the kernel to kill the hog")
+    record = eventually(lambda: node.last_exit(spec), what="the exit to be recorded")
+    assert record["reason"] == "out_of_memory", record
+    assert group.oom_kills() >= 1
+
+
+def test_a_stopped_server_is_recorded_as_stopped_not_as_a_crash(node: LocalDriver) -> None:
+    spec = hog_spec()
+    port = start(node, spec)
+    node.wait_connectable(spec, port, 20)
+    node.stop_process(spec)
+    assert node.last_exit(spec)["reason"] == "stopped"
+
+
+def test_writes_over_the_disk_quota_are_refused_and_write_nothing(node: LocalDriver) -> None:
+    spec = hog_spec()
+    node.create_directory(spec)
+    node.set_limits(spec, {"memory_mb": 64, "cpus": 0.5, "disk_bytes": 1000})
+    node.write_file(spec, "a.bin", b"a" * 600)
+    with pytest.raises(DriverError) as refused:
+        node.write_file(spec, "b.bin", b"b" * 500)
+    assert refused.value.code == "quota_exceeded"
+    assert [e["name"] for e in node.list_files(spec, "/")] == ["a.bin"]
+    node.write_file(spec, "a.bin", b"c" * 1000)  # replacing a file counts only the difference
+    assert node.disk_usage(spec) == 1000
+
+
+def test_the_template_sets_the_quota_when_the_control_plane_sent_none(node: LocalDriver) -> None:
+    spec = hog_spec()
+    node.create_directory(spec)
+    assert node.limits(spec).disk_bytes == 1024 * 1024  # the template's disk_mb
+    for n in range(1024 * 1024 // 60_000):  # 17 writes of 60 kB fit in 1 MiB
+        node.write_file(spec, f"part-{n}.bin", b"x" * 60_000)
+    with pytest.raises(DriverError) as refused:
+        node.write_file(spec, "one-too-many.bin", b"x" * 60_000)
+    assert refused.value.code == "quota_exceeded"
+
+
+def test_stats_sample_cpu_memory_and_disk_of_a_running_server(node: LocalDriver) -> None:
+    spec = hog_spec()
+    port = start(node, spec)
+    node.wait_connectable(spec, port, 20)
+    node.write_file(spec, "notes.txt", b"n" * 123)
+    sampler = StatsSampler(node, interval=60)
+    sampler.sample_now()
+    sampler.sample_now()
+    current = sampler.current(spec.instance_id)
+    assert current is not None
+    assert current["memory_bytes"] > 1024 * 1024
+    assert current["disk_bytes"] == 123
+    assert current["cpu_percent"] >= 0
+    assert current["players_online"] is None and current["players_max"] is None  # not a game server
+    assert len(sampler.history(spec.instance_id)) == 2
+    node.stop_process(spec)
+    assert sampler.current(spec.instance_id) is None
+    assert len(sampler.history(spec.instance_id)) == 2  # history stays until it ages out
+
+
+# -- file writes and a restore are serialized --------------------------------------------------------
+
+
+def test_no_acknowledged_write_is_lost_in_a_restores_swap(node: LocalDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers run while a restore swaps the files. Every acknowledged write is either in the restored tree,
+    or was in the tree the restore replaced (so it was done before the swap, and deliberately replaced):
+    none was written into the old tree after it was moved aside, where it would be lost silently."""
+    import os
+    import threading
+    from uuid import uuid4 as new_id
+
+    from services.agent import backups
+
+    spec = hog_spec()
+    node.create_directory(spec)
+    node.write_file(spec, "base.txt", b"from the backup")
+    backup_id = new_id()
+    manifest = node.create_backup(spec, backup_id)
+    replaced: set[str] = set()
+    real_swap = backups._swap
+
+    def observed_swap(files_root: Path, staging: Path) -> None:
+        replaced.update(os.listdir(files_root))  # what the restore replaces, just before it moves it aside
+        real_swap(files_root, staging)
+
+    monkeypatch.setattr(backups, "_swap", observed_swap)
+    acked: list[tuple[str, bytes]] = []
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            name, body = f"w-{n}-{i}.txt", f"{n}:{i}".encode()
+            try:
+                node.write_file(spec, name, body)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+            acked.append((name, body))
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    eventually(lambda: len(acked) >= 20, what="writes before the restore")
+    node.restore_backup(spec, backup_id, manifest["sha256"])
+    after_restore = len(acked)
+    eventually(lambda: len(acked) >= after_restore + 20, what="writes after the restore")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    present = {e["name"] for e in node.list_files(spec, "/")}
+    assert "base.txt" in present
+    assert any(name in replaced for name, _ in acked) and any(name in present for name, _ in acked)
+    for name, body in acked:
+        if name in present:
+            assert node.read_file(spec, name) == body
+        else:
+            assert name in replaced, f"{name} was acknowledged, is not in the restored files, and was not " \
+                                     "among the files the restore replaced: lost"
+
+
+def test_a_write_asked_for_during_a_restore_waits_for_it_and_lands_in_the_restored_files(
+        node: LocalDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    from uuid import uuid4 as new_id
+
+    from services.agent import backups
+
+    spec = hog_spec()
+    node.create_directory(spec)
+    node.write_file(spec, "base.txt", b"from the backup")
+    backup_id = new_id()
+    manifest = node.create_backup(spec, backup_id)
+    node.write_file(spec, "late.txt", b"before the restore: replaced")
+    inside, release = threading.Event(), threading.Event()
+    real_swap = backups._swap
+
+    def held_swap(files_root: Path, staging: Path) -> None:
+        inside.set()
+        release.wait(30)
+        real_swap(files_root, staging)
+
+    monkeypatch.setattr(backups, "_swap", held_swap)
+    restore = threading.Thread(target=node.restore_backup, args=(spec, backup_id, manifest["sha256"]))
+    restore.start()
+    assert inside.wait(30)
+    write = threading.Thread(target=node.write_file, args=(spec, "late.txt", b"during the restore: kept"))
+    write.start()
+    write.join(timeout=0.5)
+    assert write.is_alive(), "the write went ahead while the restore was swapping the files"
+    release.set()
+    restore.join(30)
+    write.join(30)
+    assert node.read_file(spec, "late.txt") == b"during the restore: kept"
