@@ -16,6 +16,7 @@ from api.schemas import Accepted, CreateInstance, InstanceList, InstanceOut, Ope
 from projections import instances as instances_view
 from projections import operations as operations_view
 from services.instances import request_instance
+from services.stats import disk_usage
 from services.users import Principal
 
 router = APIRouter(prefix="/api", tags=["instances"])
@@ -73,7 +74,8 @@ def list_instances(user: UserDep, container: ContainerDep, limit: LimitQuery = 1
 
 @router.get("/instances/{instance_id}", response_model=InstanceOut)
 def get_instance(instance_id: UUID, user: UserDep, container: ContainerDep) -> InstanceOut:
-    return InstanceOut(**_visible(instances_view.get(container.db, str(instance_id)), user, "instance"))
+    row = _visible(instances_view.get(container.db, str(instance_id)), user, "instance")
+    return InstanceOut(**row, **disk_usage(container.app, container.driver, row))
 
 
 @router.get("/operations/{operation_id}", response_model=OperationOut)

@@ -24,10 +24,23 @@ def readyz(container: ContainerDep) -> JSONResponse:
     except Exception as exc:
         return JSONResponse({"status": "unavailable", "event_store": f"{type(exc).__name__}"}, status_code=503)
     body = {"status": "ready", "event_store": "ok"}
+    limits = limits_check(container)
+    if limits is not None:
+        # Informational: a node without kernel limits still serves; it says so instead of pretending.
+        body["limits"] = limits
     if container.controller is not None:
         # Informational here: the API and the workers serve whether or not the controller may act.
         body["controller"] = container.controller.status.as_dict()
     return JSONResponse(body)
+
+
+def limits_check(container: ContainerDep) -> str | None:
+    """`enforced: ...` or `not enforced: <reason>`, as the node agent says at start-up; None before this
+    process talks to a node (a probe never starts an agent) or when the driver has no agent."""
+    from services.stats import limits_status
+
+    driver = container.given_driver
+    return None if driver is None else limits_status(driver)
 
 
 @router.get("/metrics")

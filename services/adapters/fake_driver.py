@@ -282,7 +282,8 @@ class FakeDriver:
         return {**base, **self.samples.get(instance_id, {})}
 
     def stats(self, spec: InstanceSpec) -> dict[str, Any]:
-        self._step("stats", spec)
+        if (error := self.fail_on.get("stats")) is not None:  # not in `calls`: reading stats is no step
+            raise error
         current = self._sample(spec.instance_id) if spec.instance_id in self.processes else None
         disk = sum(len(v) for v in self.files.get(spec.instance_id, {}).values())
         return {"current": current, "history": [current] if current else [], "disk_bytes": disk,

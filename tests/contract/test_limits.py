@@ -279,3 +279,43 @@ def test_a_write_asked_for_during_a_restore_waits_for_it_and_lands_in_the_restor
     restore.join(30)
     write.join(30)
     assert node.read_file(spec, "late.txt") == b"during the restore: kept"
+
+
+# -- through the agent's HTTP API and its client ------------------------------------------------------
+
+
+def test_through_the_agent_limits_travel_with_the_start_and_out_of_memory_reaches_the_control_plane(
+        node: LocalDriver) -> None:
+    from services.adapters.agent_client import AgentDriver
+    from services.agent.server import start_agent_in_thread
+
+    require_cgroups(node)
+    url, stop = start_agent_in_thread(node, "s3cret")
+    client = AgentDriver(url, "s3cret", disk_quota=512 * 1024)
+    try:
+        assert client.health()["limits"].startswith("enforced: cgroup v")
+        spec = hog_spec(eat_at_start=True)
+        port = client.allocate_port(spec)
+        client.create_directory(spec)
+        client.install(spec)
+        assert node.limits(spec).disk_bytes == 512 * 1024  # the control plane's quota, under the template's 1 MiB
+        client.start_process(spec, port)
+        with pytest.raises(DriverError) as failure:
+            client.wait_connectable(spec, port, 20)
+        assert failure.value.code == "out_of_memory"
+        assert "memory limit of 64 MiB" in failure.value.message  # the customer sees why
+        stats = client.stats(spec)
+        assert stats["current"] is None and stats["limits"]["memory_mb"] == 64 and stats["limits_enforced"]
+        assert eventually(lambda: client.stats(spec)["last_exit"], what="the exit")["reason"] == "out_of_memory"
+        healthy = hog_spec()
+        port = client.allocate_port(healthy)
+        client.create_directory(healthy)
+        client.install(healthy)
+        client.start_process(healthy, port)
+        client.wait_connectable(healthy, port, 20)
+        current = client.stats(healthy)["current"]
+        assert current is not None and current["memory_bytes"] > 0
+        assert str(healthy.instance_id) in client.node_stats()
+    finally:
+        client.close()
+        stop()
