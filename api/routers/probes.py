@@ -49,3 +49,13 @@ def metrics(container: ContainerDep) -> Response:
 
     refresh_gauges(container)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/metrics/instances")
+def instance_metrics(container: ContainerDep) -> Response:
+    """CPU, memory, disk and players of every running instance, labelled `instance_id`, `kind`, `owner_id` as
+    the file_sd targets are; apart from `/metrics`, whose labels never carry ids."""
+    from api.metrics import INSTANCE_REGISTRY, refresh_instance_gauges
+
+    refresh_instance_gauges(container)
+    return Response(generate_latest(INSTANCE_REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -62,6 +62,7 @@ from services.agent import backups, files, readiness
 from services.agent.installs import Installer
 from services.agent.limits import MIB, Cgroups, InstanceCgroup, Limits, detect_cgroups
 from services.agent.processes import ProcessLauncher, ProcessRecord, signal_group, wait_dead
+from services.agent.users import InstanceUsers
 from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec, spec_address
 
@@ -98,6 +99,7 @@ class LocalDriver:
         bind: str | None = None,
         disk_quota: int = DEFAULT_DISK_QUOTA,
         cgroups: Cgroups | str | None = DETECT,
+        users: InstanceUsers | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -112,6 +114,8 @@ class LocalDriver:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
         self.disk_quota = disk_quota
+        #: Per-instance Unix users (when the agent runs as root): see `services.agent.users`.
+        self.users = users or InstanceUsers(reachable=(self.data_dir, self.installer.cache_root))
         #: Instances being stopped on purpose (their exit is `stopped`, not a crash).
         self._stopping: set[str] = set()
         if cgroups == DETECT:
@@ -278,6 +282,10 @@ class LocalDriver:
         try:
             d.mkdir(parents=True, exist_ok=True)
             self.runtime_dir(spec).mkdir(parents=True, exist_ok=True)
+            owner = self.users.ensure(spec.instance_id)
+            if owner is not None:
+                os.chmod(self.instances_dir, 0o711)  # others may pass through, not list
+                self.users.give(owner, d, mode=0o700)
         except OSError as exc:
             raise DriverError("io_error", f"creating {d}: {exc}") from exc
         return str(d)
@@ -314,19 +322,22 @@ class LocalDriver:
             try:
                 files_dir.mkdir(parents=True, exist_ok=True)
                 (rt / HOME_DIR).mkdir(exist_ok=True)
+                owner = self.users.ensure(spec.instance_id)
+                self.users.give(owner, files_dir, rt / HOME_DIR, mode=0o700)
             except OSError as exc:
                 raise DriverError("io_error", f"creating {files_dir}: {exc}") from exc
             with self._files_lock(spec):
                 for config in configs:
                     if config.when == "always" or not _exists_inside(files_dir, config.path):
                         files.write_file(files_dir, config.path, config.content.encode(), self.max_write_bytes)
+                        self._give_written(spec, config.path)
             state: dict[str, Any] = {"port": port, "template": definition.name, "stop": dataclasses.asdict(stop),
                                      "ready": dataclasses.asdict(ready)}
             group = self._apply_limits(spec, state)
             with contextlib.suppress(OSError):
                 (rt / EXIT_FILE).unlink()
             self._stopping.discard(str(spec.instance_id))
-            return self._spawn(spec, rt, port, start.command, start.env, Path(start.cwd), state, group)
+            return self._spawn(spec, rt, port, start.command, start.env, Path(start.cwd), state, group, owner)
 
     def _apply_limits(self, spec: InstanceSpec, state: dict[str, Any]) -> InstanceCgroup | None:
         """Put the instance's memory and CPU limits in its cgroup (when enforced here); note them in `state`."""
@@ -342,7 +353,8 @@ class LocalDriver:
         return group
 
     def _spawn(self, spec: InstanceSpec, rt: Path, port: int, argv: tuple[str, ...], env: dict[str, str],
-               cwd: Path, state: dict[str, Any], group: InstanceCgroup | None = None) -> int:
+               cwd: Path, state: dict[str, Any], group: InstanceCgroup | None = None,
+               owner: tuple[int, int] | None = None) -> int:
         console_log = rt / CONSOLE_LOG
         try:
             stdin = _open_fifo(rt / CONSOLE_IN)
@@ -356,8 +368,11 @@ class LocalDriver:
         try:
             state["console_offset"] = os.fstat(out).st_size
             server_env = self.launcher.server_env(spec, rt / HOME_DIR, env)
+            extra: dict[str, Any] = {"cgroup": group} if group is not None else {}
+            if owner is not None:
+                extra["user"] = owner
             proc = self.launcher.spawn_server(spec, list(argv), cwd=cwd, env=server_env, stdin=stdin, stdout=out,
-                                              **({"cgroup": group} if group is not None else {}))
+                                              **extra)
         finally:
             os.close(stdin)
             os.close(out)
@@ -500,6 +515,7 @@ class LocalDriver:
             group = self.cgroup(spec)
             if group is not None:
                 group.remove()
+            self.users.remove(spec.instance_id)
 
     # -- InstanceDriver: console and files --------------------------------------------------------
 
@@ -568,6 +584,21 @@ class LocalDriver:
                 raise DriverError("quota_exceeded", f"writing {len(content)} bytes would bring the server's files to "
                                   f"{after} bytes, over its disk quota of {quota} bytes ({used} in use)")
             files.write_file(root, path, content, self.max_write_bytes)
+            self._give_written(spec, path)
+
+    def _give_written(self, spec: InstanceSpec, path: str) -> None:
+        """Give a file the agent wrote, and the directories it made for it, to the instance's user."""
+        owner = self.users.ensure(spec.instance_id) if self.users.enabled else None
+        if owner is None:
+            return
+        root = self.instance_dir(spec)
+        parts = files.normalize(path)
+        for i in range(1, len(parts) + 1):
+            try:
+                target = files.resolve_inside(root, "/".join(parts[:i]))
+            except DriverError:
+                return
+            self.users.give(owner, target)
 
     # -- InstanceDriver: backups ------------------------------------------------------------------
 
@@ -580,8 +611,15 @@ class LocalDriver:
         with self._instance_lock(spec):
             if self._server(spec) is not None:
                 raise DriverError("still_running", f"instance {spec.instance_id} must be stopped to restore")
+            owner = self.users.ensure(spec.instance_id) if self.users.enabled else None
+
+            def prepare(extracted: Path) -> None:
+                if owner is not None:
+                    self.users.give_tree(owner, extracted)
+                    os.chmod(extracted, 0o700)
+
             with self._files_lock(spec):
-                backups.restore_backup(self.instance_dir(spec), self.backups_dir, backup_id, sha256)
+                backups.restore_backup(self.instance_dir(spec), self.backups_dir, backup_id, sha256, prepare)
 
     def delete_backup(self, backup_id: UUID) -> None:
         """Remove `backups/<backup_id>.tar.gz`; idempotent."""

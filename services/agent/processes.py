@@ -65,11 +65,15 @@ class ProcessLauncher:
             raise DriverError("install_failed", f"{argv[0]} did not finish within {timeout:.0f}s") from None
 
     def spawn_server(self, spec: InstanceSpec, argv: list[str], *, cwd: Path, env: Mapping[str, str], stdin: int,
-                     stdout: int, cgroup: InstanceCgroup | None = None) -> subprocess.Popen[bytes]:
+                     stdout: int, cgroup: InstanceCgroup | None = None,
+                     user: tuple[int, int] | None = None) -> subprocess.Popen[bytes]:
         """Start the server in its own session; `DriverError("spawn_failed")` if it cannot be started.
 
-        With a `cgroup`, the server joins it before its own code runs (see `join_cgroup`).
+        With a `cgroup`, the server joins it before its own code runs (see `join_cgroup`); with a `user`
+        (uid, gid), it then drops to that user (see `as_user`).
         """
+        if user is not None:
+            argv = as_user(user, argv)
         if cgroup is not None:
             argv = join_cgroup(cgroup, argv)
         try:
@@ -77,6 +81,12 @@ class ProcessLauncher:
                                     start_new_session=True, close_fds=True)
         except OSError as exc:
             raise DriverError("spawn_failed", f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+
+
+def as_user(user: tuple[int, int], argv: list[str]) -> list[str]:
+    """`argv` run by `setpriv` as `user` (uid, gid), without supplementary groups or new privileges."""
+    uid, gid = user
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--", *argv]
 
 
 def join_cgroup(cgroup: InstanceCgroup, argv: list[str]) -> list[str]:

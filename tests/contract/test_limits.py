@@ -6,6 +6,7 @@ cgroups these tests fail and say why; they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,3 +320,79 @@ def test_through_the_agent_limits_travel_with_the_start_and_out_of_memory_reache
     finally:
         client.close()
         stop()
+
+
+# -- instances cannot read each other's files -------------------------------------------------------
+
+
+@pytest.fixture
+def open_node() -> Iterator[LocalDriver]:
+    """A node whose data and cache directories other users can pass through (as /var/lib/zlh on a real node;
+    pytest's own temporary directories are closed to other users)."""
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="zlh-users-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        with local_driver(base / "data") as driver:
+            driver.installer = installs.Installer(base / "cache", driver.launcher)
+            yield driver
+    finally:
+        for instance in (base / "data" / "runtime").glob("*"):
+            with contextlib.suppress(ValueError):
+                driver.users.remove(instance.name)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _uid_of(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid in /proc/{pid}/status")
+
+
+def test_each_instance_runs_as_its_own_user_and_cannot_read_anothers_files(open_node: LocalDriver) -> None:
+    import os
+    import pwd
+    import subprocess
+
+    from services.agent.users import user_name
+
+    node = open_node
+    if not node.users.enabled:
+        pytest.fail(f"per-instance users cannot be tested here: {node.users.status}")
+    a, b = hog_spec(), hog_spec()
+    pids = {}
+    for spec in (a, b):
+        port = start(node, spec)
+        node.wait_connectable(spec, port, 20)
+        pids[spec.instance_id] = node.live_servers()[str(spec.instance_id)]
+    node.write_file(b, "secret/notes.txt", b"b's secret")
+    uid_a, uid_b = (pwd.getpwnam(user_name(s.instance_id)).pw_uid for s in (a, b))
+    assert uid_a != uid_b and 0 not in (uid_a, uid_b)
+    assert _uid_of(pids[a.instance_id]) == uid_a and _uid_of(pids[b.instance_id]) == uid_b
+    b_files = node.instance_dir(b)
+    st = b_files.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (uid_b, 0o700)
+    assert (b_files / "secret" / "notes.txt").stat().st_uid == uid_b
+    assert (b_files / "secret").stat().st_uid == uid_b  # the directory the agent made for the write, too
+    as_a = ["setpriv", f"--reuid={uid_a}", f"--regid={uid_a}", "--clear-groups", "--"]
+    peek = subprocess.run([*as_a, "cat", str(b_files / "secret" / "notes.txt")], capture_output=True, text=True,
+                          check=False)
+    assert peek.returncode != 0 and "Permission denied" in peek.stderr
+    listing = subprocess.run([*as_a, "ls", str(node.instances_dir)], capture_output=True, text=True, check=False)
+    assert listing.returncode != 0  # instances/ is 0711: no one else can list it
+    own = subprocess.run([*as_a, "ls", str(node.instance_dir(a))], capture_output=True, text=True, check=False)
+    assert own.returncode == 0, own.stderr
+    # A restore gives the restored files to the instance's user as well.
+    node.stop_process(b)
+    backup_id = uuid4()
+    manifest = node.create_backup(b, backup_id)
+    node.restore_backup(b, backup_id, manifest["sha256"])
+    assert node.instance_dir(b).stat().st_uid == uid_b
+    assert (node.instance_dir(b) / "secret" / "notes.txt").stat().st_uid == uid_b
+    node.remove_directory(b)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(user_name(b.instance_id))
+    assert os.geteuid() == 0

@@ -90,3 +90,20 @@ def test_a_start_killed_for_memory_fails_its_operation_with_out_of_memory(client
     assert operation["phase"] == "failed"
     assert operation["error"]["code"] == "out_of_memory"
     assert "memory limit" in operation["error"]["message"]
+
+
+def test_per_instance_metrics_are_served_apart_labelled_as_the_file_sd_targets(
+        client: TestClient, new_user: Callable, driver: FakeDriver) -> None:
+    from tests.integration.test_operations_view import metric
+
+    alice = new_user("alice@example.com")
+    iid = running(client, alice)
+    driver.samples[UUID(iid)] = {"cpu_percent": 42.0, "memory_bytes": 123_456, "players_online": 2}
+    owner = client.get("/api/me", headers=alice).json()["id"]
+    text = client.get("/metrics/instances").text
+    labels = {"instance_id": iid, "kind": "game", "owner_id": owner}
+    assert metric(text, "zlh_instance_cpu_percent", **labels) == 42.0
+    assert metric(text, "zlh_instance_memory_bytes", **labels) == 123_456
+    assert metric(text, "zlh_instance_players_online", **labels) == 2
+    assert metric(text, "zlh_instance_players_max", **labels) == 20
+    assert iid not in client.get("/metrics").text  # the main /metrics never carries ids
