@@ -51,10 +51,10 @@ function svg(tag, attributes = {}) {
 
 /** One small chart: a title with the latest figure, and a polyline of the history. */
 class Chart {
-  constructor(title, key, format, fixedMax = null) {
+  constructor(title, key, format, ceiling = () => null) {
     this.key = key;
     this.format = format;
-    this.fixedMax = fixedMax;
+    this.ceilingOf = ceiling; // (current sample) → the chart's top value, when it has a natural one
     this.value = h('span', {className: 'chart-value'}, '—');
     this.line = svg('polyline', {class: 'chart-line', fill: 'none', points: ''});
     this.area = svg('polygon', {class: 'chart-area', points: ''});
@@ -71,7 +71,7 @@ class Chart {
     const values = history.map((s) => s[this.key]).filter((v) => v !== null && v !== undefined);
     const latest = current ? current[this.key] : null;
     this.value.textContent = latest === null || latest === undefined ? '—' : this.format(latest, current);
-    const max = Math.max(this.fixedMax ?? 0, ...values, 1);
+    const max = Math.max(this.ceilingOf(current) ?? 0, ...values, 1);
     this.ceiling.textContent = this.format(max, current);
     if (values.length === 0) {
       this.line.setAttribute('points', '');
@@ -98,7 +98,8 @@ export class StatsView {
     this.cpu = new Chart('CPU', 'cpu_percent', (v) => `${Number(v).toFixed(v >= 10 ? 0 : 1)} %`);
     this.memory = new Chart('Memory', 'memory_bytes', (v) => bytesText(v));
     this.players = new Chart('Players', 'players_online', (v, current) => (current && current.players_max !== null
-      && current.players_max !== undefined ? `${v} / ${current.players_max}` : String(v)));
+      && current.players_max !== undefined ? `${v} / ${current.players_max}` : String(v)),
+    (current) => current?.players_max ?? null);
     this.disk = h('p', {className: 'stats-disk muted'});
     this.exit = h('p', {className: 'stats-exit', role: 'status'});
     this.state = h('p', {className: 'stats-state muted'});
@@ -138,7 +139,7 @@ export class StatsView {
       return;
     }
     const history = stats.history || [];
-    this.state.textContent = stats.current ? `Sampled every 5 s · last at ${new Date(stats.current.sampled_at)
+    this.state.textContent = stats.current ? `The last 15 minutes · latest sample at ${new Date(stats.current.sampled_at)
       .toLocaleTimeString()}` : 'The server is not running: no live figures.';
     for (const chart of [this.cpu, this.memory, this.players]) chart.update(history, stats.current);
     const quota = stats.disk_quota_bytes;
