@@ -62,6 +62,7 @@ from services.agent import backups, files, readiness
 from services.agent.installs import Installer
 from services.agent.limits import MIB, Cgroups, InstanceCgroup, Limits, detect_cgroups
 from services.agent.processes import ProcessLauncher, ProcessRecord, signal_group, wait_dead
+from services.agent.stats import StatsSampler, public
 from services.agent.users import InstanceUsers
 from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec, spec_address
@@ -114,6 +115,8 @@ class LocalDriver:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
         self.disk_quota = disk_quota
+        #: Live stats of the running servers (started by the agent app): see `services.agent.stats`.
+        self.sampler = StatsSampler(self)
         #: Per-instance Unix users (when the agent runs as root): see `services.agent.users`.
         self.users = users or InstanceUsers(reachable=(self.data_dir, self.installer.cache_root))
         #: Instances being stopped on purpose (their exit is `stopped`, not a crash).
@@ -323,6 +326,8 @@ class LocalDriver:
                 files_dir.mkdir(parents=True, exist_ok=True)
                 (rt / HOME_DIR).mkdir(exist_ok=True)
                 owner = self.users.ensure(spec.instance_id)
+                if owner is not None and files_dir.stat().st_uid != owner[0]:  # made before users were separated
+                    self.users.give_tree(owner, files_dir)
                 self.users.give(owner, files_dir, rt / HOME_DIR, mode=0o700)
             except OSError as exc:
                 raise DriverError("io_error", f"creating {files_dir}: {exc}") from exc
@@ -635,6 +640,18 @@ class LocalDriver:
             if record is not None and record.alive():
                 live[pid_file.parent.name] = record
         return live
+
+    def stats(self, spec: InstanceSpec | UUID) -> dict[str, Any]:
+        """`{"current", "history", "disk_bytes", "limits", "limits_enforced", "last_exit"}` (see `InstanceDriver`)."""
+        instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
+        return {"current": public(self.sampler.current(instance_id)),
+                "history": [public(s) for s in self.sampler.history(instance_id)],
+                "disk_bytes": self.disk_usage(spec), "limits": self.limits(spec).as_dict(),
+                "limits_enforced": self.cgroups is not None, "last_exit": self.last_exit(spec)}
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        """Instance id -> the latest sample of every running server."""
+        return {k: v for k, v in ((k, public(s)) for k, s in self.sampler.all_current().items()) if v is not None}
 
     def live_servers(self) -> dict[str, int]:
         """Instance id -> pid of every live server (for the stats sampler)."""

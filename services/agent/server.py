@@ -77,7 +77,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from domain.templates import Template, TemplateError
 from services.agent import files
 from services.agent.driver import LocalDriver
-from services.agent.stats import StatsSampler, public
+from services.agent.stats import DEFAULT_INTERVAL
 from services.ports import DriverError, InstanceSpec
 from services.problem_documents import PROBLEM_JSON, problem_document
 
@@ -208,17 +208,16 @@ def spec_from_request(
     return InstanceSpec(instance_id=instance_id, kind=kind, template=template, edge_name=edge_name)
 
 
-def create_agent_app(driver: LocalDriver, secret: str, sampler: StatsSampler | None = None) -> FastAPI:
+def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
     """The agent's ASGI app over `driver`; `ValueError` if `secret` is empty or missing (fail closed).
 
-    Starts `sampler` (default: a `StatsSampler` every `ZLH_AGENT_STATS_INTERVAL` s, 5 by default);
+    Starts the driver's stats sampler, every `ZLH_AGENT_STATS_INTERVAL` s (5 by default);
     `app.state.sampler.stop()` ends it.
     """
     _check_secret(secret)
     app = FastAPI(title="ZLH node agent", docs_url=None, redoc_url=None, openapi_url=None)
-    if sampler is None:
-        sampler = StatsSampler(driver, interval=float(os.environ.get("ZLH_AGENT_STATS_INTERVAL") or 5.0))
-    app.state.sampler = sampler.start()
+    driver.sampler.interval = float(os.environ.get("ZLH_AGENT_STATS_INTERVAL") or DEFAULT_INTERVAL)
+    app.state.sampler = driver.sampler.start()
     app.add_middleware(BearerAuth, secret=secret)
     _install_problems(app)
     Spec = Depends(spec_from_request)
@@ -320,14 +319,11 @@ def create_agent_app(driver: LocalDriver, secret: str, sampler: StatsSampler | N
 
     @app.get("/v1/instances/{instance_id}/stats")
     def stats(spec: InstanceSpec = Spec) -> dict[str, Any]:
-        return {"current": public(sampler.current(spec.instance_id)),
-                "history": [public(s) for s in sampler.history(spec.instance_id)],
-                "disk_bytes": driver.disk_usage(spec), "limits": driver.limits(spec).as_dict(),
-                "limits_enforced": driver.cgroups is not None, "last_exit": driver.last_exit(spec)}
+        return driver.stats(spec)
 
     @app.get("/v1/stats")
     def all_stats() -> dict[str, Any]:
-        return {"items": {k: public(v) for k, v in sampler.all_current().items()}}
+        return {"items": driver.node_stats()}
 
     @app.delete("/v1/backups/{backup_id}", status_code=204)
     def delete_backup(backup_id: UUID) -> None:

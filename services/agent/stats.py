@@ -54,7 +54,8 @@ class StatsSampler:
         self._thread: threading.Thread | None = None
 
     def start(self) -> StatsSampler:
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="zlh-agent-stats", daemon=True)
             self._thread.start()
         return self
