@@ -396,3 +396,26 @@ def test_each_instance_runs_as_its_own_user_and_cannot_read_anothers_files(open_
     with pytest.raises(KeyError):
         pwd.getpwnam(user_name(b.instance_id))
     assert os.geteuid() == 0
+
+
+def test_an_agent_that_cannot_enforce_limits_says_so_in_its_health_and_the_readiness_check(tmp_path: Path) -> None:
+    from services.adapters.agent_client import AgentDriver
+    from services.agent.server import start_agent_in_thread
+    from services.stats import limits_status
+
+    node = LocalDriver(tmp_path / "data", cgroups=None)
+    assert node.limits_status == "not enforced: disabled for this driver"
+    url, stop = start_agent_in_thread(node, "s3cret")
+    client = AgentDriver(url, "s3cret")
+    try:
+        assert client.health()["limits"] == "not enforced: disabled for this driver"
+        assert limits_status(client) == "not enforced: disabled for this driver"  # what /readyz shows
+        spec = hog_spec()
+        port = start(node, spec)
+        node.wait_connectable(spec, port, 20)
+        assert node.cgroup(spec) is None and client.stats(spec)["limits_enforced"] is False
+        assert client.stats(spec)["current"]["memory_bytes"] > 0  # from /proc, without a cgroup
+    finally:
+        client.close()
+        stop()
+        node.kill_all()
