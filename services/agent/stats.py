@@ -128,8 +128,9 @@ class StatsSampler:
             cpu_ns = proc_cpu if cpu_ns is None else cpu_ns
             memory = proc_rss if memory is None else memory
         mono = time.monotonic()
-        previous = self._cpu.get(instance_id)
-        self._cpu[instance_id] = (cpu_ns, mono)
+        with self._lock:
+            previous = self._cpu.get(instance_id)
+            self._cpu[instance_id] = (cpu_ns, mono)
         cpu_percent = 0.0
         if previous is not None and mono > previous[1] and cpu_ns >= previous[0]:
             cpu_percent = round((cpu_ns - previous[0]) / 1e9 / (mono - previous[1]) * 100, 1)
