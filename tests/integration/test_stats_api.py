@@ -63,6 +63,7 @@ def test_a_write_over_the_disk_quota_is_409_quota_exceeded_and_usage_shows_on_th
     assert ok.status_code == 204, ok.text
     refused = client.put(f"/api/instances/{iid}/files/content?path=/b.bin", content=b"b" * 600, headers=alice)
     assert_problem(refused, 409, "quota_exceeded")
+    assert refused.json()["quota"] == "disk"
     instance = client.get(f"/api/instances/{iid}", headers=alice).json()
     assert instance["disk_bytes"] == used + 600
     assert instance["disk_quota_bytes"] == used + 1000
