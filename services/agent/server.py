@@ -224,7 +224,8 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "max_write_bytes": driver.max_write_bytes, "limits": driver.limits_status}
+        return {"status": "ok", "max_write_bytes": driver.max_write_bytes, "limits": driver.limits_status,
+                "users": driver.users.status}
 
     @app.get("/v1/observe")
     def observe() -> dict[str, list[str]]:
@@ -456,6 +457,7 @@ def run_agent(driver: LocalDriver, secret: str, host: str = "127.0.0.1", port: i
     """Serve the agent with uvicorn until interrupted (the `zlh agent` process); fails closed without a secret."""
     app = create_agent_app(driver, secret)
     (logger.info if driver.cgroups is not None else logger.warning)("agent: kernel limits %s", driver.limits_status)
+    logger.info("agent: instance users: %s", driver.users.status)
     uvicorn.Server(_uvicorn_config(app, host=host, port=port, log_level="info")).run()
 
 
@@ -468,6 +470,7 @@ def start_agent_in_thread(
     """
     app = create_agent_app(driver, secret)
     (logger.info if driver.cgroups is not None else logger.warning)("agent: kernel limits %s", driver.limits_status)
+    logger.info("agent: instance users: %s", driver.users.status)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
