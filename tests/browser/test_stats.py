@@ -1,6 +1,6 @@
 """Live stats in the portal: the player count on a game server's card, and charts of CPU, memory and players
 on its page, from a real flying-squid server with a real client (mineflayer) online, sampled by the node agent
-(the portal's server samples every 0.5 s here, `ZLH_AGENT_STATS_INTERVAL`, so the charts fill within the test)."""
+(the portal's server samples every 1 s here, `ZLH_AGENT_STATS_INTERVAL`, so the charts fill within the test)."""
 
 from __future__ import annotations
 
