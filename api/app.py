@@ -25,6 +25,7 @@ from api.routers import (
     probes,
     schedules,
     subusers,
+    stats,
     support,
     templates,
     tokens,
@@ -57,7 +58,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, subusers,
-               support, desk, admin, billing, nodes)
+               support, desk, admin, billing, nodes, stats)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

@@ -253,8 +253,9 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir), host=server_host, cache_dir=settings.cache_dir),
-              settings.agent_secret, host, port)
+    driver = LocalDriver(Path(settings.data_dir), host=server_host, cache_dir=settings.cache_dir,
+                         disk_quota=settings.instance_disk_quota)
+    run_agent(driver, settings.agent_secret, host, port)
 
 
 @users_cli.command("create")

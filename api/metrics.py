@@ -13,7 +13,7 @@ import uuid
 
 from eventsourcing.persistence import Recording
 from fastapi import FastAPI
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.bootstrap import Container
@@ -47,6 +47,20 @@ CONTROLLER_LOCK_UP = Gauge("zlh_controller_lock_available",
                            "1 when the controller can reach its leader lock (Redis), 0 when not")
 CONTROLLER_EPOCH = Gauge("zlh_controller_epoch", "The leadership term this process's controller acts under")
 CONTROLLER_LAST_PASS = Gauge("zlh_controller_last_pass_timestamp_seconds", "When the last reconcile pass ended")
+#: Per running instance, from its node's latest sample, served apart at `/metrics/instances` (this module's
+#: `/metrics` never carries ids): labelled as the file_sd targets are (`instance_id`, `kind`, `owner_id`).
+INSTANCE_REGISTRY = CollectorRegistry()
+INSTANCE_LABELS = ["instance_id", "kind", "owner_id"]
+INSTANCE_CPU = Gauge("zlh_instance_cpu_percent", "CPU used by the instance's server (100 = one core)",
+                     INSTANCE_LABELS, registry=INSTANCE_REGISTRY)
+INSTANCE_MEMORY = Gauge("zlh_instance_memory_bytes", "Memory used by the instance's server", INSTANCE_LABELS,
+                        registry=INSTANCE_REGISTRY)
+INSTANCE_DISK = Gauge("zlh_instance_disk_bytes", "Bytes the instance's files take", INSTANCE_LABELS,
+                      registry=INSTANCE_REGISTRY)
+INSTANCE_PLAYERS = Gauge("zlh_instance_players_online", "Players online (game servers)", INSTANCE_LABELS,
+                         registry=INSTANCE_REGISTRY)
+INSTANCE_PLAYERS_MAX = Gauge("zlh_instance_players_max", "Player slots (game servers)", INSTANCE_LABELS,
+                             registry=INSTANCE_REGISTRY)
 
 
 def install(app: FastAPI, container: Container) -> None:
@@ -133,6 +147,31 @@ def refresh_gauges(container: Container) -> None:
     for row in counts(container.db):
         DELIVERIES.labels(row["channel"], row["status"]).set(row["n"])
     refresh_controller_gauges(container)
+
+
+def refresh_instance_gauges(container: Container) -> None:
+    """CPU, memory, disk and players of every running instance, from its node's latest sample (only when this
+    process already talks to a node: a scrape never starts an agent)."""
+    from projections.instances import list_running
+    from services.stats import node_samples
+
+    gauges = (INSTANCE_CPU, INSTANCE_MEMORY, INSTANCE_DISK, INSTANCE_PLAYERS, INSTANCE_PLAYERS_MAX)
+    for gauge in gauges:
+        gauge.clear()
+    if container.given_driver is None:
+        return
+    samples = node_samples(container.driver)  # every node (the node router), once the local one exists
+    if not samples:
+        return
+    for row in list_running(container.db):
+        sample = samples.get(row["id"])
+        if sample is None:
+            continue
+        labels = (row["id"], row["kind"], row["owner_id"])
+        for gauge, key in zip(gauges, ("cpu_percent", "memory_bytes", "disk_bytes", "players_online",
+                                       "players_max"), strict=True):
+            if sample.get(key) is not None:
+                gauge.labels(*labels).set(sample[key])
 
 
 def refresh_controller_gauges(container: Container) -> None:

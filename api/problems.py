@@ -114,7 +114,9 @@ def driver_problem(exc: DriverError) -> JSONResponse:
     """The problem document for a driver (node agent) failure: see DRIVER_STATUS and NODE_TIMEOUT_CODES."""
     status = DRIVER_STATUS.get(exc.code)
     if status is not None:
-        return problem_response(status, exc.code, exc.message)
+        # The node's one quota is the disk quota: say which, as the other quotas do.
+        extra = {"quota": "disk"} if exc.code == "quota_exceeded" else {}
+        return problem_response(status, exc.code, exc.message, **extra)
     log.warning("node failure answered as 503/504: %s: %s", exc.code, exc.message)
     retry = {"Retry-After": RETRY_AFTER_SECONDS}
     if exc.code == "node_unreachable":  # README "More than one host": fail fast while the node is gone

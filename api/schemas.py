@@ -149,6 +149,11 @@ class InstanceOut(BaseModel):
     node: str | None = None
     node_id: str | None = None
     port: int | None = None
+    #: On `GET /api/instances/{id}` only (asked of its node; null when it does not answer): bytes its files
+    #: take, its disk quota, and how its server last ended (`reason`: `out_of_memory`, `stopped`, ...).
+    disk_bytes: int | None = None
+    disk_quota_bytes: int | None = None
+    last_exit: dict[str, Any] | None = None
 
 
 class InstanceList(BaseModel):

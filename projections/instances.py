@@ -137,3 +137,8 @@ def get(db: Database, instance_id: str) -> dict[str, Any] | None:
 
 def list_all(db: Database) -> list[dict[str, Any]]:
     return [_row(r) for r in db.query(f"SELECT * FROM {TABLE} ORDER BY id")]
+
+
+def list_running(db: Database) -> list[dict[str, Any]]:
+    """`{"id", "kind", "owner_id"}` of every running instance (the per-instance metrics' labels)."""
+    return db.query(f"SELECT id, kind, owner_id FROM {TABLE} WHERE status = 'running' ORDER BY id")

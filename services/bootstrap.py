@@ -69,13 +69,15 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     if settings.agent_url:
         if not settings.agent_secret:
             raise ValueError("ZLH_AGENT_URL is set but ZLH_AGENT_SECRET is not")
-        return AgentDriver(settings.agent_url, settings.agent_secret), lambda: None
+        return AgentDriver(settings.agent_url, settings.agent_secret, disk_quota=settings.instance_disk_quota), \
+            lambda: None
     from services.agent.driver import LocalDriver
     from services.agent.server import start_agent_in_thread
 
     secret = secrets.token_urlsafe(32)
-    url, stop = start_agent_in_thread(LocalDriver(data_dir, cache_dir=settings.cache_dir), secret)
-    return AgentDriver(url, secret), stop
+    url, stop = start_agent_in_thread(LocalDriver(data_dir, cache_dir=settings.cache_dir,
+                                                  disk_quota=settings.instance_disk_quota), secret)
+    return AgentDriver(url, secret, disk_quota=settings.instance_disk_quota), stop
 
 
 class MissingSettingError(ValueError):

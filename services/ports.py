@@ -179,6 +179,19 @@ class InstanceDriver(Protocol):
         `sha256` first (`checksum_mismatch`, the files untouched), then restored; the download is removed."""
         ...
 
+    # Live stats (sampled by the node, kept in its memory; not events).
+
+    def stats(self, spec: InstanceSpec) -> dict:
+        """`{"current": sample or None while not running, "history": [samples, oldest first, 15 minutes],
+        "disk_bytes", "limits": {"memory_mb", "cpus", "disk_bytes"}, "limits_enforced", "last_exit"}`; a
+        sample is `{"cpu_percent", "memory_bytes", "disk_bytes", "players_online", "players_max",
+        "sampled_at"}`, `last_exit` None or `{"reason": "out_of_memory"|"stopped"|"killed"|"exited", ...}`."""
+        ...
+
+    def node_stats(self) -> dict:
+        """Instance id -> the latest sample of every running server (for /metrics)."""
+        ...
+
     # Observed state, for the controller.
 
     def observe(self) -> dict:

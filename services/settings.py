@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     max_instances_per_user: int = Field(default=10, ge=0)
     max_backups_per_instance: int = Field(default=10, ge=0)
     max_tickets_per_day: int = Field(default=20, ge=0)
+    #: The disk an instance's files may use (a template may set less), enforced by the node agent on every write:
+    #: over it, 409 `quota_exceeded` and nothing written.
+    instance_disk_quota: Size = Field(default=10 * 1024**3, ge=0)
     #: Not in the contract: how long one API process trusts what it read about a token (revocations and
     #: disables clear it at once in that process, and across processes as the log tells them); at most 2 s.
     auth_cache_ttl: Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=2)] = 2.0

@@ -23,6 +23,7 @@ from services import nodes as nodes_service
 from services.instance_settings import rename
 from services.instances import request_instance
 from services.server_access import MEMBER, authorize
+from services.stats import disk_usage
 from services.users import Principal
 
 router = APIRouter(prefix="/api", tags=["instances"])
@@ -87,7 +88,8 @@ def get_instance(instance_id: UUID, user: UserDep, grant: MemberGrant, container
     if row is None:
         raise Problem(404, "not_found", "no such instance")
     row = nodes_service.overlay(container.db, [row], user.admin)[0]
-    return InstanceOut(**row, role=grant.role, permissions=list(grant.permissions))
+    return InstanceOut(**row, **disk_usage(container.app, container.driver, row), role=grant.role,
+                       permissions=list(grant.permissions))
 
 
 @router.patch("/instances/{instance_id}", response_model=InstanceOut)

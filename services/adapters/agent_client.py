@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 CUSTOMER_CODES = frozenset({
     "bad_path", "bad_command", "is_a_directory", "not_a_directory", "not_a_file", "not_found", "too_large",
     "still_running", "not_running", "console_busy", "quota_exceeded", "checksum_mismatch", "validation_error",
-    "unknown_template",
+    "unknown_template", "out_of_memory",
 })
 #: What a customer reads for a failure of the node itself (the log has the agent's own message).
 NODE_MESSAGES = {
@@ -62,7 +62,13 @@ NODE_MESSAGES = {
     "install_failed": "the node could not install the server's software; the operator can see why in the node's log",
     "not_installed": "the server's software is not installed on its node yet",
     "template_error": "the server's template could not be used on its node",
+    "limits_failed": "the node could not set the server's memory and CPU limits",
 }
+#: The disk an instance's files may use when neither its template nor the operator says less
+#: (`ZLH_INSTANCE_DISK_QUOTA`).
+DEFAULT_DISK_QUOTA = 10 * 1024 * 1024 * 1024
+#: How long a stats call may take: the API answers without figures rather than wait.
+STATS_TIMEOUT = httpx.Timeout(3.0, connect=2.0)
 
 
 def node_error(code: str, detail: str, where: str) -> DriverError:
@@ -101,11 +107,13 @@ class AgentDriver:
         secret: str,
         host: str = "127.0.0.1",
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        disk_quota: int = DEFAULT_DISK_QUOTA,
     ) -> None:
         if not secret:
             raise ValueError("AgentDriver needs the node agent's secret")
         self.agent_url = agent_url.rstrip("/")
         self.host = host
+        self.disk_quota = disk_quota
         self._auth = {"Authorization": f"Bearer {secret}"}
         self._http = httpx.Client(base_url=self.agent_url, headers=self._auth, timeout=timeout, trust_env=False)
 
@@ -172,12 +180,13 @@ class AgentDriver:
     def create_directory(self, spec: InstanceSpec) -> str:
         return str(self._call("PUT", self._path(spec, "/directory"), params=self._params(spec)).json()["path"])
 
-    @staticmethod
-    def _template(spec: InstanceSpec) -> dict[str, Any]:
-        """The template and its variables, as the agent takes them; `unknown_template` without one."""
+    def _template(self, spec: InstanceSpec) -> dict[str, Any]:
+        """The template, its variables and the instance's limits, as the agent takes them; `unknown_template`
+        without one."""
         if spec.definition is None:
             raise DriverError("unknown_template", f"template {spec.template!r} is not offered (any more)")
-        return {"definition": dict(spec.definition.source), "variables": dict(spec.variables)}
+        return {"definition": dict(spec.definition.source), "variables": dict(spec.variables),
+                "limits": instance_limits(spec, self.disk_quota)}
 
     def install(self, spec: InstanceSpec) -> dict[str, Any]:
         response = self._call("PUT", self._path(spec, "/install"), params=self._params(spec),
@@ -277,6 +286,15 @@ class AgentDriver:
         self._call("POST", self._path(spec, f"/backups/{backup_id}/restore-offsite"), params=self._params(spec),
                    json={"sha256": sha256, "url": url}, read_timeout=3600.0)
 
+    def stats(self, spec: InstanceSpec) -> dict[str, Any]:
+        """`{"current", "history", "disk_bytes", "limits", "limits_enforced", "last_exit"}` of the instance."""
+        response = self._call("GET", self._path(spec, "/stats"), params=self._params(spec), timeout=STATS_TIMEOUT)
+        return dict(response.json())
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        """Instance id -> the latest sample of every running server on the node."""
+        return dict(self._call("GET", "/v1/stats", timeout=STATS_TIMEOUT).json()["items"])
+
     def health(self) -> dict[str, Any]:
         """The agent's health document; `DriverError` if it is unreachable or rejects us."""
         return dict(self._call("GET", "/v1/health").json())
@@ -338,3 +356,11 @@ class AgentConsole:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
+
+
+def instance_limits(spec: InstanceSpec, disk_quota: int) -> dict[str, Any]:
+    """What the instance may use: its template's memory and CPUs, and its disk (the template's figure, at most
+    `disk_quota`)."""
+    assert spec.definition is not None
+    r = spec.definition.resources
+    return {"memory_mb": r.memory_mb, "cpus": r.cpus, "disk_bytes": min(r.disk_mb * 1024 * 1024, disk_quota)}

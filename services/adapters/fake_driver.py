@@ -63,9 +63,16 @@ class FakeProcess:
 class FakeDriver:
     """In-memory driver; see the module docstring."""
 
-    def __init__(self, host: str = "127.0.0.1", max_write_bytes: int = file_paths.MAX_WRITE_BYTES) -> None:
+    def __init__(self, host: str = "127.0.0.1", max_write_bytes: int = file_paths.MAX_WRITE_BYTES,
+                 disk_quota: int = 10 * 1024**3) -> None:
         self.host = host
         self.max_write_bytes = max_write_bytes
+        #: The disk quota of every instance's files (the sum of their sizes), as the agent enforces it.
+        self.disk_quota = disk_quota
+        #: Instance id -> what `stats` reports while its process runs (tests set it; zeros otherwise).
+        self.samples: dict[UUID, dict[str, Any]] = {}
+        #: Instance id -> how its server last ended (`{"reason", ...}`), as the agent's `exit.json`.
+        self.exits: dict[UUID, dict[str, Any]] = {}
         self.fail_on: dict[str, DriverError] = {}
         self.calls: list[tuple[str, UUID]] = []
         self.ports: dict[UUID, int] = {}
@@ -260,7 +267,33 @@ class FakeDriver:
             raise DriverError("is_a_directory", f"{shown!r} is a directory")
         if any("/".join(parts[:i]) in tree for i in range(1, len(parts))):
             raise DriverError("not_a_directory", f"a parent of {shown!r} is not a directory")
+        used = sum(len(v) for v in tree.values())
+        after = used - len(tree.get(key, b"")) + len(content)
+        if after > self.disk_quota:
+            raise DriverError("quota_exceeded", f"writing {len(content)} bytes would bring the server's files to "
+                              f"{after} bytes, over its disk quota of {self.disk_quota} bytes ({used} in use)")
         tree[key] = bytes(content)
+
+    # -- stats -----------------------------------------------------------------------------------
+
+    def _sample(self, instance_id: UUID) -> dict[str, Any]:
+        game = self.processes[instance_id].kind == "game"
+        base = {"cpu_percent": 0.0, "memory_bytes": 0, "disk_bytes": sum(len(v) for v in self.files.get(instance_id,
+                {}).values()), "players_online": 0 if game else None, "players_max": 20 if game else None,
+                "sampled_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+        return {**base, **self.samples.get(instance_id, {})}
+
+    def stats(self, spec: InstanceSpec) -> dict[str, Any]:
+        if (error := self.fail_on.get("stats")) is not None:  # not in `calls`: reading stats is no step
+            raise error
+        current = self._sample(spec.instance_id) if spec.instance_id in self.processes else None
+        disk = sum(len(v) for v in self.files.get(spec.instance_id, {}).values())
+        return {"current": current, "history": [current] if current else [], "disk_bytes": disk,
+                "limits": {"memory_mb": 0, "cpus": 0.0, "disk_bytes": self.disk_quota}, "limits_enforced": False,
+                "last_exit": self.exits.get(spec.instance_id)}
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        return {str(i): self._sample(i) for i in self.processes}
 
     # -- backups ---------------------------------------------------------------------------------
 

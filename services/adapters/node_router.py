@@ -117,12 +117,28 @@ class NodeRouter:
             return self.local.address(spec, port)
         return spec_address(spec, self.public_host(spec), port)
 
-    def delete_backup(self, backup_id: UUID) -> None:
+    def _backup_driver(self, backup_id: UUID) -> InstanceDriver:
+        """The node that holds a backup's archive: its instance's node (the local one if unknown)."""
         backup = self.app.find(backup_id, Backup)
-        if backup is None:
-            self.local.delete_backup(backup_id)
-            return
-        self.driver_for(backup.instance_id).delete_backup(backup_id)
+        return self.local if backup is None else self.driver_for(backup.instance_id)
+
+    def delete_backup(self, backup_id: UUID) -> None:
+        self._backup_driver(backup_id).delete_backup(backup_id)
+
+    def upload_backup(self, backup_id: UUID, parts: list[dict], part_size: int) -> list[dict]:
+        return self._backup_driver(backup_id).upload_backup(backup_id, parts, part_size)
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        """The latest sample of every running server on every node that answers (for /metrics/instances)."""
+        samples: dict[str, dict[str, Any]] = {}
+        for row in nodes_view.all_nodes(self.db) or [{"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE}]:
+            if row["status"] == "unreachable":
+                continue
+            try:
+                samples.update(self.node_driver(row["id"]).node_stats())
+            except DriverError as exc:
+                log.warning("node %s did not answer stats: %s", row["name"], exc.code)
+        return samples
 
     def observe(self) -> dict[str, list[str]]:
         processes: set[str] = set()

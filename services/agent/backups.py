@@ -29,6 +29,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -122,8 +123,12 @@ def create_backup(files_root: Path, backups_dir: Path, backup_id: UUID) -> dict[
         raise DriverError("backup_failed", f"cannot archive the instance's files: {exc}") from exc
 
 
-def restore_backup(files_root: Path, backups_dir: Path, backup_id: UUID, sha256: str) -> None:
-    """Verify the archive against `sha256`, then replace `files_root` with its content atomically."""
+def restore_backup(files_root: Path, backups_dir: Path, backup_id: UUID, sha256: str,
+                   prepare: Callable[[Path], None] | None = None) -> None:
+    """Verify the archive against `sha256`, then replace `files_root` with its content atomically.
+
+    `prepare(extracted)` runs on the extracted tree before the swap (the driver gives it to the instance's user).
+    """
     files_root, backups_dir = Path(files_root), Path(backups_dir)
     source = archive_path(backups_dir, backup_id)
     try:
@@ -148,6 +153,8 @@ def restore_backup(files_root: Path, backups_dir: Path, backup_id: UUID, sha256:
             with tarfile.open(fileobj=f, mode="r:gz") as tar:
                 tar.extractall(staging, filter=_strict_filter)
             os.chmod(staging, 0o755)
+            if prepare is not None:
+                prepare(staging)
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise DriverError("bad_archive", f"backup {backup_id} cannot be extracted: {exc}") from exc

@@ -23,6 +23,17 @@ delete and restore steps are serialized with an `flock` on the runtime directory
 allocation with one on `runtime/`. Every process is started by the `ProcessLauncher`, and
 every file written into an instance's files (config files included) goes through
 `write_file`: the seams for limits, per-instance users and quotas.
+
+Limits (`services.agent.limits`): each instance's memory and CPU are enforced by the kernel through
+the cgroup the server joins before it runs (when this machine lets the agent write cgroups; else
+`limits_status` says why not, and the health check shows it). What an instance may use comes with its
+start (`set_limits`, from the control plane: the template's resources and the disk quota) and is kept
+in `runtime/<id>/limits.json`. Its disk quota is enforced on every write of the agent into its files:
+a write that would bring them over it is `quota_exceeded` and writes nothing. File writes and a
+restore's swap of one instance are serialized by a second per-instance `flock`
+(`runtime/<id>/files.lock`), so a write acknowledged before a restore is replaced by it, and one asked
+for during a restore waits and lands in the restored tree: none is lost silently. When a server exits,
+`runtime/<id>/exit.json` records why (`out_of_memory` when the kernel killed it in its cgroup).
 """
 
 from __future__ import annotations
@@ -49,7 +60,10 @@ from uuid import UUID
 from domain.templates import Ready, Template, TemplateError, Value
 from services.agent import backups, files, offsite, readiness
 from services.agent.installs import Installer
+from services.agent.limits import MIB, Cgroups, InstanceCgroup, Limits, detect_cgroups
 from services.agent.processes import ProcessLauncher, ProcessRecord, signal_group, wait_dead
+from services.agent.stats import StatsSampler, public
+from services.agent.users import InstanceUsers
 from services.infrastructure.files import atomic_write_text, file_lock
 from services.ports import DriverError, InstanceSpec, spec_address
 
@@ -61,6 +75,13 @@ STATE_FILE = "server.json"
 CONSOLE_LOG = "console.log"
 CONSOLE_IN = "console.in"
 HOME_DIR = "home"
+LIMITS_FILE = "limits.json"
+EXIT_FILE = "exit.json"
+FILES_LOCK = "files.lock"
+#: The disk quota of an instance whose limits the control plane has not sent (`ZLH_INSTANCE_DISK_QUOTA`).
+DEFAULT_DISK_QUOTA = 10 * 1024 * MIB
+#: Passed as `cgroups` to look at what this machine allows (the default).
+DETECT = "detect"
 POLL_INTERVAL = 0.1
 #: How long SIGKILL may take before a stop gives up.
 KILL_GRACE = 5.0
@@ -77,6 +98,9 @@ class LocalDriver:
         cache_dir: Path | str | None = None,
         launcher: ProcessLauncher | None = None,
         bind: str | None = None,
+        disk_quota: int = DEFAULT_DISK_QUOTA,
+        cgroups: Cgroups | str | None = DETECT,
+        users: InstanceUsers | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
@@ -90,6 +114,19 @@ class LocalDriver:
         self.installer = Installer(Path(cache_dir) if cache_dir else self.data_dir / "cache", self.launcher)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
+        self.disk_quota = disk_quota
+        #: Live stats of the running servers (started by the agent app): see `services.agent.stats`.
+        self.sampler = StatsSampler(self)
+        #: Per-instance Unix users (when the agent runs as root): see `services.agent.users`.
+        self.users = users or InstanceUsers(reachable=(self.data_dir, self.installer.cache_root))
+        #: Instances being stopped on purpose (their exit is `stopped`, not a crash).
+        self._stopping: set[str] = set()
+        if cgroups == DETECT:
+            self.cgroups, reason = detect_cgroups()
+        else:
+            self.cgroups, reason = cgroups, "given" if cgroups is not None else "disabled for this driver"
+        #: `enforced: <backend>` or `not enforced: <reason>`, for the log and the health check.
+        self.limits_status = f"enforced: {reason}" if isinstance(self.cgroups, Cgroups) else f"not enforced: {reason}"
 
     # -- paths and helpers ----------------------------------------------------------------------
 
@@ -132,6 +169,73 @@ class LocalDriver:
                     return
             finally:
                 os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def _files_lock(self, spec: InstanceSpec | UUID) -> Iterator[None]:
+        """Serialize writes into an instance's files with a restore's swap (`runtime/<id>/files.lock`)."""
+        path = self.runtime_dir(spec) / FILES_LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError as exc:
+            raise DriverError("not_found", "the instance has no files directory") from exc
+        except OSError as exc:
+            raise DriverError("io_error", f"files lock {path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- limits -----------------------------------------------------------------------------------
+
+    def set_limits(self, spec: InstanceSpec, limits: dict[str, Any] | None) -> Limits:
+        """Record what the instance may use (`{"memory_mb", "cpus", "disk_bytes"}` from the control plane;
+        missing keys from the template's resources); return the limits in force."""
+        current = self.limits(spec)
+        given = limits or {}
+        chosen = Limits(memory_mb=int(given.get("memory_mb") or current.memory_mb),
+                        cpus=float(given.get("cpus") or current.cpus),
+                        disk_bytes=int(given.get("disk_bytes") or current.disk_bytes))
+        rt = self.runtime_dir(spec)
+        try:
+            rt.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(rt / LIMITS_FILE, json.dumps(chosen.as_dict()))
+        except OSError as exc:
+            raise DriverError("io_error", f"recording the limits of {spec.instance_id}: {exc}") from exc
+        return chosen
+
+    def limits(self, spec: InstanceSpec | UUID) -> Limits:
+        """The limits recorded for the instance; else its template's resources (disk at most the node's
+        quota); else the node's disk quota and no memory or CPU figure (0)."""
+        try:
+            data = json.loads((self.runtime_dir(spec) / LIMITS_FILE).read_text())
+            return Limits(int(data["memory_mb"]), float(data["cpus"]), int(data["disk_bytes"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        definition = spec.definition if isinstance(spec, InstanceSpec) else None
+        if definition is not None:
+            r = definition.resources
+            return Limits(r.memory_mb, r.cpus, min(r.disk_mb * MIB, self.disk_quota))
+        return Limits(0, 0.0, self.disk_quota)
+
+    def cgroup(self, spec: InstanceSpec | UUID) -> InstanceCgroup | None:
+        """The instance's cgroup, when limits are enforced here."""
+        if self.cgroups is None:
+            return None
+        instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
+        return self.cgroups.for_instance(str(instance_id))
+
+    def disk_usage(self, spec: InstanceSpec | UUID) -> int:
+        """Bytes the instance's files take (the apparent size of its regular files)."""
+        return files.disk_usage(self.instance_dir(spec))
+
+    def last_exit(self, spec: InstanceSpec | UUID) -> dict[str, Any] | None:
+        """How the instance's server last ended: `{"reason", "status", "at", "detail"}`, or None."""
+        try:
+            data = json.loads((self.runtime_dir(spec) / EXIT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def public_host(self, spec: InstanceSpec) -> str:
         return self.host
@@ -181,6 +285,10 @@ class LocalDriver:
         try:
             d.mkdir(parents=True, exist_ok=True)
             self.runtime_dir(spec).mkdir(parents=True, exist_ok=True)
+            owner = self.users.ensure(spec.instance_id)
+            if owner is not None:
+                os.chmod(self.instances_dir, 0o711)  # others may pass through, not list
+                self.users.give(owner, d, mode=0o700)
         except OSError as exc:
             raise DriverError("io_error", f"creating {d}: {exc}") from exc
         return str(d)
@@ -217,17 +325,41 @@ class LocalDriver:
             try:
                 files_dir.mkdir(parents=True, exist_ok=True)
                 (rt / HOME_DIR).mkdir(exist_ok=True)
+                owner = self.users.ensure(spec.instance_id)
+                if owner is not None and files_dir.stat().st_uid != owner[0]:  # made before users were separated
+                    self.users.give_tree(owner, files_dir)
+                self.users.give(owner, files_dir, rt / HOME_DIR, mode=0o700)
             except OSError as exc:
                 raise DriverError("io_error", f"creating {files_dir}: {exc}") from exc
-            for config in configs:
-                if config.when == "always" or not _exists_inside(files_dir, config.path):
-                    self.write_file(spec, config.path, config.content.encode())
-            return self._spawn(spec, rt, port, start.command, start.env, Path(start.cwd),
-                               {"port": port, "template": definition.name, "stop": dataclasses.asdict(stop),
-                                "ready": dataclasses.asdict(ready)})
+            with self._files_lock(spec):
+                for config in configs:
+                    if config.when == "always" or not _exists_inside(files_dir, config.path):
+                        files.write_file(files_dir, config.path, config.content.encode(), self.max_write_bytes)
+                        self._give_written(spec, config.path)
+            state: dict[str, Any] = {"port": port, "template": definition.name, "stop": dataclasses.asdict(stop),
+                                     "ready": dataclasses.asdict(ready)}
+            group = self._apply_limits(spec, state)
+            with contextlib.suppress(OSError):
+                (rt / EXIT_FILE).unlink()
+            self._stopping.discard(str(spec.instance_id))
+            return self._spawn(spec, rt, port, start.command, start.env, Path(start.cwd), state, group, owner)
+
+    def _apply_limits(self, spec: InstanceSpec, state: dict[str, Any]) -> InstanceCgroup | None:
+        """Put the instance's memory and CPU limits in its cgroup (when enforced here); note them in `state`."""
+        limits = self.limits(spec)
+        state["limits"] = limits.as_dict()
+        if self.cgroups is None or limits.memory_mb <= 0:
+            return None
+        try:
+            group = self.cgroups.apply(str(spec.instance_id), limits)
+        except OSError as exc:
+            raise DriverError("limits_failed", f"cannot set the kernel limits of {spec.instance_id}: {exc}") from exc
+        state["oom_kills"] = group.oom_kills()
+        return group
 
     def _spawn(self, spec: InstanceSpec, rt: Path, port: int, argv: tuple[str, ...], env: dict[str, str],
-               cwd: Path, state: dict[str, Any]) -> int:
+               cwd: Path, state: dict[str, Any], group: InstanceCgroup | None = None,
+               owner: tuple[int, int] | None = None) -> int:
         console_log = rt / CONSOLE_LOG
         try:
             stdin = _open_fifo(rt / CONSOLE_IN)
@@ -241,14 +373,19 @@ class LocalDriver:
         try:
             state["console_offset"] = os.fstat(out).st_size
             server_env = self.launcher.server_env(spec, rt / HOME_DIR, env)
-            proc = self.launcher.spawn_server(spec, list(argv), cwd=cwd, env=server_env, stdin=stdin, stdout=out)
+            extra: dict[str, Any] = {"cgroup": group} if group is not None else {}
+            if owner is not None:
+                extra["user"] = owner
+            proc = self.launcher.spawn_server(spec, list(argv), cwd=cwd, env=server_env, stdin=stdin, stdout=out,
+                                              **extra)
         finally:
             os.close(stdin)
             os.close(out)
         with self._children_lock:
             self._children[proc.pid] = proc
         # Reap the child whenever it exits, so no zombies accumulate.
-        threading.Thread(target=self._reap, args=(proc,), name=f"zlh-reap-{proc.pid}", daemon=True).start()
+        threading.Thread(target=self._reap, args=(proc, spec.instance_id), name=f"zlh-reap-{proc.pid}",
+                         daemon=True).start()
         record = ProcessRecord.of(proc.pid)
         if record is None:  # gone already (and maybe reaped): a server that exits at once, like a bad jar
             raise DriverError("process_exited", f"the {spec.kind} server of {spec.instance_id} exited at once; the "
@@ -262,10 +399,36 @@ class LocalDriver:
             raise DriverError("spawn_failed", f"cannot record the server of {spec.instance_id}: {exc}") from exc
         return proc.pid
 
-    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
-        proc.wait()
+    def _reap(self, proc: subprocess.Popen[bytes], instance_id: UUID | None = None) -> None:
+        status = proc.wait()
         with self._children_lock:
             self._children.pop(proc.pid, None)
+        if instance_id is not None and str(instance_id) not in self._stopping:
+            self._record_exit(instance_id, status)
+
+    def _record_exit(self, instance_id: UUID, status: int | None, reason: str | None = None) -> dict[str, Any]:
+        """Write `exit.json`: why the server ended (`out_of_memory`, `stopped`, `killed`, `exited`)."""
+        detail = ""
+        if reason is None:
+            reason, detail = self._exit_reason(instance_id, status)
+        record = {"reason": reason, "status": status, "detail": detail,
+                  "at": backups.rfc3339(time.time())}
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.runtime_dir(instance_id) / EXIT_FILE, json.dumps(record))
+        if reason == "out_of_memory":
+            log.warning("agent: the server of %s was killed by the kernel: %s", instance_id, detail)
+        return record
+
+    def _exit_reason(self, instance_id: UUID, status: int | None) -> tuple[str, str]:
+        group = self.cgroup(instance_id)
+        spec_state = self._state(instance_id)
+        before = int(spec_state.get("oom_kills", 0))
+        if group is not None and group.oom_kills() > before:
+            memory = int(spec_state.get("limits", {}).get("memory_mb", 0))
+            return "out_of_memory", (f"the kernel killed the server: it went over its memory limit of {memory} MiB")
+        if status is not None and status < 0:
+            return "killed", f"the server was ended by signal {-status}"
+        return "exited", f"the server exited with status {status}"
 
     def wait_connectable(self, spec: InstanceSpec, port: int, timeout: float) -> None:
         """Poll the template's readiness check on `port` until it passes; `process_exited` as soon as the
@@ -277,6 +440,9 @@ class LocalDriver:
         last_error = "no attempt"
         while True:
             if self._server(spec) is None:
+                reason, detail = self._exit_reason(spec.instance_id, None)
+                if reason == "out_of_memory":
+                    raise DriverError("out_of_memory", detail)
                 raise DriverError("process_exited", f"the {spec.template} server of {spec.instance_id} is not "
                                   f"running; the end of its console:\n{self._log_tail(spec)}")
             remaining = deadline - time.monotonic()
@@ -311,7 +477,9 @@ class LocalDriver:
         with self._instance_lock(spec) as rt:
             record = self._server(spec)
             if record is not None:
+                self._stopping.add(str(spec.instance_id))  # until the next start: its reaper records nothing
                 self._stop_unlocked(spec, record, timeout)
+                self._record_exit(spec.instance_id, None, "stopped")
             with contextlib.suppress(OSError):
                 (rt / PID_FILE).unlink()
 
@@ -349,6 +517,10 @@ class LocalDriver:
                     pass
                 except OSError as exc:
                     raise DriverError("io_error", f"removing {d}: {exc}") from exc
+            group = self.cgroup(spec)
+            if group is not None:
+                group.remove()
+            self.users.remove(spec.instance_id)
 
     # -- InstanceDriver: console and files --------------------------------------------------------
 
@@ -399,12 +571,39 @@ class LocalDriver:
         return files.read_file(self.instance_dir(spec), path)
 
     def write_file(self, spec: InstanceSpec, path: str, content: bytes) -> None:
-        """Atomically write a file under `instances/<id>/`; `too_large` above `max_write_bytes`.
+        """Atomically write a file under `instances/<id>/`; `too_large` above `max_write_bytes`,
+        `quota_exceeded` when the files would then take more than the instance's disk quota.
 
-        The one place the agent writes into an instance's files: the customer's writes and the template's
-        config files alike.
+        Serialized with a restore's swap (the files lock): the write lands either before the swap (and the
+        restore replaces it) or after it (in the restored tree).
         """
-        files.write_file(self.instance_dir(spec), path, content, self.max_write_bytes)
+        if len(content) > self.max_write_bytes:
+            raise DriverError("too_large", f"a file may hold at most {self.max_write_bytes} bytes, got {len(content)}")
+        root = self.instance_dir(spec)
+        with self._files_lock(spec):
+            quota = self.limits(spec).disk_bytes
+            used = files.disk_usage(root)
+            replaced = files.existing_size(root, path)
+            after = used - replaced + len(content)
+            if after > quota:
+                raise DriverError("quota_exceeded", f"writing {len(content)} bytes would bring the server's files to "
+                                  f"{after} bytes, over its disk quota of {quota} bytes ({used} in use)")
+            files.write_file(root, path, content, self.max_write_bytes)
+            self._give_written(spec, path)
+
+    def _give_written(self, spec: InstanceSpec, path: str) -> None:
+        """Give a file the agent wrote, and the directories it made for it, to the instance's user."""
+        owner = self.users.ensure(spec.instance_id) if self.users.enabled else None
+        if owner is None:
+            return
+        root = self.instance_dir(spec)
+        parts = files.normalize(path)
+        for i in range(1, len(parts) + 1):
+            try:
+                target = files.resolve_inside(root, "/".join(parts[:i]))
+            except DriverError:
+                return
+            self.users.give(owner, target)
 
     # -- InstanceDriver: backups ------------------------------------------------------------------
 
@@ -417,7 +616,15 @@ class LocalDriver:
         with self._instance_lock(spec):
             if self._server(spec) is not None:
                 raise DriverError("still_running", f"instance {spec.instance_id} must be stopped to restore")
-            backups.restore_backup(self.instance_dir(spec), self.backups_dir, backup_id, sha256)
+            owner = self.users.ensure(spec.instance_id) if self.users.enabled else None
+
+            def prepare(extracted: Path) -> None:
+                if owner is not None:
+                    self.users.give_tree(owner, extracted)
+                    os.chmod(extracted, 0o700)
+
+            with self._files_lock(spec):
+                backups.restore_backup(self.instance_dir(spec), self.backups_dir, backup_id, sha256, prepare)
 
     def delete_backup(self, backup_id: UUID) -> None:
         """Remove `backups/<backup_id>.tar.gz`; idempotent."""
@@ -479,6 +686,30 @@ class LocalDriver:
                 live[pid_file.parent.name] = record
         return live
 
+    def stats(self, spec: InstanceSpec | UUID) -> dict[str, Any]:
+        """`{"current", "history", "disk_bytes", "limits", "limits_enforced", "last_exit"}` (see `InstanceDriver`)."""
+        instance_id = spec.instance_id if isinstance(spec, InstanceSpec) else spec
+        return {"current": public(self.sampler.current(instance_id)),
+                "history": [public(s) for s in self.sampler.history(instance_id)],
+                "disk_bytes": self.disk_usage(spec), "limits": self.limits(spec).as_dict(),
+                "limits_enforced": self.cgroups is not None, "last_exit": self.last_exit(spec)}
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        """Instance id -> the latest sample of every running server."""
+        return {k: v for k, v in ((k, public(s)) for k, s in self.sampler.all_current().items()) if v is not None}
+
+    def live_servers(self) -> dict[str, int]:
+        """Instance id -> pid of every live server (for the stats sampler)."""
+        return {k: r.pid for k, r in self._live_servers().items()}
+
+    def server_state(self, instance_id: UUID) -> dict[str, Any]:
+        """What the instance's last server was started with (port, readiness check, limits), or {}."""
+        return self._state(instance_id)
+
+    def probe_host(self) -> str:
+        """The address the agent reaches its servers at (the bind address, or loopback for a wildcard)."""
+        return "127.0.0.1" if self.bind in ("0.0.0.0", "") else "::1" if self.bind == "::" else self.bind
+
     def observe(self) -> dict[str, list[str]]:
         """Instances with a live server process, and instances with a data directory."""
         root = self.instances_dir
@@ -500,6 +731,9 @@ class LocalDriver:
         for pid_file in self.runtime_root.glob(f"*/{PID_FILE}"):
             with contextlib.suppress(OSError):
                 pid_file.unlink()
+        for rt in self.runtime_root.glob("*"):
+            if _is_uuid(rt.name) and (group := self.cgroup(UUID(rt.name))) is not None:
+                group.remove()
 
     # -- process identity -------------------------------------------------------------------------
 
@@ -508,7 +742,7 @@ class LocalDriver:
         record = _read_record(self.runtime_dir(spec) / PID_FILE)
         return record if record is not None and record.alive() else None
 
-    def _state(self, spec: InstanceSpec) -> dict[str, Any]:
+    def _state(self, spec: InstanceSpec | UUID) -> dict[str, Any]:
         """What the last server was started with (`server.json`), or {}."""
         try:
             state = json.loads((self.runtime_dir(spec) / STATE_FILE).read_text())
@@ -525,6 +759,14 @@ class LocalDriver:
         except OSError:
             return ""
         return data.decode("utf-8", "replace").strip()
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _definition(spec: InstanceSpec) -> Template:

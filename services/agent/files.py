@@ -216,3 +216,34 @@ def write_file(root: Path, path: str, content: bytes, max_bytes: int = MAX_WRITE
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes the files under `root` take: the apparent size of every regular file (symlinks not followed).
+
+    What the disk quota counts; 0 when `root` does not exist.
+    """
+    total = 0
+    stack = [str(root)]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                for entry in it:
+                    with contextlib.suppress(OSError):
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+
+
+def existing_size(root: Path, path: str) -> int:
+    """The size of the regular file `path` names under `root` (0 if none): what a write there replaces."""
+    try:
+        st = resolve_inside(root, path).lstat()
+    except (OSError, DriverError):
+        return 0
+    return st.st_size if stat.S_ISREG(st.st_mode) else 0

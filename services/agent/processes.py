@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from services.agent.limits import InstanceCgroup
 from services.ports import DriverError, InstanceSpec
 
 #: Environment a server starts with before its template's `start.env` (nothing of the agent's own).
@@ -64,13 +65,40 @@ class ProcessLauncher:
             raise DriverError("install_failed", f"{argv[0]} did not finish within {timeout:.0f}s") from None
 
     def spawn_server(self, spec: InstanceSpec, argv: list[str], *, cwd: Path, env: Mapping[str, str], stdin: int,
-                     stdout: int) -> subprocess.Popen[bytes]:
-        """Start the server in its own session; `DriverError("spawn_failed")` if it cannot be started."""
+                     stdout: int, cgroup: InstanceCgroup | None = None,
+                     user: tuple[int, int] | None = None) -> subprocess.Popen[bytes]:
+        """Start the server in its own session; `DriverError("spawn_failed")` if it cannot be started.
+
+        With a `cgroup`, the server joins it before its own code runs (see `join_cgroup`); with a `user`
+        (uid, gid), it then drops to that user (see `as_user`).
+        """
+        if user is not None:
+            argv = as_user(user, argv)
+        if cgroup is not None:
+            argv = join_cgroup(cgroup, argv)
         try:
             return subprocess.Popen(argv, cwd=cwd, env=dict(env), stdin=stdin, stdout=stdout, stderr=stdout,
                                     start_new_session=True, close_fds=True)
         except OSError as exc:
             raise DriverError("spawn_failed", f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
+
+
+def as_user(user: tuple[int, int], argv: list[str]) -> list[str]:
+    """`argv` run by `setpriv` as `user` (uid, gid), without supplementary groups or new privileges."""
+    uid, gid = user
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs", "--", *argv]
+
+
+def join_cgroup(cgroup: InstanceCgroup, argv: list[str]) -> list[str]:
+    """`argv` wrapped so that the process writes its pid into every `cgroup.procs` of `cgroup`, then execs.
+
+    The same pid runs the server (`exec`), so the pid file and the kernel's start time stay right, and
+    every process it forks is in the cgroup from its first instruction.
+    """
+    procs = [str(p) for p in cgroup.procs_files()]
+    joins = " && ".join(f'echo $$ > "${i + 1}"' for i in range(len(procs)))
+    script = f'{joins} && shift {len(procs)} && exec "$@"'
+    return ["/bin/sh", "-c", script, "zlh-cgroup-join", *procs, *argv]
 
 
 @dataclass(frozen=True)

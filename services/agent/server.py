@@ -33,6 +33,12 @@ Routes (instance steps take the `InstanceSpec` as path `instance_id` plus query
 
 The last two move an archive to and from offsite storage over URLs the control plane presigned
 (`services.agent.offsite`): the agent holds no storage credentials.
+| `GET /v1/instances/{id}/stats` | | 200 `{"current", "history", "disk_bytes", "limits", "last_exit", ...}` |
+| `GET /v1/stats` | | 200 `{"items": {instance id: current sample}}` (every running server) |
+
+`install` and `start` bodies may carry `limits` (`{"memory_mb", "cpus", "disk_bytes"}`): what the
+instance may use, kept by the driver (`LocalDriver.set_limits`); the health check's `limits` says
+whether the kernel enforces memory and CPU here (`enforced: …` or `not enforced: <reason>`).
 
 `definition` is the template (its TOML document as JSON, `Template.from_dict` checks it again
 here: a bad one is 422 `template_error`) and `variables` its resolved variables: the agent knows
@@ -76,6 +82,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from domain.templates import Template, TemplateError
 from services.agent import files
 from services.agent.driver import LocalDriver
+from services.agent.stats import DEFAULT_INTERVAL
 from services.ports import DriverError, InstanceSpec
 from services.problem_documents import PROBLEM_JSON, problem_document
 
@@ -109,6 +116,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "unknown_template": 422,
     "not_installed": 409,
     "unauthorized": 401,
+    "quota_exceeded": 409,
+    "out_of_memory": 409,
 }
 
 
@@ -153,11 +162,20 @@ class BearerAuth:
         await response(scope, receive, send)
 
 
+class LimitsBody(BaseModel):
+    """What the instance may use (the control plane's figures: template defaults and the disk quota)."""
+
+    memory_mb: int = Field(ge=0)
+    cpus: float = Field(ge=0)
+    disk_bytes: int = Field(ge=0)
+
+
 class TemplateBody(BaseModel):
     """The template to run and its resolved variables (see the module docstring)."""
 
     definition: dict[str, Any]
     variables: dict[str, str | int | bool] = Field(default_factory=dict)
+    limits: LimitsBody | None = None
 
     def apply(self, spec: InstanceSpec) -> InstanceSpec:
         """`spec` with this template; `template_error` if the definition is not a valid template."""
@@ -214,16 +232,23 @@ def spec_from_request(
 
 
 def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
-    """The agent's ASGI app over `driver`; `ValueError` if `secret` is empty or missing (fail closed)."""
+    """The agent's ASGI app over `driver`; `ValueError` if `secret` is empty or missing (fail closed).
+
+    Starts the driver's stats sampler, every `ZLH_AGENT_STATS_INTERVAL` s (5 by default);
+    `app.state.sampler.stop()` ends it.
+    """
     _check_secret(secret)
     app = FastAPI(title="ZLH node agent", docs_url=None, redoc_url=None, openapi_url=None)
+    driver.sampler.interval = float(os.environ.get("ZLH_AGENT_STATS_INTERVAL") or DEFAULT_INTERVAL)
+    app.state.sampler = driver.sampler.start()
     app.add_middleware(BearerAuth, secret=secret)
     _install_problems(app)
     Spec = Depends(spec_from_request)
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "max_write_bytes": driver.max_write_bytes}
+        return {"status": "ok", "max_write_bytes": driver.max_write_bytes, "limits": driver.limits_status,
+                "users": driver.users.status}
 
     @app.get("/v1/observe")
     def observe() -> dict[str, list[str]]:
@@ -243,11 +268,18 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
 
     @app.put("/v1/instances/{instance_id}/install")
     def install(body: TemplateBody, spec: InstanceSpec = Spec) -> dict[str, Any]:
-        return driver.install(body.apply(spec))
+        spec = body.apply(spec)
+        result = driver.install(spec)
+        if body.limits is not None:
+            driver.set_limits(spec, body.limits.model_dump())
+        return result
 
     @app.put("/v1/instances/{instance_id}/process")
     def start_process(body: StartBody, spec: InstanceSpec = Spec) -> dict[str, int]:
-        return {"pid": driver.start_process(body.apply(spec), body.port)}
+        spec = body.apply(spec)
+        if body.limits is not None:
+            driver.set_limits(spec, body.limits.model_dump())
+        return {"pid": driver.start_process(spec, body.port)}
 
     @app.get("/v1/instances/{instance_id}/process")
     def is_running(port: int = Query(gt=0, lt=65536), spec: InstanceSpec = Spec) -> dict[str, bool]:
@@ -308,6 +340,14 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
     @app.post("/v1/instances/{instance_id}/backups/{backup_id}/restore", status_code=204)
     def restore_backup(backup_id: UUID, body: RestoreBody, spec: InstanceSpec = Spec) -> None:
         driver.restore_backup(spec, backup_id, body.sha256)
+
+    @app.get("/v1/instances/{instance_id}/stats")
+    def stats(spec: InstanceSpec = Spec) -> dict[str, Any]:
+        return driver.stats(spec)
+
+    @app.get("/v1/stats")
+    def all_stats() -> dict[str, Any]:
+        return {"items": driver.node_stats()}
 
     @app.delete("/v1/backups/{backup_id}", status_code=204)
     def delete_backup(backup_id: UUID) -> None:
@@ -459,6 +499,8 @@ def _uvicorn_config(app: FastAPI, **kwargs: Any) -> uvicorn.Config:
 def run_agent(driver: LocalDriver, secret: str, host: str = "127.0.0.1", port: int = 8700) -> None:
     """Serve the agent with uvicorn until interrupted (the `zlh agent` process); fails closed without a secret."""
     app = create_agent_app(driver, secret)
+    (logger.info if driver.cgroups is not None else logger.warning)("agent: kernel limits %s", driver.limits_status)
+    logger.info("agent: instance users: %s", driver.users.status)
     uvicorn.Server(_uvicorn_config(app, host=host, port=port, log_level="info")).run()
 
 
@@ -470,6 +512,8 @@ def start_agent_in_thread(
     `port=0` picks a free port. `stop()` shuts the server down and waits for the thread.
     """
     app = create_agent_app(driver, secret)
+    (logger.info if driver.cgroups is not None else logger.warning)("agent: kernel limits %s", driver.limits_status)
+    logger.info("agent: instance users: %s", driver.users.status)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -487,6 +531,7 @@ def start_agent_in_thread(
     )
 
     def stop() -> None:
+        app.state.sampler.stop()
         server.should_exit = True
         if thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=15.0)

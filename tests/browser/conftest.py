@@ -50,6 +50,7 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "ZLH_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
         "ZLH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "ZLH_LOCAL_STEP_DELAY": "0.25s",  # makes the pending card's phases visible
+        "ZLH_AGENT_STATS_INTERVAL": "1",  # live stats charts fill within a test
         **cache_env(),
     }
     server = Server(workdir, env)

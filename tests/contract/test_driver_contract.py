@@ -793,3 +793,20 @@ def test_backups_skip_links_leading_outside(local: LocalDriver, tmp_path: Path) 
     assert not (root / "escape").is_symlink()
     assert (root / "alias").is_symlink()
     assert local.read_file(spec, "alias") == b"motd=before\n"
+
+
+def test_stats_of_a_running_game_server_and_none_once_stopped(driver: Driver) -> None:
+    """Every driver reports a running server's live sample (a real Server List Ping for the players) and its
+    disk use; `current` is None once it is stopped."""
+    spec = make_spec()
+    provision(driver, spec)
+    driver.write_file(spec, "notes.txt", b"n" * 100)
+    stats = eventually(lambda: (s := driver.stats(spec))["current"] and s["current"]["players_max"] is not None
+                       and s, timeout=20, what="a sample with the players")
+    current = stats["current"]
+    assert {"cpu_percent", "memory_bytes", "disk_bytes", "players_online", "players_max", "sampled_at"} <= set(current)
+    assert (current["players_online"], current["players_max"]) == (0, 20)
+    assert stats["disk_bytes"] >= 100 and stats["limits"]["disk_bytes"] > 0
+    assert str(spec.instance_id) in driver.node_stats()
+    driver.stop_process(spec)
+    assert driver.stats(spec)["current"] is None

@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("get", f"{BASE}/schedules/{{schedule_id}}/runs/{{run_id}}"): ("schedules", {}),
     ("delete", f"{BASE}/schedules/{{schedule_id}}"): ("schedules", {}),
     ("get", f"{BASE}/activity"): (MANAGE, {}),
+    ("get", f"{BASE}/stats"): (MEMBER, {}),
     ("get", f"{BASE}/subusers"): (MANAGE, {}),
     ("post", f"{BASE}/subusers"): (MANAGE, {"json": {"email": "new@example.com", "permissions": []}}),
     ("get", f"{BASE}/subusers/{{user_id}}"): (MANAGE, {}),

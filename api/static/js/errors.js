@@ -35,6 +35,7 @@ const MESSAGES = {
   // What the machine reported while running an action.
   not_connectable: 'The server started but did not accept connections in time.',
   process_exited: 'The server process exited while starting.',
+  out_of_memory: 'The server used more memory than its limit allows and was stopped by the system.',
   no_free_port: 'No network port was free on the machine. Please try again later.',
   spawn_failed: 'The server process could not be started.',
   stop_failed: 'The server could not be stopped.',
@@ -101,6 +102,7 @@ const MESSAGES = {
 const QUOTAS = {
   instances: (n) => `You have reached the limit of ${n} servers per account. Delete one to make room.`,
   backups: (n) => `This server has reached the limit of ${n} backups. Delete one to make room.`,
+  disk: () => 'This would take the server\'s files over its disk quota. Delete files you no longer need first.',
   tickets: (n) => `You have reached the limit of ${n} new support tickets a day. Reply to an open ticket, `
     + 'or open a new one tomorrow.',
 };

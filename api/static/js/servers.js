@@ -12,6 +12,7 @@ import {FilesView} from './files.js';
 import {SchedulesView} from './schedules.js';
 import {SettingsView} from './settings.js';
 import {SubusersView} from './subusers.js';
+import {StatsView, fetchStats, playersText} from './stats.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
@@ -30,6 +31,7 @@ const cards = new Map(); // id → {root, refs}
 const operations = new Map(); // instance id → the latest GET /api/operations/{id} answer of its pending operation
 const failures = new Map(); // instance id → {kind, error} of its last failed operation
 const inflight = new Set(); // instance ids with a power or delete request on the way
+const players = new Map(); // instance id → "3 / 20 players" of a running game server (its latest stats sample)
 let createKey = null;
 let creating = false;
 let visible = false;
@@ -42,6 +44,7 @@ let schedulesView;
 let activityView;
 let subusersView;
 let settingsView;
+let statsView;
 
 const $ = (id) => document.getElementById(id);
 
@@ -64,6 +67,7 @@ export function setup() {
   activityView = new ActivityView($('tab-activity'));
   subusersView = new SubusersView($('tab-subusers'));
   settingsView = new SettingsView($('tab-settings'), () => poll());
+  statsView = new StatsView($('server-stats'));
   fillTemplates();
 }
 
@@ -205,7 +209,20 @@ async function refresh() {
       if (error.status !== 404) throw error;
     }
   }));
+  await loadPlayers(items);
   render();
+}
+
+/** The player count of every running game server, from its latest stats sample (unknown: no count shown). */
+async function loadPlayers(items) {
+  const games = items.filter((i) => i.kind === 'game' && i.status === 'running');
+  for (const id of [...players.keys()]) if (!games.some((i) => i.id === id)) players.delete(id);
+  await Promise.all(games.map(async (item) => {
+    const stats = await fetchStats(item.id);
+    const text = playersText(stats?.current);
+    if (text) players.set(item.id, text);
+    else players.delete(item.id);
+  }));
 }
 
 // --- Cards -----------------------------------------------------------------------------------
@@ -252,6 +269,7 @@ function buildCard(instance) {
     say(refs.note, ok ? 'Address copied.' : 'The address could not be copied; select it instead.', ok ? 'ok' : 'error');
   }, {className: 'quiet small', 'aria-label': `Copy the address of ${instance.name}`});
   refs.shared = h('p', {className: 'muted shared', hidden: true});
+  refs.players = h('span', {className: 'players'});
   refs.op = h('p', {className: 'op', role: 'status'});
   refs.note = h('p', {className: 'note', role: 'status'});
   refs.start = button('Start', () => power(instance.id, 'start'));
@@ -263,7 +281,7 @@ function buildCard(instance) {
   const root = h('li', {className: 'card', dataset: {id: instance.id, name: instance.name}},
     h('div', {className: 'card-head'}, h('h3', {tabindex: '-1'}, instance.name), refs.status),
     h('p', {className: 'muted kind'}, `${instance.kind === 'game' ? 'Game server' : 'Dev container'} · `
-      + instance.template),
+      + instance.template, refs.players),
     h('p', {className: 'address'}, refs.address, refs.copy),
     refs.shared, refs.op, refs.note,
     h('div', {className: 'actions', role: 'group', 'aria-label': `Actions for ${instance.name}`},
@@ -299,6 +317,7 @@ function updateCard(card, instance) {
     : STATUS_LABELS[instance.status] || instance.status;
   refs.status.dataset.status = instance.status;
   refs.address.textContent = instance.address || 'No address yet';
+  refs.players.textContent = players.has(instance.id) ? ` · ${players.get(instance.id)}` : '';
   refs.copy.hidden = !instance.address;
   const line = operationLine(instance);
   refs.op.textContent = line.text;
@@ -379,6 +398,7 @@ function closeDetail() {
   activityView?.detach();
   subusersView?.detach();
   settingsView?.detach();
+  statsView?.detach();
   const wasOpen = selected !== null;
   selected = null;
   $('server-detail').hidden = true;
@@ -392,6 +412,7 @@ function updateDetail(instance) {
   backupsView.attach(instance);
   schedulesView.attach(instance);
   activityView.attach(instance);
+  statsView.attach(instance);
   subusersView.attach(instance);
   settingsView.attach(instance);
   for (const tab of document.querySelectorAll('#server-detail [data-tab]')) {
