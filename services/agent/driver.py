@@ -406,6 +406,18 @@ class LocalDriver:
         """
         files.write_file(self.instance_dir(spec), path, content, self.max_write_bytes)
 
+    def make_directory(self, spec: InstanceSpec, path: str) -> None:
+        """Create a directory (and missing parents) under `instances/<id>/`."""
+        files.make_directory(self.instance_dir(spec), path)
+
+    def delete_path(self, spec: InstanceSpec, path: str, directory: bool = False) -> None:
+        """Remove a file (or an empty directory, with `directory`) under `instances/<id>/`."""
+        files.delete_path(self.instance_dir(spec), path, directory)
+
+    def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
+        """Move an entry to another path under `instances/<id>/`."""
+        files.rename_path(self.instance_dir(spec), source, target, overwrite)
+
     # -- InstanceDriver: backups ------------------------------------------------------------------
 
     def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
