@@ -23,6 +23,7 @@ from api.routers import (
     portal,
     probes,
     schedules,
+    sftp,
     support,
     templates,
     tokens,
@@ -55,7 +56,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, support,
-               desk, admin, billing)
+               desk, admin, billing, sftp)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

@@ -50,6 +50,7 @@ DOMAIN_STATUS = {
     "too_many_attachments": 422,
     "not_staff": 422,
     "duplicate_message": 409,
+    "ssh_key_exists": 409,
 }
 
 #: HTTP status for each driver (node agent) error code that describes what the customer asked for; the
@@ -69,6 +70,8 @@ DRIVER_STATUS = {
     "checksum_mismatch": 422,
     "bad_archive": 422,
     "validation_error": 422,
+    "already_exists": 409,
+    "not_empty": 409,
 }
 #: Every other driver failure is the node's, not the customer's: 503 (504 when it was too slow) with
 #: `Retry-After`, a stable code and a message that says nothing about the node (the log has the rest).

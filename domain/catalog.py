@@ -19,9 +19,11 @@ from domain.operation import Operation
 from domain.quota import Quota
 from domain.repair import ControllerLeadership, Drift, Repair
 from domain.schedule import Schedule, ScheduleRun
+from domain.sftp import SftpPassword, SshKeyring
 from domain.support import SupportTicket, TicketCounter
 from domain.user import Credential, User
 
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
-              BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity, Quota)
+              BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity, Quota,
+              SshKeyring, SftpPassword)
