@@ -269,12 +269,20 @@ class FakeDriver:
     def _exists(self, tree: dict[str, bytes], key: str) -> bool:
         return key in tree or any(k.startswith(key + "/") for k in tree)
 
+    def _keep_parent(self, tree: dict[str, bytes], key: str) -> None:
+        """A directory whose last entry went stays, as an empty one."""
+        parent = key.rpartition("/")[0]
+        if parent and not self._exists(tree, parent):
+            tree[parent + "/"] = b""
+
     def make_directory(self, spec: InstanceSpec, path: str) -> None:
         self._step("make_directory", spec)
         parts = file_paths.normalize(path)
         tree = self._tree(spec)
         key = "/".join(parts)
-        if not parts or self._exists(tree, key):
+        if not parts:
+            raise DriverError("bad_path", "'/' is the instance's root")
+        if self._exists(tree, key):
             raise DriverError("already_exists", f"{file_paths.display(parts)!r} already exists")
         if any("/".join(parts[:i]) in tree for i in range(1, len(parts))):
             raise DriverError("not_a_directory", f"a parent of {file_paths.display(parts)!r} is not a directory")
@@ -293,12 +301,14 @@ class FakeDriver:
             if directory:
                 raise DriverError("not_a_directory", f"{shown!r} is not a directory")
             del tree[key]
+            self._keep_parent(tree, key)
             return
         if not directory:
             raise DriverError("is_a_directory", f"{shown!r} is a directory")
         if any(k.startswith(key + "/") and k != key + "/" for k in tree):
             raise DriverError("not_empty", f"{shown!r} is not empty")
         tree.pop(key + "/", None)
+        self._keep_parent(tree, key)
 
     def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
         self._step("rename_path", spec)
@@ -315,6 +325,7 @@ class FakeDriver:
             raise DriverError("already_exists", f"{file_paths.display(dst)!r} already exists")
         for key in [k for k in tree if k == src_key or k.startswith(src_key + "/")]:
             tree[dst_key + key[len(src_key):]] = tree.pop(key)
+        self._keep_parent(tree, src_key)
 
     # -- backups ---------------------------------------------------------------------------------
 
