@@ -104,6 +104,7 @@ class SftpContext:
     windows: Windows
     failures_per_address: int
     recheck_seconds: float = RECHECK_SECONDS
+    connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -129,10 +130,13 @@ class SignIn(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        self.context.connections.add(conn)
         peer = conn.get_extra_info("peername")
         self.address = peer[0] if peer else "unknown"
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.context.connections.discard(self.conn)
         if self.grant is None and self.offered_key:
             task = asyncio.get_running_loop().create_task(self.context.failed(self.address))
             task.add_done_callback(lambda t: t.exception())  # never an unretrieved exception
@@ -472,9 +476,14 @@ class SftpServer:
         return self.host, self.port
 
     async def close(self) -> None:
+        """Stop listening and end every open session."""
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        for conn in list(self.context.connections):
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 5)
 
     def stop(self) -> None:
         """Stop a server started with `start_in_thread`."""
