@@ -162,7 +162,8 @@ def test_every_file_operation_over_sftp_reaches_the_agent(client: TestClient, al
                                                           container: Container) -> None:
     iid = new_server(client, alice)
     private, public = new_key()
-    assert client.post("/api/ssh-keys", json={"name": "laptop", "public_key": public}, headers=alice).status_code == 201
+    added = client.post("/api/ssh-keys", json={"name": "laptop", "public_key": public}, headers=alice)
+    assert added.status_code == 201, added.text
     details = client.get(f"/api/instances/{iid}/sftp", headers=alice).json()
     assert details["username"] == f"alice@example.com.{iid.replace('-', '')[:8]}"
     assert details["host"] == "127.0.0.1" and details["port"] == container.sftp.port
@@ -309,3 +310,33 @@ def test_a_deleted_server_and_a_suspended_account(client: TestClient, alice: dic
     wait_operation(client, alice, r.json()["operation_id"])
     assert refused(created["port"], created["username"], password=created["password"])
     assert_problem(client.get(f"/api/instances/{iid}/sftp", headers=alice), 404, "not_found")
+
+
+def test_openssh_sftp_client_in_batch_mode(client: TestClient, alice: dict[str, str], tmp_path: Path) -> None:
+    """OpenSSH's own `sftp`, as customers use it: a key file, `put`, `ls`, `rename`, `get`."""
+    import shutil
+    import subprocess
+
+    binary, keygen = shutil.which("sftp"), shutil.which("ssh-keygen")
+    assert binary and keygen, "OpenSSH's sftp and ssh-keygen are needed (apt-get install openssh-client)"
+    iid = new_server(client, alice)
+    key_file = tmp_path / "id_ed25519"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key_file)], check=True)
+    public = (tmp_path / "id_ed25519.pub").read_text()
+    added = client.post("/api/ssh-keys", json={"name": "openssh", "public_key": public}, headers=alice)
+    assert added.status_code == 201, added.text
+    details = client.get(f"/api/instances/{iid}/sftp", headers=alice).json()
+    (tmp_path / "mod.jar").write_bytes(b"PK\x03\x04 a mod")
+    batch = tmp_path / "batch"
+    batch.write_text(f"mkdir mods\nput {tmp_path / 'mod.jar'} mods/mod.jar\nls -l mods\n"
+                     f"rename mods/mod.jar mods/renamed.jar\nget mods/renamed.jar {tmp_path / 'back.jar'}\n")
+    result = subprocess.run(
+        [binary, "-b", str(batch), "-i", str(key_file), "-P", str(details["port"]), "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", f"UserKnownHostsFile={tmp_path / 'known_hosts'}",
+         "-o", "IdentitiesOnly=yes", f"{details['username']}@{details['host']}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "mod.jar" in result.stdout
+    assert (tmp_path / "back.jar").read_bytes() == b"PK\x03\x04 a mod"
+    listing = client.get(f"/api/instances/{iid}/files", params={"path": "/mods"}, headers=alice).json()
+    assert listing["entries"] == [{"name": "renamed.jar", "type": "file", "size": 10}]
