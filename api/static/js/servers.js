@@ -9,6 +9,7 @@ import {ConsoleView} from './console.js';
 import {describe, describeOperationError} from './errors.js';
 import {FilesView} from './files.js';
 import {SchedulesView} from './schedules.js';
+import {SftpView} from './sftp.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
@@ -34,6 +35,7 @@ let filesView;
 let backupsView;
 let schedulesView;
 let activityView;
+let sftpView;
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,6 +56,7 @@ export function setup() {
   backupsView = new BackupsView($('tab-backups'), (operationId, instanceId) => track(instanceId, operationId));
   schedulesView = new SchedulesView($('tab-schedules'));
   activityView = new ActivityView($('tab-activity'));
+  sftpView = new SftpView($('tab-sftp'));
   fillTemplates();
 }
 
@@ -356,6 +359,7 @@ function closeDetail() {
   backupsView?.detach();
   schedulesView?.detach();
   activityView?.detach();
+  sftpView?.detach();
   const wasOpen = selected !== null;
   selected = null;
   $('server-detail').hidden = true;
@@ -369,6 +373,7 @@ function updateDetail(instance) {
   backupsView.attach(instance);
   schedulesView.attach(instance);
   activityView.attach(instance);
+  sftpView.attach(instance);
 }
 
 function showTab(name) {
@@ -380,4 +385,5 @@ function showTab(name) {
   if (name === 'backups') backupsView.load();
   if (name === 'schedules') schedulesView.load();
   if (name === 'activity') activityView.load(true);
+  if (name === 'sftp') sftpView.load();
 }
