@@ -26,7 +26,7 @@ export function setup() {
         + 'address and the user name to use.'),
       h('form', {id: 'ssh-key-form', onsubmit: add},
         h('div', {className: 'fields'},
-          h('div', {className: 'field'}, h('label', {for: 'ssh-key-name'}, 'Name'), nameInput),
+          h('div', {className: 'field'}, h('label', {for: 'ssh-key-name'}, 'Key name'), nameInput),
           h('div', {className: 'field wide'}, h('label', {for: 'ssh-key-value'}, 'Public key'), keyInput,
             h('small', {id: 'ssh-key-help'}, 'One line of your id_ed25519.pub (or id_rsa.pub). Never paste a '
               + 'private key.'))),
