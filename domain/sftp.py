@@ -69,7 +69,8 @@ def parse_username(username: str) -> tuple[str, str] | None:
     """
     email, dot, server = username.rpartition(".")
     server = server.lower().replace("-", "")
-    if not dot or not email or "@" not in email or len(server) not in (8, 32):
+    local, at, domain = email.partition("@")
+    if not dot or not local or not at or not domain or len(server) not in (8, 32):
         return None
     if any(c not in "0123456789abcdef" for c in server):
         return None

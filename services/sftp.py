@@ -69,6 +69,8 @@ def parse_public_key(text: str) -> ParsedKey:
     """A public key from one line of `authorized_keys` (or RFC 4716); 422 `validation_error` if it is none."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_PUBLIC_KEY:
         raise SshKeyRuleError(f"public_key is one SSH public key, at most {MAX_PUBLIC_KEY} characters")
+    if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
+        raise SshKeyRuleError("that is a private key: never share it; paste the public key (the .pub file) instead")
     try:
         key = asyncssh.import_public_key(text.strip())
     except (asyncssh.KeyImportError, ValueError, TypeError, UnicodeError) as exc:
