@@ -125,7 +125,8 @@ class SignIn(asyncssh.SSHServer):
         self.context = context
         self.conn: asyncssh.SSHServerConnection | None = None
         self.address = "unknown"
-        self.grant: SftpGrant | None = None
+        self.pending: SftpGrant | None = None  # a credential checked out; a key still has to prove its signature
+        self.grant: SftpGrant | None = None  # set once asyncssh has completed the sign-in
         self.offered_key = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -173,12 +174,15 @@ class SignIn(asyncssh.SSHServer):
     def _accept(self, grant: SftpGrant | None) -> bool:
         if grant is None:
             return False
-        self.grant = grant
-        assert self.conn is not None
-        self.conn.set_extra_info(**{GRANT: grant})
-        log.info("sftp: %s signed in to %s by %s from %s", grant.email, grant.instance_id, grant.method,
-                 self.address)
+        self.pending = grant
         return True
+
+    def auth_completed(self) -> None:
+        assert self.conn is not None and self.pending is not None
+        self.grant = self.pending
+        self.conn.set_extra_info(**{GRANT: self.grant})
+        log.info("sftp: %s signed in to %s by %s from %s", self.grant.email, self.grant.instance_id,
+                 self.grant.method, self.address)
 
 
 @dataclass(eq=False)
@@ -443,12 +447,10 @@ class SftpServer:
 
     def start_in_thread(self, timeout: float = 30.0) -> tuple[str, int]:
         """Run the server on its own event loop in a daemon thread; the bound (host, port)."""
-        started: asyncio.Future[tuple[str, int]] | None = None
         ready = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
-            nonlocal started
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
