@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test test-fast lint bench bench-compare clean chromium dovecot wrk tools
+.PHONY: run test test-fast lint bench bench-compare clean chromium dovecot openssh wrk tools
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +25,18 @@ test-fast: $(BIN)/.installed
 
 # Debian tools the tests drive: Chromium for the browser tests (Playwright never downloads a browser here),
 # promtool and the blackbox exporter for the Prometheus files (tests/unit/test_ops_files.py), Dovecot for the
-# IMAP mailbox the support desk polls (tests/integration/test_inbound_mail.py).
-tools: chromium dovecot
+# IMAP mailbox the support desk polls (tests/integration/test_inbound_mail.py), OpenSSH's sftp client
+# (tests/integration/test_sftp.py).
+tools: chromium dovecot openssh
 	command -v promtool >/dev/null 2>&1 && command -v prometheus-blackbox-exporter >/dev/null 2>&1 || \
 	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus prometheus-blackbox-exporter)
 
 dovecot:
 	test -x /usr/sbin/dovecot || (apt-get update -qq && apt-get install -y -qq --no-install-recommends dovecot-imapd)
+
+openssh:
+	command -v sftp >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-client)
 
 chromium:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)

@@ -24,6 +24,7 @@ from api.routers import (
     portal,
     probes,
     schedules,
+    sftp,
     stats,
     subusers,
     support,
@@ -58,7 +59,7 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     metrics.install(app, container)
     routers = (probes, users, tokens, templates, instances, lifecycle, backups, files, console, schedules, subusers,
-               support, desk, admin, billing, nodes, stats)
+               support, desk, admin, billing, nodes, stats, sftp)
     for module in routers:
         app.include_router(module.router)
     docs.install(app)

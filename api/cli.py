@@ -87,9 +87,11 @@ def serve(
         run_migrate(DatabaseURL.parse(settings.database_url))
     container = _container(settings)
     first_token = _bootstrap(container, settings)
+    sftp_line = "SFTP:      off (ZLH_SFTP_LISTEN=off)"
     if not no_workers:
         container.start()
         container.start_controller()
+        sftp_line = _start_sftp(container)
     base = f"http://{host}:{port}"
     typer.echo(
         f"\nZLH control plane on {base}  (database: {container.url.dialect}, "
@@ -97,12 +99,52 @@ def serve(
         f"controller: {'off' if no_workers else settings.controller_mode})\n"
         f"  API docs:  {base}/docs   OpenAPI: {base}/openapi.json\n"
         f"  {first_token}\n"
+        f"  {sftp_line}\n"
         f"  Try:       curl -H 'Authorization: Bearer TOKEN' {base}/api/me\n"
     )
     try:
         uvicorn.run(create_app(container), host=host, port=port, log_level="info", log_config=None)
     finally:
         container.close()
+
+
+def _start_sftp(container) -> str:  # type: ignore[no-untyped-def]
+    """Start the embedded SFTP server; a port already taken is logged, and the API serves on without it."""
+    if container.settings.sftp_listen == "off":
+        return "SFTP:      off (ZLH_SFTP_LISTEN=off)"
+    try:
+        host, port = container.start_sftp()
+    except OSError as exc:
+        log.error("sftp: cannot listen on %s (%s); serving without SFTP", container.settings.sftp_listen, exc)
+        return f"SFTP:      NOT STARTED: cannot listen on {container.settings.sftp_listen} ({exc.strerror})"
+    return f"SFTP:      sftp -P {port} EMAIL.SHORTID@{host}  (GET /api/instances/ID/sftp tells each server's)"
+
+
+@cli.command()
+def sftp(
+    listen: Annotated[str | None, typer.Option(help="host:port to listen on (default: ZLH_SFTP_LISTEN).")] = None,
+) -> None:
+    """The SFTP server alone (its own systemd unit): each server's files, until SIGTERM."""
+    _setup_logging()
+    settings = _settings()
+    if listen is not None:
+        settings = settings.model_copy(update={"sftp_listen": listen})
+    if settings.sftp_listen == "off":
+        typer.echo("zlh: ZLH_SFTP_LISTEN is off; nothing to serve", err=True)
+        raise typer.Exit(2)
+    container = _container(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        host, port = container.start_sftp()
+    except OSError as exc:
+        typer.echo(f"zlh: cannot listen on {settings.sftp_listen}: {exc}", err=True)
+        container.close()
+        raise typer.Exit(1) from exc
+    typer.echo(f"zlh sftp listening on {host}:{port}", err=True)
+    stop.wait()
+    container.close()
 
 
 def _bootstrap(container, settings) -> str:  # type: ignore[no-untyped-def]

@@ -53,6 +53,7 @@ DOMAIN_STATUS = {
     "permission_denied": 403,
     "subuser_exists": 409,
     "node_unreachable": 503,
+    "ssh_key_exists": 409,
 }
 
 #: HTTP status for each driver (node agent) error code that describes what the customer asked for; the
@@ -72,6 +73,8 @@ DRIVER_STATUS = {
     "checksum_mismatch": 422,
     "bad_archive": 422,
     "validation_error": 422,
+    "already_exists": 409,
+    "not_empty": 409,
 }
 #: Every other driver failure is the node's, not the customer's: 503 (504 when it was too slow) with
 #: `Retry-After`, a stable code and a message that says nothing about the node (the log has the rest).

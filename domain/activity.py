@@ -3,7 +3,9 @@
 One stream per instance (its id derives from the instance's), beside the instance's own stream so
 that recording a console command never collides with an operation on the instance. It records
 console commands as they are sent (the line, at most `MAX_COMMAND` characters, any character no
-read model can hold replaced by U+FFFD) and file writes (the path and the size: never the contents).
+read model can hold replaced by U+FFFD) and file writes (the path and the size: never the contents),
+and the other changes to files SFTP makes: a directory made, an entry removed, an entry moved
+(`via` says through what: `sftp`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,29 @@ class InstanceActivity(Aggregate):
         path: str
         size: int
 
+    class DirectoryMade(Event):
+        TOPIC = "zlh.InstanceActivity.DirectoryMade"
+        instance_id: UUID
+        actor_id: UUID
+        path: str
+        via: str
+
+    class EntryRemoved(Event):
+        TOPIC = "zlh.InstanceActivity.EntryRemoved"
+        instance_id: UUID
+        actor_id: UUID
+        path: str
+        directory: bool
+        via: str
+
+    class EntryMoved(Event):
+        TOPIC = "zlh.InstanceActivity.EntryMoved"
+        instance_id: UUID
+        actor_id: UUID
+        path: str
+        target: str
+        via: str
+
     @staticmethod
     def create_id(instance_id: UUID) -> UUID:
         return activity_id(instance_id)
@@ -74,4 +99,27 @@ class InstanceActivity(Aggregate):
 
     @event(FileWritten)
     def _file_written(self, instance_id: UUID, actor_id: UUID, path: str, size: int) -> None:
+        self.recorded += 1
+
+    def directory_made(self, actor_id: UUID, path: str, via: str) -> None:
+        self._directory_made(instance_id=self.instance_id, actor_id=actor_id, path=storable(path, MAX_PATH), via=via)
+
+    def entry_removed(self, actor_id: UUID, path: str, directory: bool, via: str) -> None:
+        self._entry_removed(instance_id=self.instance_id, actor_id=actor_id, path=storable(path, MAX_PATH),
+                            directory=bool(directory), via=via)
+
+    def entry_moved(self, actor_id: UUID, path: str, target: str, via: str) -> None:
+        self._entry_moved(instance_id=self.instance_id, actor_id=actor_id, path=storable(path, MAX_PATH),
+                          target=storable(target, MAX_PATH), via=via)
+
+    @event(DirectoryMade)
+    def _directory_made(self, instance_id: UUID, actor_id: UUID, path: str, via: str) -> None:
+        self.recorded += 1
+
+    @event(EntryRemoved)
+    def _entry_removed(self, instance_id: UUID, actor_id: UUID, path: str, directory: bool, via: str) -> None:
+        self.recorded += 1
+
+    @event(EntryMoved)
+    def _entry_moved(self, instance_id: UUID, actor_id: UUID, path: str, target: str, via: str) -> None:
         self.recorded += 1

@@ -21,6 +21,7 @@ from domain.operation import Operation
 from domain.quota import Quota
 from domain.repair import ControllerLeadership, Drift, Repair
 from domain.schedule import Schedule, ScheduleRun
+from domain.sftp import SftpPassword, SshKeyring
 from domain.subuser import Subuser
 from domain.support import SupportTicket, TicketCounter
 from domain.user import Credential, User
@@ -28,4 +29,4 @@ from domain.user import Credential, User
 AGGREGATES = (User, Credential, Instance, Operation, NameClaim, Backup, SupportTicket, TicketCounter,
               Announcement, Note, Delivery, ControllerLeadership, Drift, Repair,
               BillingAccount, StripeEvent, StripeCustomer, Schedule, ScheduleRun, InstanceActivity, Quota,
-              Subuser, Node, PortClaim, BackupPolicy)
+              Subuser, Node, PortClaim, BackupPolicy, SshKeyring, SftpPassword)

@@ -55,6 +55,7 @@ class ActivityProjection(Projection):
         User.Registered.TOPIC, Operation.Requested.TOPIC, Operation.Succeeded.TOPIC, Operation.Failed.TOPIC,
         Instance.Suspended.TOPIC, Instance.Unsuspended.TOPIC, Instance.Renamed.TOPIC,
         InstanceActivity.ConsoleCommandSent.TOPIC, InstanceActivity.FileWritten.TOPIC,
+        InstanceActivity.DirectoryMade.TOPIC, InstanceActivity.EntryRemoved.TOPIC, InstanceActivity.EntryMoved.TOPIC,
         Schedule.Defined.TOPIC, Schedule.Revised.TOPIC, Schedule.Deleted.TOPIC,
         ScheduleRun.Planned.TOPIC, ScheduleRun.Missed.TOPIC, ScheduleRun.Skipped.TOPIC, ScheduleRun.Started.TOPIC,
         ScheduleRun.Finished.TOPIC,
@@ -105,6 +106,14 @@ class ActivityProjection(Projection):
             add(event.instance_id, event.actor_id, "user", "console.command", {"command": event.command})
         elif isinstance(event, InstanceActivity.FileWritten):
             add(event.instance_id, event.actor_id, "user", "file.write", {"path": event.path, "size": event.size})
+        elif isinstance(event, InstanceActivity.DirectoryMade):
+            add(event.instance_id, event.actor_id, "user", "file.mkdir", {"path": event.path, "via": event.via})
+        elif isinstance(event, InstanceActivity.EntryRemoved):
+            add(event.instance_id, event.actor_id, "user", "file.remove",
+                {"path": event.path, "directory": event.directory, "via": event.via})
+        elif isinstance(event, InstanceActivity.EntryMoved):
+            add(event.instance_id, event.actor_id, "user", "file.rename",
+                {"path": event.path, "target": event.target, "via": event.via})
         elif isinstance(event, Schedule.Defined):
             cur.execute(f"INSERT INTO {t[SCHEDULES]} (id, instance_id, name) VALUES (%s, %s, %s)",
                         (oid, str(event.instance_id), event.name))

@@ -33,3 +33,15 @@ def record_console_command(app: ZLH, instance_id: UUID, actor_id: UUID, command:
 
 def record_file_write(app: ZLH, instance_id: UUID, actor_id: UUID, path: str, size: int) -> int:
     return _record(app, instance_id, "file_written", actor_id=actor_id, path=path, size=size)
+
+
+def record_directory_made(app: ZLH, instance_id: UUID, actor_id: UUID, path: str, via: str) -> int:
+    return _record(app, instance_id, "directory_made", actor_id=actor_id, path=path, via=via)
+
+
+def record_entry_removed(app: ZLH, instance_id: UUID, actor_id: UUID, path: str, directory: bool, via: str) -> int:
+    return _record(app, instance_id, "entry_removed", actor_id=actor_id, path=path, directory=directory, via=via)
+
+
+def record_entry_moved(app: ZLH, instance_id: UUID, actor_id: UUID, path: str, target: str, via: str) -> int:
+    return _record(app, instance_id, "entry_moved", actor_id=actor_id, path=path, target=target, via=via)

@@ -173,6 +173,7 @@ class Container:
     schedules: ScheduleManager | None = None
     mail: MailWorker | None = None
     helpdesk: Any = None
+    sftp: Any = None  # services.workers.sftp.SftpServer, once start_sftp() ran
     controller: Controller | None = None
     channels: tuple[Any, Any] | None = None
     console_tickets: ConsoleTickets = field(default_factory=ConsoleTickets)
@@ -336,6 +337,39 @@ class Container:
         self._spawn("controller", self.controller.run)
         return self.controller
 
+    def start_sftp(self) -> tuple[str, int] | None:
+        """Run the SFTP server on its own event loop in a thread of this process (`ZLH_SFTP_LISTEN`; `off`:
+        not at all); the bound (host, port)."""
+        from services.workers.sftp import SftpContext, SftpServer
+
+        if self.settings.sftp_listen == "off" or self.sftp is not None:
+            return None if self.sftp is None else (self.sftp.host, self.sftp.port)
+        context = SftpContext(self.app, self.db, lambda: self.driver, self.access.windows,
+                              self.settings.auth_failures_per_minute)
+        server = SftpServer(context, self.sftp_host_key_path, self.settings.sftp_listen)
+        bound = server.start_in_thread()
+        self.sftp = server
+        return bound
+
+    @property
+    def sftp_host_key_path(self) -> Path:
+        return Path(self.settings.sftp_host_key or Path(self.settings.data_dir) / "sftp_host_ed25519_key")
+
+    def sftp_endpoint(self) -> Any:
+        """Where customers connect (services.sftp.Endpoint): ZLH_SFTP_PUBLIC_HOST/PORT, else what this process
+        listens on, else ZLH_SFTP_LISTEN."""
+        from services.sftp import Endpoint
+        from services.workers.sftp import host_key_fingerprint, split_address
+
+        s = self.settings
+        host, port = split_address(s.sftp_listen) if s.sftp_listen != "off" else ("localhost", 2022)
+        if self.sftp is not None:
+            host, port = self.sftp.host, self.sftp.port
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        return Endpoint(s.sftp_public_host or host, s.sftp_public_port or port,
+                        host_key_fingerprint(self.sftp_host_key_path))
+
     def start_api(self) -> None:
         """What an API process runs beside its routes (once): recording when tokens were last used, and
         following the log for revocations and disables made by any process, to clear its token cache."""
@@ -392,6 +426,8 @@ class Container:
             self.helpdesk.stop_event.set()
         if self.controller is not None:
             self.controller.stop()
+        if self.sftp is not None:
+            self.sftp.stop()
         self.app.signal.notify()
         for thread in self.threads:
             thread.join(timeout=5)

@@ -153,6 +153,20 @@ class InstanceDriver(Protocol):
         """Atomic write; larger than the driver's limit is `too_large`."""
         ...
 
+    def make_directory(self, spec: InstanceSpec, path: str) -> None:
+        """Create a directory and its missing parents; `already_exists` if the path is taken."""
+        ...
+
+    def delete_path(self, spec: InstanceSpec, path: str, directory: bool = False) -> None:
+        """Remove a file or symlink, or with `directory` an empty directory (`not_empty`, `not_found`,
+        `is_a_directory`, `not_a_directory`); `/` is `bad_path`."""
+        ...
+
+    def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
+        """Move an entry (a symlink itself, not its target); an existing target is `already_exists` unless
+        `overwrite`; the target's directory must exist (`not_found`)."""
+        ...
+
     # Backups: `.tar.gz` archives of the instance's files, kept outside the instance directory.
 
     def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict:

@@ -182,3 +182,11 @@ class Settings(BaseSettings):
     #: Where support attachments and received mail are kept: `local` (ZLH_DATA_DIR/attachments) or `s3` (the
     #: backup bucket, under PREFIX/attachments/; those kept locally before the switch are still read).
     attachments_store: Literal["local", "s3"] = "local"
+    #: SFTP (README "SFTP"): where the SFTP server listens (`host:port`, port 0 = any free one; `off`: not at
+    #: all), its host key (an OpenSSH private key file, made 0600 at the first start if missing; unset:
+    #: `ZLH_DATA_DIR/sftp_host_ed25519_key`), and the host and port customers are told to connect to (unset: the
+    #: listening ones).
+    sftp_listen: str = Field(default="127.0.0.1:2022", pattern=r"^(off|\[?[A-Za-z0-9.:_-]*\]?:\d{1,5})$")
+    sftp_host_key: str | None = None
+    sftp_public_host: str | None = None
+    sftp_public_port: int | None = Field(default=None, ge=1, le=65535)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 CUSTOMER_CODES = frozenset({
     "bad_path", "bad_command", "is_a_directory", "not_a_directory", "not_a_file", "not_found", "too_large",
     "still_running", "not_running", "console_busy", "quota_exceeded", "checksum_mismatch", "validation_error",
-    "unknown_template", "out_of_memory",
+    "unknown_template", "out_of_memory", "already_exists", "not_empty",
 })
 #: What a customer reads for a failure of the node itself (the log has the agent's own message).
 NODE_MESSAGES = {
@@ -249,6 +249,17 @@ class AgentDriver:
             content=bytes(content),
             headers={"Content-Type": "application/octet-stream"},
         )
+
+    def make_directory(self, spec: InstanceSpec, path: str) -> None:
+        self._call("PUT", self._path(spec, "/files/directory"), params=self._params(spec, path=path))
+
+    def delete_path(self, spec: InstanceSpec, path: str, directory: bool = False) -> None:
+        self._call("DELETE", self._path(spec, "/files/entry"),
+                   params=self._params(spec, path=path, directory=str(directory).lower()))
+
+    def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
+        self._call("POST", self._path(spec, "/files/rename"), params=self._params(spec),
+                   json={"source": source, "target": target, "overwrite": overwrite})
 
     def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
         response = self._call(

@@ -229,17 +229,21 @@ class FakeDriver:
         if prefix in tree:
             raise DriverError("not_a_directory", f"{shown!r} is not a directory")
         entries: dict[str, dict[str, Any]] = {}
+        found = False
         for key, content in tree.items():
             if prefix and not key.startswith(prefix + "/"):
                 continue
+            found = True
             rest = key[len(prefix) + 1 :] if prefix else key
+            if not rest:
+                continue  # the marker of an empty directory (`make_directory`): the directory itself
             name, sep, _ = rest.partition("/")
             entries[name] = (
                 {"name": name, "type": "dir", "size": 0}
                 if sep
                 else {"name": name, "type": "file", "size": len(content)}
             )
-        if prefix and not entries:
+        if prefix and not found:
             raise DriverError("not_found", f"{shown!r} does not exist")
         return sorted(entries.values(), key=lambda e: (e["type"] != "dir", e["name"]))
 
@@ -294,6 +298,69 @@ class FakeDriver:
 
     def node_stats(self) -> dict[str, dict[str, Any]]:
         return {str(i): self._sample(i) for i in self.processes}
+
+    # A directory is implicit in the paths of its files; an empty one is a key ending in "/".
+
+    def _exists(self, tree: dict[str, bytes], key: str) -> bool:
+        return key in tree or any(k.startswith(key + "/") for k in tree)
+
+    def _keep_parent(self, tree: dict[str, bytes], key: str) -> None:
+        """A directory whose last entry went stays, as an empty one."""
+        parent = key.rpartition("/")[0]
+        if parent and not self._exists(tree, parent):
+            tree[parent + "/"] = b""
+
+    def make_directory(self, spec: InstanceSpec, path: str) -> None:
+        self._step("make_directory", spec)
+        parts = file_paths.normalize(path)
+        tree = self._tree(spec)
+        key = "/".join(parts)
+        if not parts:
+            raise DriverError("bad_path", "'/' is the instance's root")
+        if self._exists(tree, key):
+            raise DriverError("already_exists", f"{file_paths.display(parts)!r} already exists")
+        if any("/".join(parts[:i]) in tree for i in range(1, len(parts))):
+            raise DriverError("not_a_directory", f"a parent of {file_paths.display(parts)!r} is not a directory")
+        tree[key + "/"] = b""
+
+    def delete_path(self, spec: InstanceSpec, path: str, directory: bool = False) -> None:
+        self._step("delete_path", spec)
+        parts = file_paths.normalize(path)
+        tree = self._tree(spec)
+        shown, key = file_paths.display(parts), "/".join(parts)
+        if not parts:
+            raise DriverError("bad_path", "'/' is the instance's root")
+        if not self._exists(tree, key):
+            raise DriverError("not_found", f"{shown!r} does not exist")
+        if key in tree:
+            if directory:
+                raise DriverError("not_a_directory", f"{shown!r} is not a directory")
+            del tree[key]
+            self._keep_parent(tree, key)
+            return
+        if not directory:
+            raise DriverError("is_a_directory", f"{shown!r} is a directory")
+        if any(k.startswith(key + "/") and k != key + "/" for k in tree):
+            raise DriverError("not_empty", f"{shown!r} is not empty")
+        tree.pop(key + "/", None)
+        self._keep_parent(tree, key)
+
+    def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
+        self._step("rename_path", spec)
+        src, dst = file_paths.normalize(source), file_paths.normalize(target)
+        tree = self._tree(spec)
+        src_key, dst_key = "/".join(src), "/".join(dst)
+        if not src or not dst:
+            raise DriverError("bad_path", "'/' is the instance's root")
+        if not self._exists(tree, src_key):
+            raise DriverError("not_found", f"{file_paths.display(src)!r} does not exist")
+        if dst[: len(src)] == src and dst != src:
+            raise DriverError("bad_path", f"cannot move {file_paths.display(src)!r} into itself")
+        if self._exists(tree, dst_key) and not (overwrite and dst_key in tree and src_key in tree):
+            raise DriverError("already_exists", f"{file_paths.display(dst)!r} already exists")
+        for key in [k for k in tree if k == src_key or k.startswith(src_key + "/")]:
+            tree[dst_key + key[len(src_key):]] = tree.pop(key)
+        self._keep_parent(tree, src_key)
 
     # -- backups ---------------------------------------------------------------------------------
 

@@ -605,6 +605,25 @@ class LocalDriver:
                 return
             self.users.give(owner, target)
 
+    # Like writes, these hold the files lock (a restore's swap never interleaves) and leave what they make
+    # owned by the instance's user.
+
+    def make_directory(self, spec: InstanceSpec, path: str) -> None:
+        """Create a directory (and missing parents) under `instances/<id>/`."""
+        with self._files_lock(spec):
+            files.make_directory(self.instance_dir(spec), path)
+            self._give_written(spec, path)
+
+    def delete_path(self, spec: InstanceSpec, path: str, directory: bool = False) -> None:
+        """Remove a file (or an empty directory, with `directory`) under `instances/<id>/`."""
+        with self._files_lock(spec):
+            files.delete_path(self.instance_dir(spec), path, directory)
+
+    def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
+        """Move an entry to another path under `instances/<id>/`."""
+        with self._files_lock(spec):
+            files.rename_path(self.instance_dir(spec), source, target, overwrite)
+
     # -- InstanceDriver: backups ------------------------------------------------------------------
 
     def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:

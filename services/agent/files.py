@@ -10,7 +10,8 @@ still finds too long (the root's own path counts there) is `bad_path` as well, n
 an I/O error.
 
 `normalize` is the pure, filesystem-free part (the fake driver uses it too);
-`resolve_inside`, `list_dir`, `read_file` and `write_file` work on a real root.
+`resolve_inside`, `list_dir`, `read_file`, `write_file`, `make_directory`, `delete_path` and
+`rename_path` work on a real root (the last three act on an entry itself, never through a symlink).
 Writes are atomic (a temp file in the same directory, fsync, `os.replace`),
 create missing parent directories inside the root, and are refused above
 `max_bytes` (`too_large`).
@@ -247,3 +248,84 @@ def existing_size(root: Path, path: str) -> int:
     except (OSError, DriverError):
         return 0
     return st.st_size if stat.S_ISREG(st.st_mode) else 0
+
+def _entry_inside(root: Path, path: str) -> tuple[tuple[str, ...], Path]:
+    """The components of `path` and the entry itself (not followed if it is a symlink) under its real parent.
+
+    The parent is resolved inside the root as any path is; the last component is taken as it is, so
+    removing or renaming a symlink acts on the link, never on what it points to. `/` is refused.
+    """
+    parts = normalize(path)
+    _require_root(root)
+    if not parts:
+        raise DriverError("bad_path", "'/' is the instance's root: it cannot be removed, created or renamed")
+    parent = resolve_inside(root, display(parts[:-1]))
+    return parts, parent / parts[-1]
+
+
+def make_directory(root: Path, path: str) -> None:
+    """Create a directory (and missing parents) inside the root; `already_exists` if something is there."""
+    parts, target = _entry_inside(root, path)
+    shown = display(parts)
+    if os.path.lexists(target):
+        raise DriverError("already_exists", f"{shown!r} already exists")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        resolve_inside(root, display(parts[:-1]))  # created parents could have raced with a symlink swap
+        target.mkdir()
+    except FileExistsError as exc:
+        raise DriverError("already_exists", f"{shown!r} already exists") from exc
+    except NotADirectoryError as exc:
+        raise DriverError("not_a_directory", f"a parent of {shown!r} is not a directory") from exc
+    except OSError as exc:
+        raise _io_error(exc, f"cannot create {shown!r}: {exc.strerror}") from exc
+
+
+def delete_path(root: Path, path: str, directory: bool) -> None:
+    """Remove a file or symlink (`directory` False) or an empty directory (`directory` True)."""
+    parts, target = _entry_inside(root, path)
+    shown = display(parts)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError as exc:
+        raise DriverError("not_found", f"{shown!r} does not exist") from exc
+    except OSError as exc:
+        raise _io_error(exc, f"cannot remove {shown!r}: {exc.strerror}") from exc
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if directory and not is_dir:
+        raise DriverError("not_a_directory", f"{shown!r} is not a directory")
+    if not directory and is_dir:
+        raise DriverError("is_a_directory", f"{shown!r} is a directory")
+    try:
+        os.rmdir(target) if directory else os.unlink(target)
+    except OSError as exc:
+        if exc.errno == errno.ENOTEMPTY:
+            raise DriverError("not_empty", f"{shown!r} is not empty") from exc
+        raise _io_error(exc, f"cannot remove {shown!r}: {exc.strerror}") from exc
+
+
+def rename_path(root: Path, source: str, target: str, overwrite: bool = False) -> None:
+    """Move a file, symlink or directory to another path inside the root (the entry itself, links not followed).
+
+    Without `overwrite`, an existing target is `already_exists`; with it, a file replaces a file atomically.
+    Moving a directory into itself is `bad_path`.
+    """
+    src_parts, src = _entry_inside(root, source)
+    dst_parts, dst = _entry_inside(root, target)
+    shown = display(src_parts)
+    if not os.path.lexists(src):
+        raise DriverError("not_found", f"{shown!r} does not exist")
+    if dst_parts[: len(src_parts)] == src_parts and dst_parts != src_parts:
+        raise DriverError("bad_path", f"cannot move {shown!r} into itself")
+    if os.path.lexists(dst) and not overwrite:
+        raise DriverError("already_exists", f"{display(dst_parts)!r} already exists")
+    if not dst.parent.is_dir():
+        raise DriverError("not_found", f"the directory of {display(dst_parts)!r} does not exist")
+    try:
+        os.replace(src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise DriverError("already_exists", f"{display(dst_parts)!r} already exists") from exc
+        if exc.errno == errno.EISDIR:
+            raise DriverError("is_a_directory", f"{display(dst_parts)!r} is a directory") from exc
+        raise _io_error(exc, f"cannot move {shown!r}: {exc.strerror}") from exc

@@ -25,6 +25,9 @@ Routes (instance steps take the `InstanceSpec` as path `instance_id` plus query
 | `GET /v1/instances/{id}/files?path=/` | | 200 `{"path", "entries"}` |
 | `GET /v1/instances/{id}/files/content?path=P` | | 200, the raw bytes |
 | `PUT /v1/instances/{id}/files/content?path=P` | the raw bytes | 204 |
+| `PUT /v1/instances/{id}/files/directory?path=P` | | 204 (mkdir -p; `already_exists`: 409) |
+| `DELETE /v1/instances/{id}/files/entry?path=P&directory=false` | | 204 (a file, or an empty directory) |
+| `POST /v1/instances/{id}/files/rename` | `{"source", "target", "overwrite"}` | 204 |
 | `PUT /v1/instances/{id}/backups/{backup_id}` | | 200 manifest (create, idempotent) |
 | `POST /v1/instances/{id}/backups/{backup_id}/restore` | `{"sha256"}` | 204 |
 | `DELETE /v1/backups/{backup_id}` | | 204 |
@@ -105,6 +108,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "is_a_directory": 400,
     "not_a_file": 400,
     "not_found": 404,
+    "already_exists": 409,
+    "not_empty": 409,
     "too_large": 413,
     "still_running": 409,
     "not_running": 409,
@@ -220,6 +225,11 @@ class UploadBody(BaseModel):
 class OffsiteRestoreBody(RestoreBody):
     url: str = PresignedUrl
 
+class RenameBody(BaseModel):
+    source: str = Field(max_length=files.MAX_PATH_BYTES)
+    target: str = Field(max_length=files.MAX_PATH_BYTES)
+    overwrite: bool = False
+
 
 def spec_from_request(
     instance_id: UUID,
@@ -332,6 +342,18 @@ def create_agent_app(driver: LocalDriver, secret: str) -> FastAPI:
         if received > limit:
             raise DriverError("too_large", f"a file may hold at most {limit} bytes, got {received}")
         await run_in_threadpool(driver.write_file, spec, path, bytes(body))
+
+    @app.put("/v1/instances/{instance_id}/files/directory", status_code=204)
+    def make_directory(path: str, spec: InstanceSpec = Spec) -> None:
+        driver.make_directory(spec, path)
+
+    @app.delete("/v1/instances/{instance_id}/files/entry", status_code=204)
+    def delete_path(path: str, directory: bool = False, spec: InstanceSpec = Spec) -> None:
+        driver.delete_path(spec, path, directory)
+
+    @app.post("/v1/instances/{instance_id}/files/rename", status_code=204)
+    def rename_path(body: RenameBody, spec: InstanceSpec = Spec) -> None:
+        driver.rename_path(spec, body.source, body.target, body.overwrite)
 
     @app.put("/v1/instances/{instance_id}/backups/{backup_id}")
     def create_backup(backup_id: UUID, spec: InstanceSpec = Spec) -> dict[str, Any]:

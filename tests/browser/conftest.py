@@ -51,6 +51,7 @@ def portal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "ZLH_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "ZLH_LOCAL_STEP_DELAY": "0.25s",  # makes the pending card's phases visible
         "ZLH_AGENT_STATS_INTERVAL": "1",  # live stats charts fill within a test
+        "ZLH_SFTP_LISTEN": "127.0.0.1:0",  # any free port: the API tells the portal which
         **cache_env(),
     }
     server = Server(workdir, env)

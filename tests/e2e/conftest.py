@@ -135,6 +135,7 @@ def serve(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
             "ZLH_DATA_DIR": str(tmp_path / "data"),
             "ZLH_BOOTSTRAP_ADMIN_TOKEN": ADMIN_TOKEN,
             "ZLH_REDIS_KEY_PREFIX": f"zlh-test-{uuid.uuid4().hex}",  # tests run in parallel on one Redis
+            "ZLH_SFTP_LISTEN": "127.0.0.1:0",  # tests run in parallel: any free port
             **cache_env(),
             **extra_env,
         }

@@ -52,6 +52,8 @@ ROUTES: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ("delete", f"{BASE}/schedules/{{schedule_id}}"): ("schedules", {}),
     ("get", f"{BASE}/activity"): (MANAGE, {}),
     ("get", f"{BASE}/stats"): (MEMBER, {}),
+    ("get", f"{BASE}/sftp"): ("files.read", {}),
+    ("post", f"{BASE}/sftp/password"): ("files.read", {}),
     ("get", f"{BASE}/subusers"): (MANAGE, {}),
     ("post", f"{BASE}/subusers"): (MANAGE, {"json": {"email": "new@example.com", "permissions": []}}),
     ("get", f"{BASE}/subusers/{{user_id}}"): (MANAGE, {}),

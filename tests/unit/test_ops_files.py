@@ -35,7 +35,8 @@ def test_env_example_lists_every_setting_and_no_secret_values() -> None:
 
 def test_units_are_hardened_and_run_zlh() -> None:
     units = sorted((OPS / "systemd").glob("*.service"))
-    assert [u.stem for u in units] == ["zlh-agent", "zlh-api", "zlh-controller", "zlh-migrate", "zlh-worker@"]
+    assert [u.stem for u in units] == ["zlh-agent", "zlh-api", "zlh-controller", "zlh-migrate", "zlh-sftp",
+                                     "zlh-worker@"]
     for unit in units:
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         parser.read(unit)

@@ -10,6 +10,7 @@ const ACTIONS = {
   'power.start': 'Started', 'power.stop': 'Stopped', 'power.restart': 'Restarted',
   'backup.create': 'Made a backup', 'backup.restore': 'Restored a backup', 'backup.delete': 'Deleted a backup',
   'console.command': 'Console command', 'file.write': 'Wrote a file',
+  'file.mkdir': 'Made a folder', 'file.remove': 'Removed a file', 'file.rename': 'Renamed a file',
   'schedule.create': 'Created a schedule', 'schedule.update': 'Changed a schedule',
   'schedule.delete': 'Deleted a schedule', 'schedule.run': 'Schedule run',
   'billing.suspend': 'Suspended for non-payment', 'billing.unsuspend': 'Suspension lifted',
@@ -27,6 +28,9 @@ function detailText(item) {
   switch (item.action) {
     case 'console.command': return d.command;
     case 'file.write': return `${d.path} (${formatBytes(d.size)})`;
+    case 'file.mkdir': return `${d.path}${d.via ? ` · over ${d.via.toUpperCase()}` : ''}`;
+    case 'file.remove': return `${d.path}${d.directory ? ' (folder)' : ''}${d.via ? ` · over ${d.via.toUpperCase()}` : ''}`;
+    case 'file.rename': return `${d.path} → ${d.target}${d.via ? ` · over ${d.via.toUpperCase()}` : ''}`;
     case 'schedule.create': case 'schedule.update': case 'schedule.delete':
       return [`“${d.name}”`, d.changed ? `changed: ${d.changed.join(', ')}` : '', d.enabled === false ? 'paused' : '']
         .filter(Boolean).join(' · ');

@@ -18,6 +18,8 @@ const MESSAGES = {
   http_error: 'The request could not be completed.',
   bad_request: 'The request was not understood.',
   validation_error: 'Some of the values are not valid',
+  // SFTP.
+  ssh_key_exists: 'That key is already on your account.',
   // Servers.
   name_taken: 'You already have a server with that name. Choose another name.',
   unknown_template: 'That template is not available for this kind of server.',

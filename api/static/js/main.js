@@ -1,8 +1,9 @@
 // The portal's entry point: sign-in, the views behind the hash (#servers, #support, #notes,
-// #desk, #admin), and the reactions every view shares to 401 (signed out) and 402 (billing).
+// #account, #desk, #admin), and the reactions every view shares to 401 (signed out) and 402 (billing).
 
 import {onProblem} from './api.js';
 import {currentUser, setupSignIn, showSignIn, signOut} from './auth.js';
+import * as account from './account.js';
 import * as admin from './admin.js';
 import * as announcements from './announcements.js';
 import * as billing from './billing.js';
@@ -13,7 +14,7 @@ import * as servers from './servers.js';
 import * as support from './support.js';
 import {flash} from './ui.js';
 
-const VIEWS = {servers, support, notes, desk, admin};
+const VIEWS = {servers, support, notes, account, desk, admin};
 const STAFF_VIEWS = new Set(['desk', 'admin']);
 let user = null;
 let active = null;

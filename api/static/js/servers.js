@@ -13,6 +13,7 @@ import {SchedulesView} from './schedules.js';
 import {SettingsView} from './settings.js';
 import {SubusersView} from './subusers.js';
 import {StatsView, fetchStats, playersText} from './stats.js';
+import {SftpView} from './sftp.js';
 import {confirmAction, copyText, h, say} from './ui.js';
 
 const STATUS_LABELS = {provisioning: 'Setting up', running: 'Running', stopped: 'Stopped', suspended: 'Suspended',
@@ -21,7 +22,7 @@ const KIND_LABELS = {create: 'Create', start: 'Start', stop: 'Stop', restart: 'R
   restore: 'Restore', delete: 'Delete', move: 'Move'};
 // The permission each tab needs; null: the owner's only (a subuser never sees it).
 const TAB_PERMISSIONS = {console: 'console', files: 'files.read', backups: 'backups', schedules: 'schedules',
-  settings: 'settings', activity: null, subusers: null};
+  settings: 'settings', activity: null, subusers: null, sftp: null};
 const FAST_POLL_MS = 600;
 const SLOW_POLL_MS = 4000;
 
@@ -45,6 +46,7 @@ let activityView;
 let subusersView;
 let settingsView;
 let statsView;
+let sftpView;
 
 const $ = (id) => document.getElementById(id);
 
@@ -68,6 +70,7 @@ export function setup() {
   subusersView = new SubusersView($('tab-subusers'));
   settingsView = new SettingsView($('tab-settings'), () => poll());
   statsView = new StatsView($('server-stats'));
+  sftpView = new SftpView($('tab-sftp'));
   fillTemplates();
 }
 
@@ -399,6 +402,7 @@ function closeDetail() {
   subusersView?.detach();
   settingsView?.detach();
   statsView?.detach();
+  sftpView?.detach();
   const wasOpen = selected !== null;
   selected = null;
   $('server-detail').hidden = true;
@@ -412,6 +416,7 @@ function updateDetail(instance) {
   backupsView.attach(instance);
   schedulesView.attach(instance);
   activityView.attach(instance);
+  sftpView.attach(instance);
   statsView.attach(instance);
   subusersView.attach(instance);
   settingsView.attach(instance);
@@ -441,4 +446,5 @@ function showTab(name) {
   if (name === 'schedules') schedulesView.load();
   if (name === 'activity') activityView.load(true);
   if (name === 'subusers') subusersView.load(true);
+  if (name === 'sftp') sftpView.load();
 }
