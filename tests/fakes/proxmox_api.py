@@ -31,6 +31,8 @@ Tasks finish when `task_polls` status polls have answered `running` and `task_se
 passed (both 0 by default: the first poll sees the end). Fault injection on the object:
 `fail_next_task(kind, exitstatus)`, `hang_next_task(kind)` (never ends until `finish_task(upid)`),
 `fail_next_request(status, message, method=None)`. `calls` logs `(method, path)`.
+`hooks` are called as `hook(event, vmid, ip)` when a container has `started`, `stopped` or
+been `destroyed` (a test boots what runs inside the container there: its node agent).
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ class FakeProxmox:
         self._task_faults: list[tuple[str | None, str | None]] = []  # (kind, exitstatus; None = hang)
         self._request_faults: list[tuple[int, str, str | None]] = []
         self._lock = threading.RLock()
+        self.hooks: list[Callable[[str, int, str | None], None]] = []
         base = "/api2/json"
         lxc = f"{base}/nodes/{{node}}/lxc/{{vmid}}"
         self.app = Starlette(
@@ -185,6 +188,10 @@ class FakeProxmox:
         """The address the container's `eth0` reports."""
         with self._lock:
             self.containers[vmid].ip = ip
+
+    def _notify(self, event: str, container: Container) -> None:
+        for hook in self.hooks:
+            hook(event, container.vmid, container.ip)
 
     def task_kinds(self) -> list[str]:
         """The type of every task started so far, in order."""
@@ -435,6 +442,7 @@ class FakeProxmox:
             container.ip = static
         elif container.ip is None:
             container.ip = next(self._addresses)
+        self._notify("started", container)
 
     async def _lxc_member(self, request: Request) -> JSONResponse:
         node, vmid = request.path_params["node"], request.path_params["vmid"]
@@ -456,6 +464,7 @@ class FakeProxmox:
 
             def destroyed() -> None:
                 self.containers.pop(container.vmid, None)
+                self._notify("destroyed", container)
 
             return self._start_task(node, "vzdestroy", container.vmid, self._user(request), destroyed)
 
@@ -516,6 +525,7 @@ class FakeProxmox:
             def stopped() -> None:
                 container.status = "stopped"
                 container.started_at = None
+                self._notify("stopped", container)
 
             kind = "vzshutdown" if action == "shutdown" else "vzstop"
             return self._start_task(node, kind, container.vmid, user, stopped)
