@@ -38,12 +38,15 @@ def _settings():  # type: ignore[no-untyped-def]
 
 def _container(settings=None):  # type: ignore[no-untyped-def]
     from domain.templates import TemplateError
-    from services.bootstrap import Container
+    from services.bootstrap import Container, MissingSettingError
 
     try:
         return Container.build(settings or _settings())
     except TemplateError as exc:
         typer.echo(f"zlh: bad template: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except MissingSettingError as exc:
+        typer.echo(f"zlh: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -236,6 +239,8 @@ def controller_report(
 def agent(
     host: Annotated[str, typer.Option(help="Address to bind (keep it private).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8100,
+    servers_bind: Annotated[str | None, typer.Option(
+        help="Address the servers listen on (default 127.0.0.1; 0.0.0.0 inside a Proxmox container).")] = None,
 ) -> None:
     """The node agent: instance processes, files, backups and console for the control plane."""
     from services.agent.driver import LocalDriver
@@ -247,7 +252,8 @@ def agent(
         typer.echo("zlh: refusing to start the agent without ZLH_AGENT_SECRET (it authenticates every call)",
                    err=True)
         raise typer.Exit(2)
-    run_agent(LocalDriver(Path(settings.data_dir), cache_dir=settings.cache_dir), settings.agent_secret, host, port)
+    node = LocalDriver(Path(settings.data_dir), cache_dir=settings.cache_dir, bind=servers_bind)
+    run_agent(node, settings.agent_secret, host, port)
 
 
 @users_cli.command("create")
