@@ -187,6 +187,8 @@ class ProxmoxDriver:
         self._where: dict[UUID, tuple[Located, str, float]] = {}  # instance -> (container, address, seen at)
         self._lock = threading.Lock()
         self._creating: dict[UUID, threading.Lock] = {}
+        self._listing: tuple[float, list[dict[str, Any]]] | None = None
+        self._owners: dict[tuple[int, str, str, str], UUID | None] = {}
 
     def __repr__(self) -> str:
         return f"ProxmoxDriver({self.config.url!r})"
@@ -230,9 +232,13 @@ class ProxmoxDriver:
         """Poll a task until it stops; `OK` returns, anything else fails the step with the task's text."""
         timeout = self.config.task_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
+        with self._lock:
+            self._listing = None  # a task changes what the cluster holds
         while True:
             status = self._call(f"{what}: task status", lambda api: api.nodes(node).tasks(upid).status.get())
             if status.get("status") == "stopped":
+                with self._lock:
+                    self._listing = None
                 exit_status = str(status.get("exitstatus", ""))
                 if exit_status == "OK":
                     return
@@ -242,24 +248,44 @@ class ProxmoxDriver:
                                   f"within {timeout:.0f}s; it is not started again")
             time.sleep(self.config.poll_interval)
 
-    def _vms(self) -> list[dict[str, Any]]:
-        return list(self._call("listing containers", lambda api: api.cluster.resources.get(type="vm")))
+    #: How long a listing of the cluster's containers serves reads (never a create: that lists afresh).
+    LISTING_SECONDS = 2.0
+
+    def _vms(self, fresh: bool = True) -> list[dict[str, Any]]:
+        with self._lock:
+            cached = self._listing
+        if not fresh and cached is not None and time.monotonic() - cached[0] < self.LISTING_SECONDS:
+            return cached[1]
+        listing = list(self._call("listing containers", lambda api: api.cluster.resources.get(type="vm")))
+        with self._lock:
+            self._listing = (time.monotonic(), listing)
+        return listing
 
     def _config_of(self, node: str, vmid: int) -> dict[str, Any]:
         return dict(self._call(f"reading CT {vmid}", lambda api: api.nodes(node).lxc(vmid).config.get()))
 
     def _owner(self, entry: dict[str, Any]) -> UUID | None:
-        """The instance a listed container belongs to (its config is read only when it carries our tag)."""
+        """The instance a listed container belongs to (its config is read only when it carries our tag, and
+        once per container: the answer is kept while its VMID, node, name and tags stay the same)."""
         if entry.get("type", "lxc") != "lxc" or TAG not in tags_of(entry.get("tags")):
             return None
+        key = (int(entry["vmid"]), str(entry["node"]), str(entry.get("name", "")), str(entry.get("tags", "")))
+        with self._lock:
+            if key in self._owners:
+                return self._owners[key]
         config = self._config_of(str(entry["node"]), int(entry["vmid"]))
-        return owner_in(config, config.get("description"))
+        if "lock" in config:
+            return owner_in(config, config.get("description"))  # not settled yet: not remembered
+        owner = owner_in(config, config.get("description"))
+        with self._lock:
+            self._owners[key] = owner
+        return owner
 
     # -- locating and creating ---------------------------------------------------------------------
 
-    def locate(self, spec: InstanceSpec) -> tuple[Located | None, int | None]:
+    def locate(self, spec: InstanceSpec, fresh: bool = True) -> tuple[Located | None, int | None]:
         """(our container, if any; the first free candidate VMID, if any). Touches nothing."""
-        by_vmid = {int(v["vmid"]): v for v in self._vms()}
+        by_vmid = {int(v["vmid"]): v for v in self._vms(fresh)}
         free: int | None = None
         for vmid in vmid_candidates(spec.instance_id, self.config.vmid_range):
             entry = by_vmid.get(vmid)
@@ -270,8 +296,8 @@ class ProxmoxDriver:
                 return Located(spec.instance_id, str(entry["node"]), vmid, str(entry.get("status", ""))), free
         return None, free
 
-    def _find(self, spec: InstanceSpec) -> Located | None:
-        return self.locate(spec)[0]
+    def _find(self, spec: InstanceSpec, fresh: bool = True) -> Located | None:
+        return self.locate(spec, fresh)[0]
 
     def ensure(self, spec: InstanceSpec) -> tuple[Located, AgentDriver]:
         """Our container, created (or adopted), running, with its agent answering."""
@@ -401,7 +427,7 @@ class ProxmoxDriver:
             cached = self._where.get(spec.instance_id)
         if cached is not None and time.monotonic() - cached[2] < self.CACHE_SECONDS:
             return cached[0], self._agent(cached[1])
-        located = self._find(spec)
+        located = self._find(spec, fresh=False)
         if located is None:
             self._forget(spec.instance_id)
             return None
@@ -542,11 +568,11 @@ class ProxmoxDriver:
 
     # -- observed state -----------------------------------------------------------------------------
 
-    def _ours(self) -> list[dict[str, Any]]:
+    def _ours(self, fresh: bool = True) -> list[dict[str, Any]]:
         """Every container tagged ours: `{"vmid", "node", "status", "instance_id"}` (None: tagged, but its
         description names no instance)."""
         out = []
-        for entry in self._vms():
+        for entry in self._vms(fresh):
             if entry.get("type", "lxc") != "lxc" or TAG not in tags_of(entry.get("tags")):
                 continue
             out.append({"vmid": int(entry["vmid"]), "node": str(entry["node"]),
@@ -556,7 +582,7 @@ class ProxmoxDriver:
     def observe(self) -> dict[str, Any]:
         """`processes` (servers the running containers' agents report), `directories` (instances with a
         container) and `containers` (every container tagged ours, untagged ones never listed)."""
-        containers = self._ours()
+        containers = self._ours(fresh=True)
         processes: list[str] = []
         for c in containers:
             if c["status"] != "running" or c["instance_id"] is None:
