@@ -283,14 +283,14 @@ class ProxmoxDriver:
 
     # -- locating and creating ---------------------------------------------------------------------
 
-    def locate(self, spec: InstanceSpec, fresh: bool = True) -> tuple[Located | None, int | None]:
-        """(our container, if any; the first free candidate VMID, if any). Touches nothing."""
+    def locate(self, spec: InstanceSpec, fresh: bool = True) -> tuple[Located | None, list[int]]:
+        """(our container, if any; the candidate VMIDs no container uses, in probe order). Touches nothing."""
         by_vmid = {int(v["vmid"]): v for v in self._vms(fresh)}
-        free: int | None = None
+        free: list[int] = []
         for vmid in vmid_candidates(spec.instance_id, self.config.vmid_range):
             entry = by_vmid.get(vmid)
             if entry is None:
-                free = vmid if free is None else free
+                free.append(vmid)
                 continue
             if self._owner(entry) == spec.instance_id:
                 return Located(spec.instance_id, str(entry["node"]), vmid, str(entry.get("status", ""))), free
@@ -319,10 +319,19 @@ class ProxmoxDriver:
             self._remember(located, address)
             return located, agent
 
-    def _create(self, spec: InstanceSpec, vmid: int | None) -> Located:
-        if vmid is None:
-            raise DriverError("vmid_exhausted", f"no free VMID among the {MAX_PROBES} candidates of this instance "
-                              f"in {self.config.vmid_range[0]}-{self.config.vmid_range[1]}")
+    def _create(self, spec: InstanceSpec, free: list[int]) -> Located:
+        """Create on the first free candidate. A create refused because the VMID exists after all (a container
+        the token cannot see, or one made meanwhile) had no effect: the next candidate is tried; one of ours
+        made meanwhile is adopted."""
+        for vmid in free:
+            try:
+                return self._create_at(spec, vmid)
+            except _VmidTaken:
+                continue
+        raise DriverError("vmid_exhausted", f"no free VMID among the {MAX_PROBES} candidates of this instance "
+                          f"in {self.config.vmid_range[0]}-{self.config.vmid_range[1]}")
+
+    def _create_at(self, spec: InstanceSpec, vmid: int) -> Located:
         node = self.choose_node(spec)
         resources = spec.definition.resources.as_dict() if spec.definition is not None else DEFAULT_RESOURCES
         params = {
@@ -346,10 +355,12 @@ class ProxmoxDriver:
         except DriverError as exc:
             if exc.code != "proxmox_error":
                 raise
-            again, _ = self.locate(spec)  # a concurrent writer took the VMID: ours (adopt) or not (fail)
-            if again is None:
-                raise DriverError("vmid_taken", f"{what}: {exc.message}") from exc
-            return again
+            again, free = self.locate(spec)  # someone took the VMID meanwhile: ours (adopt), or skip it
+            if again is not None:
+                return again
+            if vmid not in free or "already exists" in exc.message:
+                raise _VmidTaken(vmid) from exc
+            raise
         self.wait_task(node, upid, what)
         log.info("created CT %d on %s for instance %s", vmid, node, spec.instance_id)
         return Located(spec.instance_id, node, vmid, "stopped")
@@ -600,6 +611,10 @@ class ProxmoxDriver:
             "containers": [{**c, "instance_id": str(c["instance_id"]) if c["instance_id"] else None}
                            for c in containers],
         }
+
+
+class _VmidTaken(Exception):
+    """A create was refused because its VMID is in use: nothing was made."""
 
 
 def description(spec: InstanceSpec) -> str:
