@@ -46,6 +46,7 @@ status and text), `proxmox_task_failed`, `proxmox_task_timeout`, `vmid_exhausted
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -550,8 +551,10 @@ class ProxmoxDriver:
         found = self._running(spec)
         return "" if found is None else found[1].console_log(spec, lines)
 
-    def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> AgentConsole:
-        return self._agent_or(spec, "not_running", "the server is not running").console(spec, connect_timeout)
+    def console(self, spec: InstanceSpec, connect_timeout: float = 10.0) -> ProxmoxConsole:
+        """The agent's console socket; the container is looked up when it is entered (off the event loop)."""
+        return ProxmoxConsole(lambda: self._agent_or(spec, "not_running", "the server is not running")
+                              .console(spec, connect_timeout))
 
     def list_files(self, spec: InstanceSpec, path: str) -> list[dict[str, Any]]:
         return self._agent_or(spec, "not_found", "the instance has no files yet").list_files(spec, path)
@@ -611,6 +614,28 @@ class ProxmoxDriver:
             "containers": [{**c, "instance_id": str(c["instance_id"]) if c["instance_id"] else None}
                            for c in containers],
         }
+
+
+class ProxmoxConsole:
+    """`async with driver.console(spec) as ws`: finds the container's agent in a thread, then its console."""
+
+    def __init__(self, open_agent_console: Callable[[], AgentConsole]) -> None:
+        self._open = open_agent_console
+        self._inner: AgentConsole | None = None
+
+    async def _connect(self) -> Any:
+        self._inner = await asyncio.to_thread(self._open)
+        return await self._inner.__aenter__()
+
+    def __await__(self) -> Any:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> Any:
+        return await self._connect()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._inner is not None:
+            await self._inner.__aexit__(*exc)
 
 
 class _VmidTaken(Exception):

@@ -233,3 +233,17 @@ def test_serve_refuses_to_start_naming_a_missing_setting(cluster: FakeCluster, t
     assert "ZLH_PROXMOX_TEMPLATE" in refused.stderr and "not set" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert cluster.fake.calls == []
+
+
+def test_the_console_is_looked_up_when_entered(driver: ProxmoxDriver) -> None:
+    import asyncio
+
+    session = driver.console(spec_of())  # no container: nothing is asked of Proxmox until it is entered
+
+    async def enter() -> None:
+        async with session:
+            pass
+
+    with pytest.raises(DriverError) as info:
+        asyncio.run(enter())
+    assert info.value.code == "not_running"
