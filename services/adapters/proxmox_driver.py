@@ -20,8 +20,9 @@ sequence: a candidate holding our container (tag and description naming this
 instance) is adopted, whichever position it has; otherwise the create takes the
 first candidate that no container uses. Candidates held by anything else (another
 instance's container, a foreign one) are skipped, never touched. All candidates
-taken: `vmid_exhausted`. A create that races another writer for a VMID (`already
-exists`) is located again, never retried blindly.
+taken: `vmid_exhausted`. A create refused because its VMID is in use after all (a
+container made meanwhile, or one the token may not see: 403 on its config) made
+nothing: the instance is located again (ours: adopted) and the next candidate tried.
 
 Tasks. Every asynchronous call (create, start, shutdown, stop, destroy) returns a
 UPID that is polled (`GET /nodes/{node}/tasks/{upid}/status`) until `stopped`:
@@ -359,12 +360,21 @@ class ProxmoxDriver:
             again, free = self.locate(spec)  # someone took the VMID meanwhile: ours (adopt), or skip it
             if again is not None:
                 return again
-            if vmid not in free or "already exists" in exc.message:
+            if vmid not in free or "already exists" in exc.message or self._exists_unseen(node, vmid):
                 raise _VmidTaken(vmid) from exc
             raise
         self.wait_task(node, upid, what)
         log.info("created CT %d on %s for instance %s", vmid, node, spec.instance_id)
         return Located(spec.instance_id, node, vmid, "stopped")
+
+    def _exists_unseen(self, node: str, vmid: int) -> bool:
+        """Whether a VMID is used by a container the token may not see: PVE checks `VM.Audit` on
+        `/vms/VMID` first (403) and only then looks for the container (500 when there is none)."""
+        try:
+            self._config_of(node, vmid)
+            return True
+        except DriverError as exc:
+            return exc.code == "proxmox_unauthorized"
 
     def choose_node(self, spec: InstanceSpec) -> str:
         nodes = list(self._call("listing nodes", lambda api: api.nodes.get()))

@@ -247,3 +247,17 @@ def test_the_console_is_looked_up_when_entered(driver: ProxmoxDriver) -> None:
     with pytest.raises(DriverError) as info:
         asyncio.run(enter())
     assert info.value.code == "not_running"
+
+
+def test_a_vmid_used_by_a_container_the_token_cannot_see_is_skipped(cluster: FakeCluster,
+                                                                     driver: ProxmoxDriver) -> None:
+    spec = spec_of()
+    first, second = vmid_candidates(spec.instance_id, VMID_RANGE)[:2]
+    invisible = put_container(cluster, first, {"tags": "prod", "description": "the customer database"})
+    cluster.fake.hidden.add(first)
+    driver.create_directory(spec)
+    assert cluster.fake.containers[second].config["description"].startswith(f"zlh instance {spec.instance_id}")
+    assert invisible.config == {"hostname": f"ct{first}", "memory": 512, "cores": 1, "tags": "prod",
+                                "description": "the customer database"}
+    assert cluster.fake.task_kinds() == ["vzcreate", "vzstart"]  # the refused create made no task
+    assert driver.observe()["directories"] == [str(spec.instance_id)]

@@ -31,7 +31,8 @@ Tasks finish when `task_polls` status polls have answered `running` and `task_se
 passed (both 0 by default: the first poll sees the end). Fault injection on the object:
 `fail_next_task(kind, exitstatus)`, `hang_next_task(kind)` (never ends until `finish_task(upid)`),
 `fail_next_request(status, message, method=None)`. `calls` logs `(method, path)`.
-`hooks` are called as `hook(event, vmid, ip)` when a container has `started`, `stopped` or
+`hidden` VMIDs model a token without `VM.Audit` on them: they exist, are not listed, and every route of
+theirs answers 403. `hooks` are called as `hook(event, vmid, ip)` when a container has `started`, `stopped` or
 been `destroyed` (a test boots what runs inside the container there: its node agent).
 """
 
@@ -142,6 +143,9 @@ class FakeProxmox:
         self._request_faults: list[tuple[int, str, str | None]] = []
         self._lock = threading.RLock()
         self.hooks: list[Callable[[str, int, str | None], None]] = []
+        #: VMIDs the token has no `VM.Audit` on: not listed, and 403 `Permission check failed` on every
+        #: route of theirs (a create on one still fails: `CT N already exists`).
+        self.hidden: set[int] = set()
         base = "/api2/json"
         lxc = f"{base}/nodes/{{node}}/lxc/{{vmid}}"
         self.app = Starlette(
@@ -249,6 +253,8 @@ class FakeProxmox:
     def _container(self, node: str, vmid: str) -> Container:
         self._node(node)
         number = _vmid(vmid)
+        if number in self.hidden:
+            raise PveError(403, f"Permission check failed (/vms/{number}, VM.Audit)")
         container = self.containers.get(number)
         if container is None or container.node != node:
             raise PveError(500, f"Configuration file 'nodes/{node}/lxc/{number}.conf' does not exist")
@@ -351,7 +357,8 @@ class FakeProxmox:
         return await self._serve(request, handle)
 
     def _sorted(self) -> list[Container]:
-        return [self.containers[v] for v in sorted(self.containers)]
+        """The containers the token may see (PVE lists only those it has `VM.Audit` on)."""
+        return [self.containers[v] for v in sorted(self.containers) if v not in self.hidden]
 
     def _summary(self, c: Container, vmid_as_int: bool) -> dict[str, Any]:
         memory = int(c.config.get("memory", 512)) * 2**20
