@@ -115,6 +115,7 @@ def proxmox_config(settings: Settings) -> Any:
         token_secret=settings.proxmox_token_secret or "", nodes=nodes, storage=settings.proxmox_storage or "",
         template=settings.proxmox_template or "", vmid_range=vmid_range, agent_secret=settings.agent_secret or "",
         ca_file=ca_file, agent_port=settings.proxmox_agent_port, bridge=settings.proxmox_bridge,
+        pool=settings.proxmox_pool,
         task_timeout=settings.proxmox_task_timeout, shutdown_timeout=settings.proxmox_shutdown_timeout,
     )
 

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     proxmox_ca_file: str | None = None
     proxmox_agent_port: int = Field(default=8100, ge=1, le=65535)
     proxmox_bridge: str = Field(default="vmbr0", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: Not in the contract: the resource pool new containers join (the token's privileges can be granted there).
+    proxmox_pool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     proxmox_task_timeout: Duration = Field(default=300.0, gt=0)
     proxmox_shutdown_timeout: Duration = Field(default=60.0, gt=0)
     #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.

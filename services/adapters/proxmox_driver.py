@@ -96,6 +96,7 @@ class ProxmoxConfig:
     ca_file: str | None = None
     agent_port: int = 8100
     bridge: str = "vmbr0"
+    pool: str | None = None  # new containers join this resource pool: the token's privileges can stop there
     task_timeout: float = 300.0
     shutdown_timeout: float = 60.0
     boot_timeout: float = 120.0
@@ -351,6 +352,8 @@ class ProxmoxDriver:
             "tags": f"{TAG};{spec.kind}",
             "description": description(spec),
         }
+        if self.config.pool:
+            params["pool"] = self.config.pool
         what = f"creating CT {vmid} on node {node}"
         try:
             upid = self._call(what, lambda api: api.nodes(node).lxc.post(**params))

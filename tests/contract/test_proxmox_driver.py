@@ -261,3 +261,12 @@ def test_a_vmid_used_by_a_container_the_token_cannot_see_is_skipped(cluster: Fak
                                 "description": "the customer database"}
     assert cluster.fake.task_kinds() == ["vzcreate", "vzstart"]  # the refused create made no task
     assert driver.observe()["directories"] == [str(spec.instance_id)]
+
+
+def test_new_containers_join_the_pool(cluster: FakeCluster) -> None:
+    driver = cluster.driver(pool="zlh")
+    try:
+        driver.create_directory(spec_of())
+    finally:
+        driver.close()
+    assert [c.pool for c in cluster.fake.containers.values()] == ["zlh"]

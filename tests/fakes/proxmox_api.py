@@ -115,6 +115,7 @@ class Container:
     status: str = "stopped"
     ip: str | None = None
     started_at: float | None = None
+    pool: str | None = None
 
 
 class FakeProxmox:
@@ -385,6 +386,8 @@ class FakeProxmox:
             out["tags"] = c.config["tags"]
         if "lock" in c.config:
             out["lock"] = c.config["lock"]
+        if c.pool:
+            out["pool"] = c.pool
         return out
 
     # -- routes: containers -----------------------------------------------------------------------
@@ -428,7 +431,7 @@ class FakeProxmox:
             lock="create",
         )
         config.setdefault("unprivileged", 0)
-        container = Container(vmid, node, config)
+        container = Container(vmid, node, config, pool=str(params["pool"]) if params.get("pool") else None)
         self.containers[vmid] = container
 
         def created() -> None:
