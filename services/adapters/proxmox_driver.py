@@ -245,7 +245,7 @@ class ProxmoxDriver:
                 exit_status = str(status.get("exitstatus", ""))
                 if exit_status == "OK":
                     return
-                raise DriverError("proxmox_task_failed", f"{what} failed on node {node}: {exit_status or 'unknown'}")
+                raise DriverError("proxmox_task_failed", f"{what} failed: {exit_status or 'no exit status'}")
             if time.monotonic() >= deadline:
                 raise DriverError("proxmox_task_timeout", f"{what}: task {upid} on node {node} did not finish "
                                   f"within {timeout:.0f}s; it is not started again")
