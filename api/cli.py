@@ -41,12 +41,15 @@ def _settings():  # type: ignore[no-untyped-def]
 
 def _container(settings=None):  # type: ignore[no-untyped-def]
     from domain.templates import TemplateError
-    from services.bootstrap import Container
+    from services.bootstrap import Container, MissingSettingError
 
     try:
         return Container.build(settings or _settings())
     except TemplateError as exc:
         typer.echo(f"zlh: bad template: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except MissingSettingError as exc:
+        typer.echo(f"zlh: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -284,6 +287,8 @@ def agent(
     server_host: Annotated[str, typer.Option(help="The address game servers listen on (on a node of many: its "
                                              "address players reach, README \"More than one host\")")]
     = "127.0.0.1",
+    servers_bind: Annotated[str | None, typer.Option(
+        help="Address the servers listen on (default 127.0.0.1; 0.0.0.0 inside a Proxmox container).")] = None,
 ) -> None:
     """The node agent: instance processes, files, backups and console for the control plane."""
     from services.agent.driver import LocalDriver
@@ -296,7 +301,7 @@ def agent(
                    err=True)
         raise typer.Exit(2)
     driver = LocalDriver(Path(settings.data_dir), host=server_host, cache_dir=settings.cache_dir,
-                         disk_quota=settings.instance_disk_quota)
+                         disk_quota=settings.instance_disk_quota, bind=servers_bind)
     run_agent(driver, settings.agent_secret, host, port)
 
 

@@ -16,7 +16,10 @@ Ownership: every record ZLH creates at the edge carries its instance's mark, and
 the observed state says which instance each record's mark names (None: not ZLH's).
 A record at one of our names without our mark is a conflict, reported and left
 alone; a record is an orphan only when its mark names an instance that is no
-longer live. Records of others are never proposed for any change.
+longer live. Records of others are never proposed for any change. Containers
+(the proxmox driver) are observed the same way: only those tagged `zlh`; one whose
+description names an instance that is not live is an orphan, one tagged but naming
+no instance is reported and left alone, and untagged ones are never seen at all.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ def executable(kind: str, level2_enabled: bool = False) -> bool:
 
 #: Repairs that would make an instance running or reachable: never for a billing-suspended one.
 REVIVING: frozenset[str] = frozenset({"edge_republish", "restart_instance", "recreate_instance"})
+
+#: `DesiredInstance.host` when the driver could not say where the instance is (its container is gone, say):
+#: its proxy entry's address is then not judged.
+UNKNOWN_HOST = "?"
 
 #: Statuses whose instance has a port and should be published at the edge (game instances).
 PUBLISHED_STATUSES = frozenset({"running", "stopped"})
@@ -98,6 +105,8 @@ class Observed:
     directories: frozenset[UUID] = frozenset()
     dns_owners: dict[str, UUID | None] = field(default_factory=dict)
     proxy_owners: dict[str, UUID | None] = field(default_factory=dict)
+    #: Containers tagged ZLH's (VMID -> the instance their description names; None: names none).
+    containers: dict[int, UUID | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -212,6 +221,7 @@ def plan(
     for finding in _orphans(instances, observed, zone):
         findings.append(finding)
         proposals.append(Proposal(finding.target, "remove_orphan", None, {"what": finding.kind}))
+    findings.extend(unclaimed_containers(observed))
 
     return Plan(tuple(findings), tuple(proposals))
 
@@ -249,7 +259,7 @@ def _instance_drift(instance: DesiredInstance, observed: Observed, host: str, zo
     elif observed.proxy_owners.get(instance.edge_name) != instance.id:
         out.append(Finding(target, "proxy_conflict",
                            f"proxy entry {instance.edge_name} exists but is not this instance's: left alone"))
-    elif entry != address:
+    elif entry != address and instance.host != UNKNOWN_HOST:
         out.append(Finding(target, "proxy_wrong", f"proxy {instance.edge_name} -> {entry}, not {address}"))
     return out
 
@@ -265,4 +275,14 @@ def _orphans(instances: list[DesiredInstance], observed: Observed, zone: str) ->
             if observed.proxy_owners.get(server) is not None and observed.proxy_owners[server] not in live_ids]
     out += [Finding(f"process:{pid}", "orphan_process", f"a process for {pid}, which is not a live instance")
             for pid in sorted(observed.processes, key=str) if pid not in live_ids]
+    out += [Finding(f"container:{vmid}", "orphan_container",
+                    f"container {vmid} is tagged zlh for {owner}, which is not a live instance")
+            for vmid, owner in sorted(observed.containers.items()) if owner is not None and owner not in live_ids]
     return out
+
+
+def unclaimed_containers(observed: Observed) -> tuple[Finding, ...]:
+    """Containers tagged `zlh` whose description names no instance: reported for a human, never acted on."""
+    return tuple(Finding(f"container:{vmid}", "container_unclaimed",
+                         f"container {vmid} is tagged zlh but its description names no instance: left alone")
+                 for vmid, owner in sorted(observed.containers.items()) if owner is None)

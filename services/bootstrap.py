@@ -61,8 +61,11 @@ def build_driver(settings: Settings) -> tuple[InstanceDriver, Callable[[], None]
     a node agent. With `ZLH_AGENT_URL` set, that is a separate `zlh agent`; unset,
     an agent is started in this process on a free loopback port with a fresh secret.
     """
-    if settings.driver != "local":
-        raise NotImplementedError("the proxmox driver is not available yet; use ZLH_DRIVER=local")
+    if settings.driver == "proxmox":
+        from services.adapters.proxmox_driver import ProxmoxDriver
+
+        proxmox = ProxmoxDriver(proxmox_config(settings))
+        return proxmox, proxmox.close
     from services.adapters.agent_client import AgentDriver
 
     data_dir = Path(settings.data_dir)
@@ -117,6 +120,42 @@ def build_blobs(settings: Settings, offsite: ObjectStore | None) -> BlobStore:
         attachments = S3ObjectStore.under(offsite, "attachments")
         return BlobStore(store=attachments, fallback=LocalObjectStore(local))
     return BlobStore(local)
+
+
+#: What `ZLH_DRIVER=proxmox` cannot do without.
+PROXMOX_REQUIRED = ("proxmox_url", "proxmox_token_id", "proxmox_token_secret", "proxmox_nodes", "proxmox_storage",
+                    "proxmox_template", "proxmox_vmid_range", "proxmox_ca_file", "agent_secret")
+
+
+def proxmox_config(settings: Settings) -> Any:
+    """The proxmox driver's configuration; `MissingSettingError` naming the first setting it lacks.
+
+    `ZLH_PROXMOX_CA_FILE` is required too: the API's certificate is verified against it (a Proxmox
+    node's own certificate is signed by the cluster's CA, `/etc/pve/pve-root-ca.pem`).
+    """
+    from services.adapters.proxmox_driver import ProxmoxConfig, parse_vmid_range
+
+    for name in PROXMOX_REQUIRED:
+        if not getattr(settings, name):
+            raise MissingSettingError(f"ZLH_DRIVER=proxmox needs ZLH_{name.upper()}; it is not set")
+    ca_file = settings.proxmox_ca_file or ""
+    if not Path(ca_file).is_file():
+        raise MissingSettingError(f"ZLH_PROXMOX_CA_FILE names {ca_file}, which is not a readable file")
+    nodes = tuple(n.strip() for n in (settings.proxmox_nodes or "").split(",") if n.strip())
+    if not nodes:
+        raise MissingSettingError("ZLH_DRIVER=proxmox needs ZLH_PROXMOX_NODES (comma-separated node names)")
+    try:
+        vmid_range = parse_vmid_range(settings.proxmox_vmid_range or "")
+    except ValueError as exc:
+        raise MissingSettingError(str(exc)) from exc
+    return ProxmoxConfig(
+        url=settings.proxmox_url or "", token_id=settings.proxmox_token_id or "",
+        token_secret=settings.proxmox_token_secret or "", nodes=nodes, storage=settings.proxmox_storage or "",
+        template=settings.proxmox_template or "", vmid_range=vmid_range, agent_secret=settings.agent_secret or "",
+        ca_file=ca_file, agent_port=settings.proxmox_agent_port, bridge=settings.proxmox_bridge,
+        pool=settings.proxmox_pool,
+        task_timeout=settings.proxmox_task_timeout, shutdown_timeout=settings.proxmox_shutdown_timeout,
+    )
 
 
 def build_edge(settings: Settings) -> Edge:
@@ -240,6 +279,8 @@ class Container:
         url = DatabaseURL.parse(settings.database_url)
         templates = TemplateCatalogue.load(settings.templates_dir)
         ensure_sqlite_file(url)
+        if settings.driver == "proxmox" and driver is None:
+            proxmox_config(settings)  # refuse to start without a setting the driver needs, naming it
         edge = edge or build_edge(settings)
         signal = LogSignal()
         app = ZLH(env=store_env(url, pool_size=pool_size), signal=signal)

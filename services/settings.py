@@ -86,6 +86,24 @@ class Settings(BaseSettings):
     cloudflare_zone_id: str | None = None
     velocity_config: str | None = None
     velocity_reload_command: str | None = None
+    #: The `proxmox` driver (README "Production: Proxmox"): API base URL, token id and secret, node names
+    #: (comma-separated), storage, container template volume, VMID range, CA bundle, and the port of the
+    #: `zlh agent` inside each container. Not in the contract: the bridge of `eth0`, and the deadlines of a
+    #: Proxmox task and of a container's shutdown before it is stopped.
+    proxmox_url: str | None = None
+    proxmox_token_id: str | None = None
+    proxmox_token_secret: str | None = Field(default=None, repr=False)
+    proxmox_nodes: str | None = None
+    proxmox_storage: str | None = None
+    proxmox_template: str | None = None
+    proxmox_vmid_range: str | None = None
+    proxmox_ca_file: str | None = None
+    proxmox_agent_port: int = Field(default=8100, ge=1, le=65535)
+    proxmox_bridge: str = Field(default="vmbr0", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    #: Not in the contract: the resource pool new containers join (the token's privileges can be granted there).
+    proxmox_pool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    proxmox_task_timeout: Duration = Field(default=300.0, gt=0)
+    proxmox_shutdown_timeout: Duration = Field(default=60.0, gt=0)
     #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.
     max_body: Size = Field(default=1024 * 1024, ge=1024)
     #: When set, `/metrics` (the API's and the controller's) requires `Authorization: Bearer` with the token in

@@ -31,6 +31,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.instance import Instance
 from domain.reconcile import (
     LEVELS,
+    UNKNOWN_HOST,
     DesiredInstance,
     Observed,
     PendingOperation,
@@ -193,6 +194,14 @@ class Controller:
         self.status.passes += 1
         return result
 
+    def _host(self, spec: InstanceSpec) -> str:
+        """Where the driver says players reach the instance; `UNKNOWN_HOST` when it cannot say (no container)."""
+        try:
+            return self.driver.public_host(spec)
+        except DriverError as exc:
+            log.info("controller: no host for instance %s (%s)", spec.instance_id, exc.code)
+            return UNKNOWN_HOST
+
     def desired_instances(self) -> list[DesiredInstance]:
         rows = self.db.query("SELECT id, owner_id, kind, template, status, edge_name, port, pending_operation_id "
                              "FROM rm_instances WHERE status <> 'deleted'")
@@ -202,7 +211,7 @@ class Controller:
             edge_name=r["edge_name"], port=int(r["port"]) if r["port"] is not None else None,
             pending_operation_id=UUID(r["pending_operation_id"]) if r["pending_operation_id"] else None,
             billing_suspended=r["owner_id"] in suspended,
-            host=self.driver.public_host(InstanceSpec(UUID(r["id"]), r["kind"], r["template"], r["edge_name"])),
+            host=self._host(InstanceSpec(UUID(r["id"]), r["kind"], r["template"], r["edge_name"])),
         ) for r in rows]
 
     def running_operations(self, now: datetime) -> list[PendingOperation]:
@@ -222,7 +231,9 @@ class Controller:
         return Observed(dns=edge.srv_ports, proxy=edge.proxy, dns_owners=edge.srv_owners,
                         proxy_owners=edge.proxy_owners,
                         processes=frozenset(UUID(i) for i in hosts["processes"]),
-                        directories=frozenset(UUID(i) for i in hosts["directories"]))
+                        directories=frozenset(UUID(i) for i in hosts["directories"]),
+                        containers={int(c["vmid"]): UUID(c["instance_id"]) if c["instance_id"] else None
+                                    for c in hosts.get("containers", [])})
 
     # Recording one target.
 

@@ -1,11 +1,13 @@
-"""The `InstanceDriver` contract, run against `FakeDriver`, `LocalDriver` and `AgentDriver` alike.
+"""The `InstanceDriver` contract, run against `FakeDriver`, `LocalDriver`, `AgentDriver` and `ProxmoxDriver` alike.
 
 `LocalDriver` and `AgentDriver` run the shipped templates' real servers: flying-squid for
 `minecraft`, JupyterLab for `python`, from the install cache the whole test run shares
 (`tests.real_servers`: installed once, by the first test that needs it). `AgentDriver` runs
 against a node agent started in a thread over a `LocalDriver` on `tmp_path`, with a fresh
-random secret. The local-only tests at the end look at the real processes and files. Every
-spawned process is killed in teardown, and teardown checks none survived.
+random secret. `ProxmoxDriver` runs against `FakeProxmox` over HTTPS (`tests.fakes.proxmox_cluster`),
+where each running container has its own loopback address and a node agent on it. The local-only
+tests at the end look at the real processes and files. Every spawned process is killed in teardown,
+and teardown checks none survived.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from mcstatus import JavaServer
 
 from services.adapters.agent_client import AgentDriver
 from services.adapters.fake_driver import FakeDriver
+from services.adapters.proxmox_driver import ProxmoxDriver
 from services.agent.driver import LocalDriver
 from services.agent.server import start_agent_in_thread
 from services.infrastructure.templates import shipped_catalogue
 from services.ports import DriverError, InstanceSpec
+from tests.fakes.proxmox_cluster import fake_cluster
 from tests.real_servers import cache_dir, install
 
 ZONE = "play.zlh.localhost"
@@ -46,7 +50,7 @@ ZONE = "play.zlh.localhost"
 WRITE_LIMIT = 64 * 1024
 #: How long a real server may take to answer its readiness check on a busy machine.
 READY = 60.0
-Driver = FakeDriver | LocalDriver | AgentDriver
+Driver = FakeDriver | LocalDriver | AgentDriver | ProxmoxDriver
 
 
 def make_spec(kind: str = "game", name: str = "alpha", **variables: object) -> InstanceSpec:
@@ -115,10 +119,20 @@ class Backend:
     node: LocalDriver | None
 
 
-@pytest.fixture(params=["fake", "local", "agent"])
+@pytest.fixture(params=["fake", "local", "agent", "proxmox"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "fake":
         yield Backend(FakeDriver(max_write_bytes=WRITE_LIMIT), None)
+    elif request.param == "proxmox":
+        install("minecraft")
+        install("python")
+        with fake_cluster(tmp_path / "cluster", max_write_bytes=WRITE_LIMIT, cache_dir=cache_dir()) as cluster:
+            proxmox = cluster.driver()
+            try:
+                yield Backend(proxmox, None)
+            finally:
+                proxmox.close()
+        eventually(lambda: not live_in(tmp_path / "cluster"), what="the servers to be gone")
     elif request.param == "local":
         with local_driver(tmp_path / "data") as local:
             yield Backend(local, local)
@@ -163,7 +177,9 @@ def test_allocate_port_is_idempotent_and_distinct(driver: Driver) -> None:
     port = driver.allocate_port(a)
     assert 0 < port < 65536
     assert driver.allocate_port(a) == port
-    assert driver.allocate_port(b) != port
+    other = driver.allocate_port(b)
+    # Distinct on one host; instances on different hosts (Proxmox containers) may share a port number.
+    assert (driver.public_host(b), other) != (driver.public_host(a), port)
 
 
 def test_create_directory_is_idempotent(driver: Driver) -> None:
@@ -183,8 +199,8 @@ def test_start_then_connectable_then_running(driver: Driver, kind: str) -> None:
     assert pid > 0
     driver.wait_connectable(spec, port, timeout=READY)
     assert driver.is_running(spec, port)
-    expected = f"http://127.0.0.1:{port}/lab?token={spec.variables['token']}" if kind == "dev" else \
-        f"127.0.0.1:{port}"
+    host = driver.public_host(spec)  # 127.0.0.1, or the Proxmox container's own address
+    expected = f"http://{host}:{port}/lab?token={spec.variables['token']}" if kind == "dev" else f"{host}:{port}"
     assert driver.address(spec, port) == expected
 
 

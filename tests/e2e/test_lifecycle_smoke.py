@@ -84,7 +84,10 @@ def test_game_lifecycle_smoke(serve: Callable[..., Server], agent: Agent, tmp_pa
         check_game_lifecycle(alice, bob, agent, tmp_path)
 
 
-def check_game_lifecycle(alice: Recorder, bob: Recorder, agent: Agent, tmp_path: Path) -> None:
+def check_game_lifecycle(alice: Recorder, bob: Recorder, agent: Agent, tmp_path: Path,
+                         after_delete: Callable[[str, str], None] | None = None) -> None:
+    """The game lifecycle; `after_delete(instance_id, backup_id)` checks what the driver left behind
+    (default: the local driver's files)."""
     created = alice.post("/api/instances", json={"kind": "game", "name": "smoke", "template": "minecraft"},
                          headers={"Idempotency-Key": "smoke"})
     assert finish(alice, created)["phase"] == "succeeded"
@@ -136,8 +139,11 @@ def check_game_lifecycle(alice: Recorder, bob: Recorder, agent: Agent, tmp_path:
     assert json.loads((edge / "dns.json").read_text()) == []
     assert json.loads((edge / "proxy.json").read_text()) == {}
     assert not accepts(address)
-    assert not (tmp_path / "data" / "instances" / iid).exists()
-    assert (tmp_path / "data" / "backups" / f"{backup_id}.tar.gz").exists()  # backups are kept by default
+    if after_delete is not None:
+        after_delete(iid, backup_id)
+    else:
+        assert not (tmp_path / "data" / "instances" / iid).exists()
+        assert (tmp_path / "data" / "backups" / f"{backup_id}.tar.gz").exists()  # backups are kept by default
 
     for body in alice.bodies + bob.bodies:
         assert agent.secret.encode() not in body and agent.url.encode() not in body

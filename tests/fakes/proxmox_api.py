@@ -31,6 +31,9 @@ Tasks finish when `task_polls` status polls have answered `running` and `task_se
 passed (both 0 by default: the first poll sees the end). Fault injection on the object:
 `fail_next_task(kind, exitstatus)`, `hang_next_task(kind)` (never ends until `finish_task(upid)`),
 `fail_next_request(status, message, method=None)`. `calls` logs `(method, path)`.
+`hidden` VMIDs model a token without `VM.Audit` on them: they exist, are not listed, and every route of
+theirs answers 403. `hooks` are called as `hook(event, vmid, ip)` when a container has `started`, `stopped` or
+been `destroyed` (a test boots what runs inside the container there: its node agent).
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ class Container:
     status: str = "stopped"
     ip: str | None = None
     started_at: float | None = None
+    pool: str | None = None
 
 
 class FakeProxmox:
@@ -139,6 +143,10 @@ class FakeProxmox:
         self._task_faults: list[tuple[str | None, str | None]] = []  # (kind, exitstatus; None = hang)
         self._request_faults: list[tuple[int, str, str | None]] = []
         self._lock = threading.RLock()
+        self.hooks: list[Callable[[str, int, str | None], None]] = []
+        #: VMIDs the token has no `VM.Audit` on: not listed, and 403 `Permission check failed` on every
+        #: route of theirs (a create on one still fails: `CT N already exists`).
+        self.hidden: set[int] = set()
         base = "/api2/json"
         lxc = f"{base}/nodes/{{node}}/lxc/{{vmid}}"
         self.app = Starlette(
@@ -185,6 +193,10 @@ class FakeProxmox:
         """The address the container's `eth0` reports."""
         with self._lock:
             self.containers[vmid].ip = ip
+
+    def _notify(self, event: str, container: Container) -> None:
+        for hook in self.hooks:
+            hook(event, container.vmid, container.ip)
 
     def task_kinds(self) -> list[str]:
         """The type of every task started so far, in order."""
@@ -242,6 +254,8 @@ class FakeProxmox:
     def _container(self, node: str, vmid: str) -> Container:
         self._node(node)
         number = _vmid(vmid)
+        if number in self.hidden:
+            raise PveError(403, f"Permission check failed (/vms/{number}, VM.Audit)")
         container = self.containers.get(number)
         if container is None or container.node != node:
             raise PveError(500, f"Configuration file 'nodes/{node}/lxc/{number}.conf' does not exist")
@@ -344,7 +358,8 @@ class FakeProxmox:
         return await self._serve(request, handle)
 
     def _sorted(self) -> list[Container]:
-        return [self.containers[v] for v in sorted(self.containers)]
+        """The containers the token may see (PVE lists only those it has `VM.Audit` on)."""
+        return [self.containers[v] for v in sorted(self.containers) if v not in self.hidden]
 
     def _summary(self, c: Container, vmid_as_int: bool) -> dict[str, Any]:
         memory = int(c.config.get("memory", 512)) * 2**20
@@ -371,6 +386,8 @@ class FakeProxmox:
             out["tags"] = c.config["tags"]
         if "lock" in c.config:
             out["lock"] = c.config["lock"]
+        if c.pool:
+            out["pool"] = c.pool
         return out
 
     # -- routes: containers -----------------------------------------------------------------------
@@ -414,7 +431,7 @@ class FakeProxmox:
             lock="create",
         )
         config.setdefault("unprivileged", 0)
-        container = Container(vmid, node, config)
+        container = Container(vmid, node, config, pool=str(params["pool"]) if params.get("pool") else None)
         self.containers[vmid] = container
 
         def created() -> None:
@@ -435,6 +452,7 @@ class FakeProxmox:
             container.ip = static
         elif container.ip is None:
             container.ip = next(self._addresses)
+        self._notify("started", container)
 
     async def _lxc_member(self, request: Request) -> JSONResponse:
         node, vmid = request.path_params["node"], request.path_params["vmid"]
@@ -456,6 +474,7 @@ class FakeProxmox:
 
             def destroyed() -> None:
                 self.containers.pop(container.vmid, None)
+                self._notify("destroyed", container)
 
             return self._start_task(node, "vzdestroy", container.vmid, self._user(request), destroyed)
 
@@ -516,6 +535,7 @@ class FakeProxmox:
             def stopped() -> None:
                 container.status = "stopped"
                 container.started_at = None
+                self._notify("stopped", container)
 
             kind = "vzshutdown" if action == "shutdown" else "vzstop"
             return self._start_task(node, kind, container.vmid, user, stopped)

@@ -29,7 +29,7 @@ def test_env_example_lists_every_setting_and_no_secret_values() -> None:
     values = dict(ln.split("=", 1) for ln in lines)
     assert set(values) == {f"ZLH_{name.upper()}" for name in Settings.model_fields}
     for secret in ("ZLH_BOOTSTRAP_ADMIN_TOKEN", "ZLH_STRIPE_WEBHOOK_SECRET", "ZLH_DISCORD_WEBHOOK_URL", "ZLH_SMTP_URL",
-                   "ZLH_AGENT_SECRET"):
+                   "ZLH_AGENT_SECRET", "ZLH_PROXMOX_TOKEN_SECRET"):
         assert values[secret] == ""
 
 
