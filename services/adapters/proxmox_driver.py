@@ -578,12 +578,53 @@ class ProxmoxDriver:
     def write_file(self, spec: InstanceSpec, path: str, content: bytes) -> None:
         self._agent_or(spec, "not_found", "the instance has no files yet").write_file(spec, path, content)
 
+    def make_directory(self, spec: InstanceSpec, path: str) -> None:
+        self._agent_or(spec, "not_found", "the instance has no files yet").make_directory(spec, path)
+
+    def delete_path(self, spec: InstanceSpec, path: str, directory: bool = False) -> None:
+        self._agent_or(spec, "not_found", "the instance has no files yet").delete_path(spec, path, directory)
+
+    def rename_path(self, spec: InstanceSpec, source: str, target: str, overwrite: bool = False) -> None:
+        self._agent_or(spec, "not_found", "the instance has no files yet").rename_path(spec, source, target,
+                                                                                       overwrite)
+
+    def stats(self, spec: InstanceSpec) -> dict[str, Any]:
+        return self._agent_or(spec, "not_found", "the instance has no container").stats(spec)
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        """The latest sample of every running server, from the agent of each running container of ours."""
+        samples: dict[str, dict[str, Any]] = {}
+        for agent in self._running_agents():
+            try:
+                samples.update(agent.node_stats())
+            except DriverError as exc:
+                log.warning("a container's agent did not answer stats: %s", exc.code)
+        return samples
+
+    def _running_agents(self) -> list[AgentDriver]:
+        return [self._agent(self._address(Located(e["instance_id"], e["node"], e["vmid"], "running")))
+                for e in self._ours() if e["status"] == "running"]
+
     def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
         return self._agent_or(spec, "not_found", "the instance has no files yet").create_backup(spec, backup_id)
 
     def restore_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str) -> None:
         agent = self._agent_or(spec, "not_found", f"backup {backup_id} does not exist")
         agent.restore_backup(spec, backup_id, sha256)
+
+    def restore_offsite_backup(self, spec: InstanceSpec, backup_id: UUID, sha256: str, url: str) -> None:
+        agent = self._agent_or(spec, "not_found", "the instance has no container")
+        agent.restore_offsite_backup(spec, backup_id, sha256, url)
+
+    def upload_backup(self, backup_id: UUID, parts: list[dict[str, Any]], part_size: int) -> list[dict[str, Any]]:
+        """The archive is in its instance's container: the running container whose agent has it uploads it."""
+        for agent in self._running_agents():
+            try:
+                return agent.upload_backup(backup_id, parts, part_size)
+            except DriverError as exc:
+                if exc.code != "not_found":
+                    raise
+        raise DriverError("not_found", f"backup {backup_id} is in no running container")
 
     def delete_backup(self, backup_id: UUID) -> None:
         """A backup lives in its instance's container: every running container of ours is asked to delete it
