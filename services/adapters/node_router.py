@@ -140,9 +140,10 @@ class NodeRouter:
                 log.warning("node %s did not answer stats: %s", row["name"], exc.code)
         return samples
 
-    def observe(self) -> dict[str, list[str]]:
+    def observe(self) -> dict[str, list[Any]]:
         processes: set[str] = set()
         directories: set[str] = set()
+        extra: dict[str, list[Any]] = {}  # what a node's driver reports beyond these (Proxmox: `containers`)
         rows = nodes_view.all_nodes(self.db) or [{"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE}]
         if not any(UUID(r["id"]) == LOCAL_ID for r in rows):
             rows.append({"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE})
@@ -160,7 +161,10 @@ class NodeRouter:
                 continue
             processes.update(seen["processes"])
             directories.update(seen["directories"])
-        return {"processes": sorted(processes), "directories": sorted(directories)}
+            for key, items in seen.items():
+                if key not in ("processes", "directories"):
+                    extra.setdefault(key, []).extend(items)
+        return {**extra, "processes": sorted(processes), "directories": sorted(directories)}
 
     def __getattr__(self, name: str) -> Any:
         """Every other step takes the spec first: send it to the instance's node."""

@@ -90,7 +90,7 @@ def test_operator_creates_and_links_a_customer_then_the_billing_banner_follows_a
     sign_in(operator, ADMIN_TOKEN)
     operator.get_by_role("link", name="Operators").click()
     email = f"billing-{uuid.uuid4().hex[:8]}@example.com"
-    operator.get_by_label("Email").fill(email)
+    operator.get_by_label("Email", exact=True).fill(email)
     operator.get_by_role("button", name="Create user").click()
     expect(operator.locator("#user-message")).to_have_text(f"User {email} created.")
     token = operator.locator("#new-token-value").inner_text()  # shown once, right here
@@ -135,7 +135,7 @@ def test_a_402_answer_shows_the_suspended_banner_not_a_crash(page: Page, admin: 
             assert time.monotonic() < deadline, "the account did not reach suspended"
             time.sleep(0.1)
     page.get_by_role("button", name="New server").click()
-    page.get_by_label("Name").fill("blocked")
+    page.get_by_label("Name", exact=True).fill("blocked")
     page.locator("#create-submit").click()
     expect(page.locator("#create-error")).to_contain_text("suspended")
     banner = page.locator("#billing-banner")

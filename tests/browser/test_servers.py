@@ -36,7 +36,7 @@ def test_create_shows_pending_then_running_and_a_double_click_makes_one_server(
     sign_in(page, customer.token)
     expect(page.locator("#servers-message")).to_contain_text("no servers yet")
     page.get_by_role("button", name="New server").click()
-    page.get_by_label("Name").fill("survival")
+    page.get_by_label("Name", exact=True).fill("survival")
     page.get_by_role("button", name="Create", exact=True).dblclick()
     survival = card(page, "survival")
     expect(survival).to_have_attribute("data-pending", "true")
@@ -55,7 +55,7 @@ def test_create_shows_pending_then_running_and_a_double_click_makes_one_server(
 
     # The same name again: a polite sentence, nothing created.
     page.get_by_role("button", name="New server").click()
-    page.get_by_label("Name").fill("survival")
+    page.get_by_label("Name", exact=True).fill("survival")
     page.get_by_role("button", name="Create", exact=True).click()
     expect(page.locator("#create-error")).to_contain_text("already have a server with that name")
     page.get_by_role("button", name="Cancel").click()

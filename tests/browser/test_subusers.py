@@ -36,7 +36,7 @@ def test_invite_share_change_and_remove(page: Page, new_context: Callable[..., B
         form = tab.locator("form.subuser-form")
         form.get_by_role("button", name="Invite").click()
         expect(form.get_by_role("alert")).to_contain_text("Enter the email address")
-        form.get_by_label("Email").fill(friend.email)
+        form.get_by_label("Their email").fill(friend.email)
         form.get_by_label("Power").check()
         form.get_by_role("button", name="Invite").click()
         expect(tab.locator(".subusers-message")).to_contain_text(f"{friend.email} can now use this server.")
@@ -47,7 +47,7 @@ def test_invite_share_change_and_remove(page: Page, new_context: Callable[..., B
         members = api.get(f"/api/instances/{iid}/subusers").json()["items"]
         assert [(m["email"], m["permissions"]) for m in members] == [(friend.email, ["console", "power"])]
         # Twice the same person is a clear message, not a second membership.
-        form.get_by_label("Email").fill(friend.email.upper())
+        form.get_by_label("Their email").fill(friend.email.upper())
         form.get_by_role("button", name="Invite").click()
         expect(form.get_by_role("alert")).to_contain_text("has access to this server already")
         screenshot(page, "subusers-owner")
@@ -94,10 +94,10 @@ def test_invite_share_change_and_remove(page: Page, new_context: Callable[..., B
         # Settings: the owner renames the server; the card follows, the address stays.
         detail.get_by_role("button", name="Settings", exact=True).click()
         settings = page.locator("#tab-settings")
-        settings.get_by_label("Name").fill("Not A Name")
+        settings.get_by_label("New name").fill("Not A Name")
         settings.get_by_role("button", name="Rename").click()
         expect(settings.locator(".settings-message")).to_contain_text("lower-case letters")
-        settings.get_by_label("Name").fill("renamed")
+        settings.get_by_label("New name").fill("renamed")
         settings.get_by_role("button", name="Rename").click()
         expect(settings.locator(".settings-message")).to_have_text("Renamed to renamed.")
         expect(page.get_by_role("button", name="Manage renamed")).to_be_visible()

@@ -14,7 +14,7 @@ export class SettingsView {
     this.message = h('p', {className: 'message settings-message', role: 'status'});
     root.replaceChildren(h('form', {className: 'panel settings-form', novalidate: true,
       onsubmit: (event) => this.save(event)},
-    h('div', {className: 'field'}, h('label', {for: 'settings-name'}, 'Name'), this.name,
+    h('div', {className: 'field'}, h('label', {for: 'settings-name'}, 'New name'), this.name,
       h('small', {id: 'settings-name-help'}, 'Lower-case letters, digits and dashes; starts with a letter. '
         + 'The server’s address does not change.')),
     h('div', {className: 'buttons'}, h('button', {type: 'submit', className: 'primary'}, 'Rename')),

@@ -40,7 +40,7 @@ export class SubusersView {
       h('h3', {}, 'Invite someone'),
       h('p', {className: 'muted'}, 'They need a ZLH account with this email. They see this server beside their own and '
         + 'may do only what you tick; deleting the server, its subusers, its activity and billing stay yours.'),
-      h('div', {className: 'field'}, h('label', {for: 'subuser-email'}, 'Email'), this.email),
+      h('div', {className: 'field'}, h('label', {for: 'subuser-email'}, 'Their email'), this.email),
       this.permissions,
       h('div', {className: 'buttons'}, h('button', {type: 'submit', className: 'primary'}, 'Invite')),
       this.error);
