@@ -185,7 +185,8 @@ class Container:
             raise ValueError(f"unknown workers: {sorted(unknown)}; available: {list(WORKERS)}")
         self._listen()
         if "projections" in workers:
-            group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.poke)
+            group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.advanced)
+            self.watcher.follow_locally()
             self._spawn("projections", group.run, self.stop_event, self.app.signal)
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(

@@ -82,6 +82,17 @@ def advance_positions(cur: PortableCursor, positions: dict[str, int]) -> None:
             [(p, n, p) for n, p in sorted(positions.items())])
 
 
+#: What a projection group NOTIFYs (PostgreSQL) in the transaction that moves positions: read-your-writes
+#: waiters of other processes listen to it (services/infrastructure/watcher.py).
+POSITIONS_CHANNEL = "zlh_positions"
+
+
+def notify_positions(cur: PortableCursor) -> None:
+    """Tell listening processes, at this transaction's commit, that positions moved (PostgreSQL; else nothing)."""
+    if cur.dialect == "postgres":
+        cur.execute("SELECT pg_notify(%s, '')", (POSITIONS_CHANNEL,))
+
+
 def advance_position(cur: PortableCursor, name: str, position: int) -> None:
     """Move a position forward; never backward (several workers may share one)."""
     cur.execute(
