@@ -58,6 +58,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from services.infrastructure.group_commit import GroupCommit
+
 HASHES_TABLE = "zlh_event_hashes"
 GENESIS = "0" * 64
 
@@ -289,8 +291,9 @@ def postgres_chain_ddl(schema: str, events_table: str) -> list[SQL | Composed]:
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, unchanged for writes (the database chains every insert: see
-    `postgres_chain_ddl`), plus the two reads the auditors need."""
+    """The library's PostgreSQL recorder, its insert unchanged (the database chains every insert: see
+    `postgres_chain_ddl`) but shared by concurrent saves (group commit, services/infrastructure/group_commit.py),
+    plus the reads the auditors need."""
 
     hashes_table_name = HASHES_TABLE
 
@@ -314,12 +317,19 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         self.select_stream_ids_statement = SQL(
             "SELECT originator_id FROM {schema}.{events} UNION SELECT originator_id FROM {schema}.{hashes}"
         ).format(**fmt)
+        self.group_commit = GroupCommit(lambda events: PostgresApplicationRecorder.insert_events(self, events))
         self.select_chains_statement = SQL(
             "SELECT 'e' AS kind, originator_id, originator_version, topic, state, NULL::text AS prev_hash, "
             "NULL::text AS hash FROM {schema}.{events} WHERE originator_id = ANY(%s) "
             "UNION ALL SELECT 'h', originator_id, originator_version, NULL, NULL, prev_hash, hash "
             "FROM {schema}.{hashes} WHERE originator_id = ANY(%s)"
         ).format(**fmt)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert, in a transaction shared with the saves arriving meanwhile (group commit)."""
+        if kwargs or not stored_events:
+            return super().insert_events(stored_events, **kwargs)
+        return self.group_commit.insert(stored_events)
 
     def select_chain(self, originator_id: UUID | str) -> list[ChainEntry]:
         """Every event and hash row of a stream, by version, read in one snapshot (one statement)."""

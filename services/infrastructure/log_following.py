@@ -127,6 +127,8 @@ def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
         except EventFailedError:  # logged with its attempt count where it failed
             stop.wait(backoff)
             backoff = min(backoff * 2, cap)
+        except FollowingPausedError:
+            continue  # the handler waited for capacity and gave up (stopping): read the page again, or stop
         except Exception:
             log.exception("%s failed; retrying in %.1fs", name, backoff)
             stop.wait(backoff)
@@ -168,6 +170,11 @@ def read_positions(db: ReadModelDB) -> dict[str, int]:
 
 class EventFailedError(Exception):
     """An event failed and has attempts left: the follower backs off and tries it again."""
+
+
+class FollowingPausedError(Exception):
+    """A handler cannot take this event now (no capacity, shutting down): the follower stops before it, without
+    counting an attempt, and reads it again on its next page."""
 
 
 class LogFollower:
@@ -228,7 +235,7 @@ class LogFollower:
         assert self.handle is not None
         try:
             self.handle(notification)
-        except INFRASTRUCTURE_ERRORS:
+        except (*INFRASTRUCTURE_ERRORS, FollowingPausedError):
             raise
         except Exception as exc:
             attempts = self.failed(notification, exc)
