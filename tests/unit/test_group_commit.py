@@ -63,7 +63,7 @@ def test_saves_arriving_meanwhile_share_a_transaction_and_a_conflict_is_split_ou
     for t in others:
         t.start()
     deadline = threading.Event()
-    while len(group._queue) < len(others) and not deadline.wait(0.01):  # noqa: SLF001 - the test's own probe
+    while len(group._queue) < len(others) and not deadline.wait(0.01):
         pass
     gate.set()
     for t in [first, *others]:
