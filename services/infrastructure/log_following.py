@@ -33,6 +33,8 @@ POSITIONS = "zlh_positions"
 MAX_ATTEMPTS = 3
 #: A failing follower waits the first of these seconds, doubling up to the second, before it tries again.
 BACKOFF = (0.1, 10.0)
+#: How long a process manager waits, once woken, before it reads the log (`LogFollower.settle`).
+SETTLE = 0.05
 #: Errors of the infrastructure, not of the event: they pause a follower and never count as attempts.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
@@ -109,8 +111,11 @@ class Wakeup(Protocol):
 
 
 def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
-               wakeup: Wakeup, after_drain: Callable[[], object] = lambda: None) -> None:
+               wakeup: Wakeup, after_drain: Callable[[], object] = lambda: None, settle: float = 0.0) -> None:
     """The loop of every log follower: drain pages, do `after_drain`, wait for news; until `stop`.
+
+    `settle`: once woken, wait this long before reading, so the saves of a busy moment are read as
+    one page (one position write, one `after_drain`) instead of one page each.
 
     Errors are logged and retried with capped exponential backoff, so a database
     outage pauses a follower instead of killing it.
@@ -123,7 +128,9 @@ def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
                 pass
             after_drain()
             backoff = first
-            wakeup.wait(1.0, stop)  # returns at once when `stop` is set, even if its notification came first
+            # returns at once when `stop` is set, even if its notification came first
+            if wakeup.wait(1.0, stop) and settle > 0:
+                stop.wait(settle)
         except EventFailedError:  # logged with its attempt count where it failed
             stop.wait(backoff)
             backoff = min(backoff * 2, cap)
@@ -180,11 +187,17 @@ class FollowingPausedError(Exception):
 class LogFollower:
     """Follows the log for one named consumer, handing it each notification of `topics` in order.
 
+    A process manager reads `SETTLE` seconds after it is woken (see `follow_log`): under load, each
+    save woke every process manager for a page, a position write and its sweep; now a busy moment
+    costs one of each. The read models (`ProjectionGroup`) do not wait: read-your-writes waits for them.
+
     `handle` runs outside any read-model transaction (process managers record their effects in
     the event store, idempotently); the position moves past what was handled after each page, or
     up to a failing event. `after_drain` runs whenever the follower has caught up. A subclass may
     apply pages transactionally instead (`ProjectionRunner`).
     """
+
+    settle = SETTLE
 
     def __init__(self, name: str, log_: EventLog, db: ReadModelDB,
                  handle: Callable[[Notification], object] | None = None, *,
@@ -205,7 +218,7 @@ class LogFollower:
 
     def run(self, stop: threading.Event, wakeup: Wakeup) -> None:
         """Follow the log until `stop` is set."""
-        follow_log(self.name, stop, self.process_page, wakeup, after_drain=self._caught_up)
+        follow_log(self.name, stop, self.process_page, wakeup, after_drain=self._caught_up, settle=self.settle)
 
     def _caught_up(self) -> None:
         self.retry_dead_letters()

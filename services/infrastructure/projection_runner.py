@@ -94,6 +94,8 @@ class RebuildProgress:
 class ProjectionRunner(LogFollower):
     """Applies one projection's events from the log to its tables."""
 
+    settle = 0.0  # read-your-writes waits for the read models: no delay here
+
     def __init__(self, log_: EventLog, db: ReadModelDB, projection: Projection, page_size: int = 500,
                  on_commit: Callable[[], None] | None = None) -> None:
         super().__init__(projection.name, log_, db, topics=projection.topics, page_size=page_size)
@@ -320,6 +322,8 @@ class ProjectionGroup(LogFollower):
     `shadow=True` fills the projections' shadow tables and positions instead of the live ones: that is
     `rebuild_all`, one read of the log for every projection being rebuilt.
     """
+
+    settle = 0.0  # read-your-writes waits for the read models: no delay here
 
     def __init__(self, runners: Sequence[ProjectionRunner], log_: EventLog, db: ReadModelDB, page_size: int = 500,
                  on_commit: Callable[[dict[str, int]], None] | None = None, shadow: bool = False) -> None:
