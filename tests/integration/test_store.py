@@ -201,3 +201,20 @@ def test_rebuild_all_reads_the_log_once_and_equals_live(make_container: Callable
     assert tables() == live
     head = container.app.head()
     assert all(r.position() == head for r in container.runners.values())
+
+
+def test_read_your_writes_across_processes_is_woken_by_notify(make_container: Callable[..., Container]) -> None:
+    """An API without the projections (`zlh serve --no-workers`) waits for another process's group: on
+    PostgreSQL it listens to `zlh_positions` (the group NOTIFYs in the transaction that moves positions); on
+    SQLite, which has no notifications, it re-reads the positions while it waits."""
+    workers = make_container(workers=("projections",))
+    api = make_container(workers=())
+    owner = uuid4()
+    for n in range(3):
+        accepted = request_instance(api.app, owner, f"k{n}", "game", f"s{n}", "minecraft")
+        assert api.wait_for_projections(accepted.position, ("instances", "operations"), timeout=30)
+    assert workers.watcher.local_follower and not api.watcher.local_follower
+    listener = api.watcher._listener  # what woke it
+    assert (listener is not None and listener.is_alive()) == (api.url.dialect == "postgres")
+    assert {r["id"] for r in instances_view.list_for_owner(api.db, str(owner))} == {
+        str(request_instance(api.app, owner, f"k{n}", "game", f"s{n}", "minecraft").instance_id) for n in range(3)}
