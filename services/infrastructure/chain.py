@@ -327,7 +327,7 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         """The library's insert, in a transaction shared with the saves arriving meanwhile (group commit)."""
-        if kwargs or not stored_events:
+        if not stored_events or any(v is not None for v in kwargs.values()):  # the library passes tracking=None
             return super().insert_events(stored_events, **kwargs)
         return self.group_commit.insert(stored_events)
 
