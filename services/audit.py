@@ -25,7 +25,7 @@ from services.infrastructure.chain import (
 from services.infrastructure.store import ZLH
 
 #: Streams read per query by `verify_all`.
-VERIFY_BATCH = 500
+VERIFY_BATCH = 2000
 
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
