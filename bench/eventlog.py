@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -25,10 +26,10 @@ from domain.lifecycle import InstanceKind
 from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
 from domain.plans import create_steps
-from domain.user import User
+from domain.user import Credential, User
 from services.infrastructure.store import ZLH
 from services.instances import fingerprint
-from services.users import hash_token, new_token
+from services.users import FIRST_TOKEN_NAME, hash_token, new_token
 
 CREATES_PER_CUSTOMER = 10
 #: Aggregates per `app.save`: about 2,000 events per transaction for completed creates.
@@ -37,7 +38,8 @@ BATCH_CREATES = 100
 
 def _customer(tag: str) -> tuple[User, Any]:
     user = User(email=f"{tag}@bench.example", admin=False)
-    return user, user.issue_token(hash_token(new_token()))
+    return user, Credential.issue(hash_token(new_token()), user.id, FIRST_TOKEN_NAME, "full", None,
+                                  datetime.now(UTC))
 
 
 def _create(owner_id: UUID, key: str, name: str, completed: bool) -> list[Any]:

@@ -118,8 +118,9 @@ def rebuild_benchmark(database_url: str, workdir: Path, n_events: int, rounds: i
         if rates:
             each = ", ".join(f"{p['name']} {p['events_per_second']:,.0f}"
                              for p in sorted(per_projection, key=lambda p: p["events_per_second"]))
-            rebuild.notes.append(f"round {round_}: {len(per_projection)} projections, one after the other, each "
-                                 f"reading the whole log; events/s by their own count: {each}")
+            rebuild.notes.append(f"round {round_}: {len(per_projection)} projections rebuilt from one read of the "
+                                 f"log (one transaction per page of 5,000 events), then swapped in one by one; "
+                                 f"events/s by their own count: {each}")
 
         log(f"rebuild round {round_}/{rounds}: zlh audit verify --all ...")
         code, out, err, seconds = run_child(_zlh("audit", "verify", "--all"), env, ROOT, timeout=3600)

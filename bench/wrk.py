@@ -4,7 +4,8 @@
 is measured rather than dropped as a socket timeout) in its own session, killed if we are interrupted;
 `parse_wrk` turns its report into a `WrkResult`: requests per second, the latency percentiles of
 `--latency` (in milliseconds), and every kind of error wrk counts. `CREATE_LUA` is the script for
-`POST /api/instances`: every request has its own Idempotency-Key and instance name.
+`POST /api/instances`: every request has its own Idempotency-Key and instance name, and the writers' tokens
+(comma-separated, its first argument) take turns.
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ function setup(thread)
 end
 
 function init(args)
-  token = args[1]
+  tokens = {}
+  for t in string.gmatch(args[1], "[^,]+") do tokens[#tokens + 1] = t end
   prefix = args[2]
   n = 0
 end
@@ -142,7 +144,7 @@ function request()
   local key = prefix .. "-" .. tid .. "-" .. n
   local body = '{"kind":"game","name":"' .. key .. '","template":"minecraft"}'
   local headers = {
-    ["Authorization"] = "Bearer " .. token,
+    ["Authorization"] = "Bearer " .. tokens[(n + tid) % #tokens + 1],
     ["Content-Type"] = "application/json",
     ["Idempotency-Key"] = key,
   }

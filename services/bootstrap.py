@@ -306,7 +306,8 @@ class Container:
         self._listen()
         self.ensure_local_node()
         if "projections" in workers:
-            group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.poke)
+            group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.advanced)
+            self.watcher.follow_locally()
             self._spawn("projections", group.run, self.stop_event, self.app.signal)
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(

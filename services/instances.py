@@ -27,6 +27,7 @@ from domain.name_claim import NameClaim
 from domain.operation import Operation, OperationKind
 from domain.text import check_text
 from services.billing import check_billing_gate
+from services.infrastructure.keyed_locks import CUSTOMER_TURNS
 from services.infrastructure.store import ZLH
 from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
 from services.quotas import UNLIMITED, Quotas, take_instance_slot
@@ -68,6 +69,14 @@ def request_instance(
         body["variables"] = dict(variables)
     print_ = fingerprint("POST /api/instances", body)
     operation_id = operation_id_for_key(owner_id, idempotency_key)
+    with CUSTOMER_TURNS(owner_id):  # this customer's creates take turns here: they would conflict on the quota
+        return _request_instance(app, owner_id, idempotency_key, kind, name, template, variables, catalogue,
+                                 quotas, print_, operation_id)
+
+
+def _request_instance(app: ZLH, owner_id: UUID, idempotency_key: str, kind: str, name: str, template: str,
+                      variables: Mapping[str, Any] | None, catalogue: TemplateCatalogue, quotas: Quotas,
+                      print_: str, operation_id: UUID) -> Accepted:
     for _ in range(100):
         replay = _replay(app, operation_id, print_)
         if replay is not None:

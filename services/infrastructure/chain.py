@@ -58,6 +58,8 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from services.infrastructure.group_commit import GroupCommit
+
 HASHES_TABLE = "zlh_event_hashes"
 GENESIS = "0" * 64
 
@@ -198,6 +200,22 @@ class ChainedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             c.execute(self.select_stream_ids_statement)
             return [self.convert_originator_id(row["originator_id"]) for row in c.fetchall()]
 
+    def select_chains(self, originator_ids: Sequence[UUID | str]) -> dict[UUID | str, list[ChainEntry]]:
+        """`select_chain` for many streams in one snapshot and two statements (what `verify_all` reads)."""
+        if not originator_ids:
+            return {}
+        by_db_id = {self._db_id(oid): oid for oid in originator_ids}
+        marks = ",".join("?" * len(by_db_id))
+        t = self.hashes_table_name
+        sql = (f"SELECT 'e' AS kind, originator_id, originator_version, topic, state, NULL AS prev_hash, NULL AS hash "
+               f"FROM {self.events_table_name} WHERE originator_id IN ({marks}) "
+               f"UNION ALL SELECT 'h', originator_id, originator_version, NULL, NULL, prev_hash, hash FROM {t} "
+               f"WHERE originator_id IN ({marks})")
+        ids = list(by_db_id)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, ids + ids)
+            return _merge_many({db_id: [] for db_id in ids}, by_db_id, c.fetchall())
+
 
 def sqlite_chain_ddl(events_table: str = "stored_events") -> list[str]:
     """The hash table and the guard that refuses an event stored without its hash row (SQLite)."""
@@ -273,8 +291,9 @@ def postgres_chain_ddl(schema: str, events_table: str) -> list[SQL | Composed]:
 
 
 class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, unchanged for writes (the database chains every insert: see
-    `postgres_chain_ddl`), plus the two reads the auditors need."""
+    """The library's PostgreSQL recorder, its insert unchanged (the database chains every insert: see
+    `postgres_chain_ddl`) but shared by concurrent saves (group commit, services/infrastructure/group_commit.py),
+    plus the reads the auditors need."""
 
     hashes_table_name = HASHES_TABLE
 
@@ -298,6 +317,19 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
         self.select_stream_ids_statement = SQL(
             "SELECT originator_id FROM {schema}.{events} UNION SELECT originator_id FROM {schema}.{hashes}"
         ).format(**fmt)
+        self.group_commit = GroupCommit(lambda events: PostgresApplicationRecorder.insert_events(self, events))
+        self.select_chains_statement = SQL(
+            "SELECT 'e' AS kind, originator_id, originator_version, topic, state, NULL::text AS prev_hash, "
+            "NULL::text AS hash FROM {schema}.{events} WHERE originator_id = ANY(%s) "
+            "UNION ALL SELECT 'h', originator_id, originator_version, NULL, NULL, prev_hash, hash "
+            "FROM {schema}.{hashes} WHERE originator_id = ANY(%s)"
+        ).format(**fmt)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """The library's insert, in a transaction shared with the saves arriving meanwhile (group commit)."""
+        if not stored_events or any(v is not None for v in kwargs.values()):  # the library passes tracking=None
+            return super().insert_events(stored_events, **kwargs)
+        return self.group_commit.insert(stored_events)
 
     def select_chain(self, originator_id: UUID | str) -> list[ChainEntry]:
         """Every event and hash row of a stream, by version, read in one snapshot (one statement)."""
@@ -311,8 +343,25 @@ class ChainedPostgresApplicationRecorder(PostgresApplicationRecorder):
             curs.execute(self.select_stream_ids_statement)
             return [row["originator_id"] for row in curs.fetchall()]
 
+    def select_chains(self, originator_ids: Sequence[UUID | str]) -> dict[UUID | str, list[ChainEntry]]:
+        """`select_chain` for many streams in one statement (what `verify_all` reads, a batch at a time)."""
+        if not originator_ids:
+            return {}
+        ids = list(dict.fromkeys(originator_ids))
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_chains_statement, (ids, ids))
+            return _merge_many({oid: [] for oid in ids}, {oid: oid for oid in ids}, curs.fetchall())
+
 
 ChainRecorder = ChainedSQLiteApplicationRecorder | ChainedPostgresApplicationRecorder
+
+
+def _merge_many(rows_by_id: dict[Any, list[Any]], ids: Mapping[Any, UUID | str],
+                rows: Sequence[Any]) -> dict[UUID | str, list[ChainEntry]]:
+    """Rows of several streams (with their `originator_id` column) → each stream's entries, by version."""
+    for row in rows:
+        rows_by_id[row["originator_id"]].append(row)
+    return {ids[db_id]: _merge(ids[db_id], stream_rows) for db_id, stream_rows in rows_by_id.items()}
 
 
 def _merge(originator_id: UUID | str, rows: Sequence[Any]) -> list[ChainEntry]:

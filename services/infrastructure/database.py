@@ -157,8 +157,12 @@ class ReadModelDB:
             yield conn
 
     @contextmanager
-    def transaction(self) -> Iterator[PortableCursor]:
-        """A write transaction: commits on success, rolls back on any exception."""
+    def transaction(self, pipeline: bool = False) -> Iterator[PortableCursor]:
+        """A write transaction: commits on success, rolls back on any exception.
+
+        `pipeline` (PostgreSQL): psycopg's pipeline mode, statements sent without waiting for each answer;
+        an error may then surface at a later statement or at the commit, and rolls the whole block back.
+        """
         if self.dialect == "sqlite":
             with self._sqlite_connection() as conn:
                 conn.execute("BEGIN IMMEDIATE")
@@ -168,6 +172,9 @@ class ReadModelDB:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
+        elif pipeline:
+            with self._pool.connection() as conn, conn.pipeline(), conn.transaction():
+                yield PortableCursor(conn.cursor(), "postgres", False)
         else:
             with self._pool.connection() as conn, conn.transaction():
                 yield PortableCursor(conn.cursor(), "postgres", False)

@@ -33,6 +33,8 @@ POSITIONS = "zlh_positions"
 MAX_ATTEMPTS = 3
 #: A failing follower waits the first of these seconds, doubling up to the second, before it tries again.
 BACKOFF = (0.1, 10.0)
+#: How long a process manager waits, once woken, before it reads the log (`LogFollower.settle`).
+SETTLE = 0.05
 #: Errors of the infrastructure, not of the event: they pause a follower and never count as attempts.
 INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError,
@@ -82,6 +84,17 @@ def advance_positions(cur: PortableCursor, positions: dict[str, int]) -> None:
             [(p, n, p) for n, p in sorted(positions.items())])
 
 
+#: What a projection group NOTIFYs (PostgreSQL) in the transaction that moves positions: read-your-writes
+#: waiters of other processes listen to it (services/infrastructure/watcher.py).
+POSITIONS_CHANNEL = "zlh_positions"
+
+
+def notify_positions(cur: PortableCursor) -> None:
+    """Tell listening processes, at this transaction's commit, that positions moved (PostgreSQL; else nothing)."""
+    if cur.dialect == "postgres":
+        cur.execute("SELECT pg_notify(%s, '')", (POSITIONS_CHANNEL,))
+
+
 def advance_position(cur: PortableCursor, name: str, position: int) -> None:
     """Move a position forward; never backward (several workers may share one)."""
     cur.execute(
@@ -98,8 +111,11 @@ class Wakeup(Protocol):
 
 
 def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
-               wakeup: Wakeup, after_drain: Callable[[], object] = lambda: None) -> None:
+               wakeup: Wakeup, after_drain: Callable[[], object] = lambda: None, settle: float = 0.0) -> None:
     """The loop of every log follower: drain pages, do `after_drain`, wait for news; until `stop`.
+
+    `settle`: once woken, wait this long before reading, so the saves of a busy moment are read as
+    one page (one position write, one `after_drain`) instead of one page each.
 
     Errors are logged and retried with capped exponential backoff, so a database
     outage pauses a follower instead of killing it.
@@ -112,10 +128,14 @@ def follow_log(name: str, stop: threading.Event, drain_page: Callable[[], int],
                 pass
             after_drain()
             backoff = first
-            wakeup.wait(1.0, stop)  # returns at once when `stop` is set, even if its notification came first
+            # returns at once when `stop` is set, even if its notification came first
+            if wakeup.wait(1.0, stop) and settle > 0:
+                stop.wait(settle)
         except EventFailedError:  # logged with its attempt count where it failed
             stop.wait(backoff)
             backoff = min(backoff * 2, cap)
+        except FollowingPausedError:
+            continue  # the handler waited for capacity and gave up (stopping): read the page again, or stop
         except Exception:
             log.exception("%s failed; retrying in %.1fs", name, backoff)
             stop.wait(backoff)
@@ -159,14 +179,25 @@ class EventFailedError(Exception):
     """An event failed and has attempts left: the follower backs off and tries it again."""
 
 
+class FollowingPausedError(Exception):
+    """A handler cannot take this event now (no capacity, shutting down): the follower stops before it, without
+    counting an attempt, and reads it again on its next page."""
+
+
 class LogFollower:
     """Follows the log for one named consumer, handing it each notification of `topics` in order.
+
+    A process manager reads `SETTLE` seconds after it is woken (see `follow_log`): under load, each
+    save woke every process manager for a page, a position write and its sweep; now a busy moment
+    costs one of each. The read models (`ProjectionGroup`) do not wait: read-your-writes waits for them.
 
     `handle` runs outside any read-model transaction (process managers record their effects in
     the event store, idempotently); the position moves past what was handled after each page, or
     up to a failing event. `after_drain` runs whenever the follower has caught up. A subclass may
     apply pages transactionally instead (`ProjectionRunner`).
     """
+
+    settle = SETTLE
 
     def __init__(self, name: str, log_: EventLog, db: ReadModelDB,
                  handle: Callable[[Notification], object] | None = None, *,
@@ -187,7 +218,7 @@ class LogFollower:
 
     def run(self, stop: threading.Event, wakeup: Wakeup) -> None:
         """Follow the log until `stop` is set."""
-        follow_log(self.name, stop, self.process_page, wakeup, after_drain=self._caught_up)
+        follow_log(self.name, stop, self.process_page, wakeup, after_drain=self._caught_up, settle=self.settle)
 
     def _caught_up(self) -> None:
         self.retry_dead_letters()
@@ -217,7 +248,7 @@ class LogFollower:
         assert self.handle is not None
         try:
             self.handle(notification)
-        except INFRASTRUCTURE_ERRORS:
+        except (*INFRASTRUCTURE_ERRORS, FollowingPausedError):
             raise
         except Exception as exc:
             attempts = self.failed(notification, exc)

@@ -26,6 +26,7 @@ from eventsourcing.utils import get_topic
 from domain.activity import InstanceActivity
 from domain.catalog import AGGREGATES
 from domain.note import Note
+from domain.quota import Quota
 from domain.schedule import Schedule
 from services.infrastructure.chain import ChainedPostgresApplicationRecorder, ChainedSQLiteApplicationRecorder
 from services.infrastructure.database import DatabaseURL
@@ -95,8 +96,9 @@ class ZLH(Application[UUID]):
 
     aggregates = AGGREGATES
     #: Every notepad save carries the whole note: snapshot so loading one never replays them all. A schedule's
-    #: stream grows by one event per due time, an instance's activity by one per console command or file write.
-    snapshotting_intervals = {Note: 20, Schedule: 50, InstanceActivity: 50}
+    #: stream grows by one event per due time, an instance's activity by one per console command or file write,
+    #: a customer's instance quota grows by one event per create: snapshot so a create never replays them all.
+    snapshotting_intervals = {Note: 20, Schedule: 50, InstanceActivity: 50, Quota: 50}
 
     name = APP_NAME
     log_section_size = 1000

@@ -7,6 +7,12 @@ one PostgreSQL never run an operation twice. The shared position only moves
 forward, and only past events whose operation some worker already claimed (or
 that are no longer queued), so a restart re-reads at most a page and claims nothing twice.
 
+Claiming is bounded: the dispatcher claims an operation only when one of its `concurrency` slots is
+free, and otherwise waits before that event (its position stays there). With 10,000 operations
+queued it holds at most `concurrency` of them: nothing is claimed, loaded or kept in memory ahead of
+the work, and the API's writes do not share the store with a burst of claims. The backlog shows as
+the `provisioning` queue's lag and its pending count (`GET /api/admin/queues`).
+
 Execution: each step records its intent (`StepStarted`), calls the driver, and
 records its result (`StepSucceeded`); a failed step fails the operation with the
 driver's error code. Nothing is retried. If another writer appended to the
@@ -43,7 +49,7 @@ from services.backup_policy import retention_of
 from services.billing import operation_block
 from services.edge import Edge
 from services.infrastructure.database import ReadModelDB
-from services.infrastructure.log_following import LogFollower, Wakeup
+from services.infrastructure.log_following import FollowingPausedError, LogFollower, Wakeup
 from services.infrastructure.logs import operation_context
 from services.infrastructure.store import ZLH
 from services.infrastructure.templates import TemplateCatalogue, shipped_catalogue
@@ -83,8 +89,9 @@ class ProvisioningManager:
         self.connect_timeout = connect_timeout
         self.stop_event = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="zlh-provision")
+        self.concurrency = concurrency
         self._active: set[UUID] = set()
-        self._active_lock = threading.Lock()
+        self._active_lock = threading.Condition()
         self.follower = LogFollower(POSITION, app, db, self._dispatch, topics={Operation.Requested.TOPIC})
 
     # Dispatch.
@@ -97,8 +104,19 @@ class ProvisioningManager:
         return self.follower.process_page()
 
     def _dispatch(self, notification: Notification) -> None:
+        self._wait_for_a_slot()
         if self.claim(notification.originator_id):
             self._submit(notification.originator_id)
+
+    def _wait_for_a_slot(self) -> None:
+        """Block until fewer than `concurrency` operations run here; `FollowingPausedError` when stopping."""
+        with self._active_lock:
+            while len(self._active) >= self.concurrency:
+                if self.stop_event.is_set():
+                    raise FollowingPausedError("provisioning is stopping")
+                self._active_lock.wait(1.0)
+        if self.stop_event.is_set():
+            raise FollowingPausedError("provisioning is stopping")
 
     def claim(self, operation_id: UUID) -> bool:
         """Append `Claimed` if the operation is still queued; True if this worker won it."""
@@ -126,6 +144,7 @@ class ProvisioningManager:
     def _done(self, operation_id: UUID) -> None:
         with self._active_lock:
             self._active.discard(operation_id)
+            self._active_lock.notify_all()  # a slot is free: the dispatcher claims the next queued operation
 
     def run(self, wakeup: Wakeup) -> None:
         """Dispatch until stopped."""
@@ -133,6 +152,8 @@ class ProvisioningManager:
 
     def stop(self, wait: bool = True) -> None:
         self.stop_event.set()
+        with self._active_lock:
+            self._active_lock.notify_all()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
     # Execution.

@@ -179,3 +179,42 @@ def test_concurrent_requests_with_one_key_or_one_name(database_url: str) -> None
         assert len(requested) == 2
     finally:
         app.close()
+
+
+def test_rebuild_all_reads_the_log_once_and_equals_live(make_container: Callable[..., Container]) -> None:
+    """`zlh projections rebuild --all`: every projection rebuilt from one pass, in small pages here, equals live."""
+    from services.infrastructure.projection_runner import rebuild_all
+
+    container = make_container(workers=("projections",))  # nothing else writes meanwhile
+    owner = uuid4()
+    accepted = [request_instance(container.app, owner, f"k{n}", "game", f"s{n}", "minecraft") for n in range(12)]
+    names = tuple(container.runners)
+    assert container.wait_for_projections(max(a.position for a in accepted), names)
+
+    def tables() -> dict[str, list[dict]]:
+        return {t.name: sorted(container.db.query(f"SELECT * FROM {t.name}"), key=repr)
+                for r in container.runners.values() for t in r.projection.tables}
+
+    live = tables()
+    progresses = rebuild_all(list(container.runners.values()), container.app, container.db, page_size=5)
+    assert [p.state for p in progresses] == ["done"] * len(names)
+    assert tables() == live
+    head = container.app.head()
+    assert all(r.position() == head for r in container.runners.values())
+
+
+def test_read_your_writes_across_processes_is_woken_by_notify(make_container: Callable[..., Container]) -> None:
+    """An API without the projections (`zlh serve --no-workers`) waits for another process's group: on
+    PostgreSQL it listens to `zlh_positions` (the group NOTIFYs in the transaction that moves positions); on
+    SQLite, which has no notifications, it re-reads the positions while it waits."""
+    workers = make_container(workers=("projections",))
+    api = make_container(workers=())
+    owner = uuid4()
+    for n in range(3):
+        accepted = request_instance(api.app, owner, f"k{n}", "game", f"s{n}", "minecraft")
+        assert api.wait_for_projections(accepted.position, ("instances", "operations"), timeout=30)
+    assert workers.watcher.local_follower and not api.watcher.local_follower
+    listener = api.watcher._listener  # what woke it
+    assert (listener is not None and listener.is_alive()) == (api.url.dialect == "postgres")
+    assert {r["id"] for r in instances_view.list_for_owner(api.db, str(owner))} == {
+        str(request_instance(api.app, owner, f"k{n}", "game", f"s{n}", "minecraft").instance_id) for n in range(3)}

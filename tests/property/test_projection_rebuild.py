@@ -17,7 +17,7 @@ from domain.operation import Operation
 from projections.registry import all_projections
 from services.infrastructure.database import DatabaseURL, ReadModelDB
 from services.infrastructure.migrations import migrate
-from services.infrastructure.projection_runner import ProjectionRunner
+from services.infrastructure.projection_runner import ProjectionRunner, rebuild_all
 from services.infrastructure.store import ZLH, store_env
 from services.instances import request_instance
 
@@ -92,6 +92,9 @@ def test_rebuild_from_zero_equals_live(history: list, catch_up_every: int) -> No
                 r.rebuild()
             rebuilt = {t.name: table(db, t.name) for r in runners for t in r.projection.tables}
             assert rebuilt == live
+            assert all(r.position() == (app.head()) for r in runners)
+            rebuild_all(runners, app, db, page_size=4)  # every projection from one read of the log
+            assert {t.name: table(db, t.name) for r in runners for t in r.projection.tables} == live
             assert all(r.position() == (app.head()) for r in runners)
         finally:
             app.close()
