@@ -6,10 +6,12 @@ BIN := $(VENV)/bin
 
 .PHONY: run test test-fast lint lock bench bench-compare bench-queued clean chromium dovecot openssh wrk tools
 
-$(BIN)/.installed: pyproject.toml
+# Dependencies come from requirements.lock, every file checked against its sha256 (`make lock` remakes it
+# from pyproject.toml's ranges); the project itself is installed editable on top, without resolving again.
+$(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 run: $(BIN)/.installed
@@ -60,6 +62,12 @@ bench-queued: $(BIN)/.installed wrk
 
 wrk:
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
+
+# Re-resolve pyproject.toml's dependencies (with the `test` extra) into requirements.lock, with hashes.
+lock: $(BIN)/.installed
+	$(BIN)/pip install --quiet 'pip-tools>=7.4'
+	$(BIN)/pip-compile --quiet --extra test --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
