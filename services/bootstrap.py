@@ -250,6 +250,9 @@ class Container:
 
                 self.router = NodeRouter(self.app, self.db, self.secret_box, self.given_driver,
                                          self.node_driver_factory or agent_driver)
+                bind = getattr(self.given_driver, "bind_placement", None)
+                if self.settings.driver == "proxmox" and bind is not None:
+                    bind(self.router.proxmox_node_of)  # containers go where `place` put their instance
             return self.router  # type: ignore[return-value]
 
     @property
@@ -263,10 +266,18 @@ class Container:
         return self._secret_box
 
     def ensure_local_node(self) -> None:
-        """The embedded default node, `local` (idempotent; `ZLH_LOCAL_NODE_*` set its capacity and ports)."""
+        """The embedded default node, `local` (idempotent; `ZLH_LOCAL_NODE_*` set its capacity and ports); with
+        `ZLH_DRIVER=proxmox`, the `ZLH_PROXMOX_NODES` instead (`services.nodes.ensure_proxmox_nodes`)."""
         from services.nodes import ensure_local_node
 
         s = self.settings
+        if s.driver == "proxmox":
+            from services.nodes import ensure_proxmox_nodes
+
+            pve = [n.strip() for n in (s.proxmox_nodes or "").split(",") if n.strip()]
+            ensure_proxmox_nodes(self.app, pve, s.proxmox_node_memory // (1024 * 1024),
+                                 s.proxmox_node_disk // (1024 * 1024), s.proxmox_node_cpus)
+            return
         ensure_local_node(self.app, s.local_node_memory // (1024 * 1024), s.local_node_disk // (1024 * 1024),
                           s.local_node_cpus, s.local_node_ports, s.local_node_public_host)
     threads: list[threading.Thread] = field(default_factory=list)

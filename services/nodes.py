@@ -103,6 +103,31 @@ def ensure_local_node(app: ZLH, memory_mb: int, disk_mb: int, cpus: float, port_
         app.save(node)
 
 
+def proxmox_node_name(pve_node: str) -> str:
+    """The control-plane name of a PVE node: its own name, in the characters node names allow."""
+    name = re.sub(r"[^a-z0-9-]", "-", pve_node.lower()).strip("-")[:63]
+    return name if NAME.match(name) else f"pve-{name}"[:63].rstrip("-")
+
+
+def ensure_proxmox_nodes(app: ZLH, pve_nodes: Iterable[str], memory_mb: int, disk_mb: int, cpus: float) -> None:
+    """`ZLH_DRIVER=proxmox`: every PVE node of `ZLH_PROXMOX_NODES` is a node (`agent_url` `proxmox://NODE`, no
+    secret, ports `auto`: each container has its own address), registered once (idempotent, as `local` is);
+    the embedded `local` node, if an earlier run made it, is cordoned: nothing new is placed there."""
+    for pve in pve_nodes:
+        name = proxmox_node_name(pve)
+        if app.find(node_id_for_name(name), Node) is not None:
+            continue  # registered already (or removed by staff: not brought back behind their back)
+        node = Node(name=name, agent_url=f"proxmox://{pve}", secret="", public_host="", memory_mb=memory_mb,
+                    disk_mb=disk_mb, cpus=cpus, port_low=None, port_high=None)
+        with contextlib.suppress(IntegrityError):  # another process made it at the same time
+            app.save(node)
+    local = app.find(node_id_for_name(LOCAL_NODE), Node)
+    if local is not None and not local.removed and not local.cordoned:
+        with contextlib.suppress(IntegrityError):
+            local.cordon()
+            app.save(local)
+
+
 def _load(app: ZLH, node_id: UUID) -> Node:
     node = app.find(node_id, Node)
     if node is None or node.removed:
