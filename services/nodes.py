@@ -41,6 +41,8 @@ from services.infrastructure.store import ZLH
 
 #: The `agent_url` of the node whose agent runs inside `zlh serve` (or is `ZLH_AGENT_URL`).
 EMBEDDED = "embedded"
+#: The `agent_url` of a Proxmox VE node (`ZLH_DRIVER=proxmox`): `proxmox://NODE`.
+PROXMOX = "proxmox://"
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 ATTEMPTS = 50
 
@@ -117,7 +119,7 @@ def ensure_proxmox_nodes(app: ZLH, pve_nodes: Iterable[str], memory_mb: int, dis
         name = proxmox_node_name(pve)
         if app.find(node_id_for_name(name), Node) is not None:
             continue  # registered already (or removed by staff: not brought back behind their back)
-        node = Node(name=name, agent_url=f"proxmox://{pve}", secret="", public_host="", memory_mb=memory_mb,
+        node = Node(name=name, agent_url=f"{PROXMOX}{pve}", secret="", public_host="", memory_mb=memory_mb,
                     disk_mb=disk_mb, cpus=cpus, port_low=None, port_high=None)
         with contextlib.suppress(IntegrityError):  # another process made it at the same time
             app.save(node)
@@ -299,6 +301,9 @@ def request_move(app: ZLH, instance_id: UUID, node_id: UUID, actor_id: UUID, key
     if getattr(instance, "node_id", None) == node_id or (
             getattr(instance, "node_id", None) is None and node_id == node_id_for_name(LOCAL_NODE)):
         raise NodeRuleError("the server is on that node already")
+    source = app.find(getattr(instance, "node_id", None) or node_id_for_name(LOCAL_NODE), Node)
+    if target.agent_url.startswith(PROXMOX) or (source is not None and source.agent_url.startswith(PROXMOX)):
+        raise NodeRuleError("servers on Proxmox nodes cannot be moved by ZLH yet")
 
     def begin(inst: Instance, op: Any) -> None:
         inst.begin_operation(op.id, "move")

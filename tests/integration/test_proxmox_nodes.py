@@ -19,6 +19,7 @@ from services.adapters.proxmox_driver import ProxmoxDriver
 from services.bootstrap import Container
 from tests.fakes.proxmox_cluster import NODES, FakeCluster, fake_cluster
 from tests.integration.conftest import ADMIN_TOKEN, auth, poll
+from tests.integration.test_api import assert_problem
 from tests.integration.test_nodes import create, customer, finished
 from tests.real_servers import cache_dir, install
 
@@ -98,3 +99,6 @@ def test_placement_over_pve_nodes_cordon_and_capacity(
         seen = container.driver.observe()
         assert {first["instance_id"], second["instance_id"]} <= set(seen["processes"])
         assert {c["node"] for c in seen["containers"]} == {"pve", "pve2"}
+        moved = client.post(f"/api/admin/instances/{first['instance_id']}/move", headers=ADMIN,
+                            json={"node": nodes["pve2"]["id"]})  # not on Proxmox yet: refused, nothing queued
+        assert_problem(moved, 422, "validation_error")
