@@ -170,28 +170,51 @@ class NodeRouter:
         return samples
 
     def observe(self) -> dict[str, Any]:
+        """What every node reports; a node that does not answer: its servers taken to be as they were. With
+        the proxmox driver, its nodes (and `local`, whose driver it is too) are observed in one pass over the
+        whole cluster: a container is seen wherever it is (after a `pct migrate` too)."""
         processes: set[str] = set()
         directories: set[str] = set()
         containers: dict[int, dict[str, Any]] = {}
         rows = nodes_view.all_nodes(self.db) or [{"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE}]
-        proxmox = any(str(r.get("agent_url", "")).startswith(PROXMOX_SCHEME) for r in rows)
-        if not proxmox and not any(UUID(r["id"]) == LOCAL_ID for r in rows):
+        if not any(UUID(r["id"]) == LOCAL_ID for r in rows):
             rows.append({"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE})
-        for row in rows:
-            seen: dict[str, list[str]] | None = None
+        cluster = getattr(self.local, "on_node", None) is not None
+
+        def shared(row: dict[str, Any]) -> bool:
+            return cluster and (UUID(row["id"]) == LOCAL_ID or str(row.get("agent_url", "")).startswith(
+                PROXMOX_SCHEME))
+
+        def take(seen: dict[str, Any]) -> None:
+            processes.update(seen["processes"])
+            directories.update(seen["directories"])
+            containers.update({int(c["vmid"]): c for c in seen.get("containers", [])})
+
+        def unseen(row: dict[str, Any]) -> None:  # cannot see it: take its servers to be as they were
+            instances = nodes_view.instances_on(self.db, row["id"])
+            processes.update(instances)
+            directories.update(instances)
+
+        for row in [r for r in rows if not shared(r)]:
+            seen: dict[str, Any] | None = None
             if row["status"] != "unreachable":
                 try:
                     seen = self.node_driver(row["id"]).observe()
                 except DriverError as exc:
                     log.warning("node %s did not answer observe: %s", row["name"], exc.code)
-            if seen is None:  # cannot see it: take its servers to be as they were
-                unseen = nodes_view.instances_on(self.db, row["id"])
-                processes.update(unseen)
-                directories.update(unseen)
-                continue
-            processes.update(seen["processes"])
-            directories.update(seen["directories"])
-            containers.update({int(c["vmid"]): c for c in seen.get("containers", [])})
+            if seen is None:
+                unseen(row)
+            else:
+                take(seen)
+        pve = [r for r in rows if shared(r)]
+        if pve:
+            try:
+                take(self.local.observe())
+                pve = [r for r in pve if r["status"] == "unreachable"]
+            except DriverError as exc:
+                log.warning("the Proxmox cluster did not answer observe: %s", exc.code)
+            for row in pve:
+                unseen(row)
         out: dict[str, Any] = {"processes": sorted(processes), "directories": sorted(directories)}
         if containers:  # the proxmox driver's: every container tagged ours (the controller's orphans)
             out["containers"] = [containers[v] for v in sorted(containers)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
@@ -103,3 +104,14 @@ def test_placement_over_pve_nodes_cordon_and_capacity(
         moved = client.post(f"/api/admin/instances/{first['instance_id']}/move", headers=ADMIN,
                             json={"node": nodes["pve2"]["id"]})  # not on Proxmox yet: refused, nothing queued
         assert_problem(moved, 422, "validation_error")
+
+        # pve2 goes silent (as the monitor would record it): its server is taken to be as it was, even gone
+        vmid = next(v for v, c in cluster.fake.containers.items() if c.node == "pve2")
+        cluster.node(vmid).kill_all()
+        poll(container.driver.observe, lambda seen: second["instance_id"] not in seen["processes"])
+        pve2 = container.app.repository.get(UUID(nodes["pve2"]["id"]))
+        assert pve2.mark_unreachable(None)
+        container.app.save(pve2)
+        poll(lambda: listed(client), lambda n: n["pve2"]["status"] == "unreachable")
+        seen = container.driver.observe()
+        assert {first["instance_id"], second["instance_id"]} <= set(seen["processes"])
