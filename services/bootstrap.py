@@ -221,6 +221,7 @@ class Container:
     router: Any = None
     node_driver_factory: Callable[[str, str], InstanceDriver] | None = None
     node_monitor: Any = None
+    _nodes_position: int = 0  # where the Proxmox nodes registered at this start are in the log
     _secret_box: Any = None
     _driver_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Offsite backups (ZLH_BACKUP_S3_*): None keeps them on their node's disk.
@@ -275,8 +276,8 @@ class Container:
             from services.nodes import ensure_proxmox_nodes
 
             pve = [n.strip() for n in (s.proxmox_nodes or "").split(",") if n.strip()]
-            ensure_proxmox_nodes(self.app, pve, s.proxmox_node_memory // (1024 * 1024),
-                                 s.proxmox_node_disk // (1024 * 1024), s.proxmox_node_cpus)
+            self._nodes_position = ensure_proxmox_nodes(self.app, pve, s.proxmox_node_memory // (1024 * 1024),
+                                                        s.proxmox_node_disk // (1024 * 1024), s.proxmox_node_cpus)
             return
         ensure_local_node(self.app, s.local_node_memory // (1024 * 1024), s.local_node_disk // (1024 * 1024),
                           s.local_node_cpus, s.local_node_ports, s.local_node_public_host)
@@ -319,6 +320,9 @@ class Container:
         if "projections" in workers:
             group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.poke)
             self._spawn("projections", group.run, self.stop_event, self.app.signal)
+        if "provisioning" in workers and self._nodes_position:
+            # placement lists nodes from the read model: the Proxmox nodes just registered must be in it first
+            self.wait_for_projections(self._nodes_position, ("nodes",))
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(
                 self.app, self.db, self.driver, self.edge,

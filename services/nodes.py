@@ -111,10 +111,12 @@ def proxmox_node_name(pve_node: str) -> str:
     return name if NAME.match(name) else f"pve-{name}"[:63].rstrip("-")
 
 
-def ensure_proxmox_nodes(app: ZLH, pve_nodes: Iterable[str], memory_mb: int, disk_mb: int, cpus: float) -> None:
+def ensure_proxmox_nodes(app: ZLH, pve_nodes: Iterable[str], memory_mb: int, disk_mb: int, cpus: float) -> int:
     """`ZLH_DRIVER=proxmox`: every PVE node of `ZLH_PROXMOX_NODES` is a node (`agent_url` `proxmox://NODE`, no
     secret, ports `auto`: each container has its own address), registered once (idempotent, as `local` is);
-    the embedded `local` node, if an earlier run made it, is cordoned: nothing new is placed there."""
+    the embedded `local` node, if an earlier run made it, is cordoned: nothing new is placed there. Returns the
+    log position of what it saved (0: nothing: all there already)."""
+    position = 0
     for pve in pve_nodes:
         name = proxmox_node_name(pve)
         if app.find(node_id_for_name(name), Node) is not None:
@@ -122,12 +124,13 @@ def ensure_proxmox_nodes(app: ZLH, pve_nodes: Iterable[str], memory_mb: int, dis
         node = Node(name=name, agent_url=f"{PROXMOX}{pve}", secret="", public_host="", memory_mb=memory_mb,
                     disk_mb=disk_mb, cpus=cpus, port_low=None, port_high=None)
         with contextlib.suppress(IntegrityError):  # another process made it at the same time
-            app.save(node)
+            position = app.save(node)[-1].notification.id
     local = app.find(node_id_for_name(LOCAL_NODE), Node)
     if local is not None and not local.removed and not local.cordoned:
         with contextlib.suppress(IntegrityError):
             local.cordon()
-            app.save(local)
+            position = app.save(local)[-1].notification.id
+    return position
 
 
 def _load(app: ZLH, node_id: UUID) -> Node:
