@@ -221,6 +221,7 @@ class Container:
     router: Any = None
     node_driver_factory: Callable[[str, str], InstanceDriver] | None = None
     node_monitor: Any = None
+    _nodes_position: int = 0  # where the Proxmox nodes registered at this start are in the log
     _secret_box: Any = None
     _driver_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Offsite backups (ZLH_BACKUP_S3_*): None keeps them on their node's disk.
@@ -250,6 +251,9 @@ class Container:
 
                 self.router = NodeRouter(self.app, self.db, self.secret_box, self.given_driver,
                                          self.node_driver_factory or agent_driver)
+                bind = getattr(self.given_driver, "bind_placement", None)
+                if self.settings.driver == "proxmox" and bind is not None:
+                    bind(self.router.proxmox_node_of)  # containers go where `place` put their instance
             return self.router  # type: ignore[return-value]
 
     @property
@@ -263,10 +267,18 @@ class Container:
         return self._secret_box
 
     def ensure_local_node(self) -> None:
-        """The embedded default node, `local` (idempotent; `ZLH_LOCAL_NODE_*` set its capacity and ports)."""
+        """The embedded default node, `local` (idempotent; `ZLH_LOCAL_NODE_*` set its capacity and ports); with
+        `ZLH_DRIVER=proxmox`, the `ZLH_PROXMOX_NODES` instead (`services.nodes.ensure_proxmox_nodes`)."""
         from services.nodes import ensure_local_node
 
         s = self.settings
+        if s.driver == "proxmox":
+            from services.nodes import ensure_proxmox_nodes
+
+            pve = [n.strip() for n in (s.proxmox_nodes or "").split(",") if n.strip()]
+            self._nodes_position = ensure_proxmox_nodes(self.app, pve, s.proxmox_node_memory // (1024 * 1024),
+                                                        s.proxmox_node_disk // (1024 * 1024), s.proxmox_node_cpus)
+            return
         ensure_local_node(self.app, s.local_node_memory // (1024 * 1024), s.local_node_disk // (1024 * 1024),
                           s.local_node_cpus, s.local_node_ports, s.local_node_public_host)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -309,6 +321,9 @@ class Container:
             group = ProjectionGroup(list(self.runners.values()), self.app, self.db, on_commit=self.watcher.advanced)
             self.watcher.follow_locally()
             self._spawn("projections", group.run, self.stop_event, self.app.signal)
+        if "provisioning" in workers and self._nodes_position:
+            # placement lists nodes from the read model: the Proxmox nodes just registered must be in it first
+            self.wait_for_projections(self._nodes_position, ("nodes",))
         if "provisioning" in workers:
             self.provisioning = ProvisioningManager(
                 self.app, self.db, self.driver, self.edge,

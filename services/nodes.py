@@ -41,6 +41,8 @@ from services.infrastructure.store import ZLH
 
 #: The `agent_url` of the node whose agent runs inside `zlh serve` (or is `ZLH_AGENT_URL`).
 EMBEDDED = "embedded"
+#: The `agent_url` of a Proxmox VE node (`ZLH_DRIVER=proxmox`): `proxmox://NODE`.
+PROXMOX = "proxmox://"
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 ATTEMPTS = 50
 
@@ -101,6 +103,34 @@ def ensure_local_node(app: ZLH, memory_mb: int, disk_mb: int, cpus: float, port_
                 port_high=ports[1] if ports else None)
     with contextlib.suppress(IntegrityError):  # another process made it at the same time
         app.save(node)
+
+
+def proxmox_node_name(pve_node: str) -> str:
+    """The control-plane name of a PVE node: its own name, in the characters node names allow."""
+    name = re.sub(r"[^a-z0-9-]", "-", pve_node.lower()).strip("-")[:63]
+    return name if NAME.match(name) else f"pve-{name}"[:63].rstrip("-")
+
+
+def ensure_proxmox_nodes(app: ZLH, pve_nodes: Iterable[str], memory_mb: int, disk_mb: int, cpus: float) -> int:
+    """`ZLH_DRIVER=proxmox`: every PVE node of `ZLH_PROXMOX_NODES` is a node (`agent_url` `proxmox://NODE`, no
+    secret, ports `auto`: each container has its own address), registered once (idempotent, as `local` is);
+    the embedded `local` node, if an earlier run made it, is cordoned: nothing new is placed there. Returns the
+    log position of what it saved (0: nothing: all there already)."""
+    position = 0
+    for pve in pve_nodes:
+        name = proxmox_node_name(pve)
+        if app.find(node_id_for_name(name), Node) is not None:
+            continue  # registered already (or removed by staff: not brought back behind their back)
+        node = Node(name=name, agent_url=f"{PROXMOX}{pve}", secret="", public_host="", memory_mb=memory_mb,
+                    disk_mb=disk_mb, cpus=cpus, port_low=None, port_high=None)
+        with contextlib.suppress(IntegrityError):  # another process made it at the same time
+            position = app.save(node)[-1].notification.id
+    local = app.find(node_id_for_name(LOCAL_NODE), Node)
+    if local is not None and not local.removed and not local.cordoned:
+        with contextlib.suppress(IntegrityError):
+            local.cordon()
+            position = app.save(local)[-1].notification.id
+    return position
 
 
 def _load(app: ZLH, node_id: UUID) -> Node:
@@ -274,6 +304,9 @@ def request_move(app: ZLH, instance_id: UUID, node_id: UUID, actor_id: UUID, key
     if getattr(instance, "node_id", None) == node_id or (
             getattr(instance, "node_id", None) is None and node_id == node_id_for_name(LOCAL_NODE)):
         raise NodeRuleError("the server is on that node already")
+    source = app.find(getattr(instance, "node_id", None) or node_id_for_name(LOCAL_NODE), Node)
+    if target.agent_url.startswith(PROXMOX) or (source is not None and source.agent_url.startswith(PROXMOX)):
+        raise NodeRuleError("servers on Proxmox nodes cannot be moved by ZLH yet")
 
     def begin(inst: Instance, op: Any) -> None:
         inst.begin_operation(op.id, "move")

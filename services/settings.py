@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     proxmox_pool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     proxmox_task_timeout: Duration = Field(default=300.0, gt=0)
     proxmox_shutdown_timeout: Duration = Field(default=60.0, gt=0)
+    #: What placement may allot on each Proxmox node (README "More than one host"): fixed settings, not the PVE
+    #: API's figures (a node's RAM and root disk are not what ZLH may use; the storage may be shared). Unset: as
+    #: much as the embedded `local` node (placement then only spreads the load). Read when a node is registered.
+    proxmox_node_memory: Size = Field(default=1024**4, ge=1)
+    proxmox_node_disk: Size = Field(default=1024**5, ge=1)
+    proxmox_node_cpus: float = Field(default=1024.0, gt=0)
     #: The largest JSON request body (file uploads: 8 MiB; the Stripe webhook: 1 MiB); larger: 413 too_large.
     max_body: Size = Field(default=1024 * 1024, ge=1024)
     #: When set, `/metrics` (the API's and the controller's) requires `Authorization: Bearer` with the token in

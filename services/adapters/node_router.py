@@ -5,6 +5,8 @@ Every caller (provisioning, repairs, schedules, the files and console routes) ke
 this one looks the instance's node up (the nodes read model, else the log), and:
 - the `local` node is the driver the embedded mode built (the in-process agent, or `ZLH_AGENT_URL`);
 - any other node gets an `AgentDriver` for its `agent_url` and its (decrypted) secret, made once;
+- a Proxmox VE node (`agent_url` `proxmox://NODE`, `ZLH_DRIVER=proxmox`) gets the proxmox driver's view of
+  that node (`ProxmoxDriver.on_node`): its health is the PVE API's, its observations its containers;
 - an instance on a node that is `unreachable` fails at once with `node_unreachable`: no call waits on a
   host that is gone;
 - `allocate_port` returns the port placement claimed on the node (nodes with an `auto` range ask their agent);
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE_MESSAGE = "the server's node is not answering; the server is unreachable until it is back"
 LOCAL_ID = node_id_for_name(LOCAL_NODE)
+#: `agent_url` of a Proxmox VE node (`services.adapters.proxmox_driver.SCHEME`, not imported: proxmoxer is heavy).
+PROXMOX_SCHEME = "proxmox://"
 
 DriverFactory = Callable[[str, str], InstanceDriver]
 
@@ -63,6 +67,8 @@ class NodeRouter:
         node = self.app.find(node_id, Node)
         if node is None:
             raise DriverError("node_not_found", "the server's node is not known")
+        if node.agent_url.startswith(PROXMOX_SCHEME):
+            return self._proxmox_node(node_id, node.agent_url)
         key = (node.agent_url, node.secret)
         with self._lock:
             cached = self._drivers.get(node_id)
@@ -71,6 +77,29 @@ class NodeRouter:
             driver = self.factory(node.agent_url, self.box.open(node.secret))
             self._drivers[node_id] = (key, driver)
             return driver
+
+    def _proxmox_node(self, node_id: UUID, agent_url: str) -> InstanceDriver:
+        on_node = getattr(self.local, "on_node", None)
+        if on_node is None:
+            raise DriverError("node_not_found", "the server's node is a Proxmox node; ZLH_DRIVER is not proxmox")
+        key = (agent_url, "")
+        with self._lock:
+            cached = self._drivers.get(node_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            driver = on_node(agent_url[len(PROXMOX_SCHEME):])
+            self._drivers[node_id] = (key, driver)
+            return driver
+
+    def proxmox_node_of(self, spec: InstanceSpec) -> str | None:
+        """The PVE node the instance was placed on (the proxmox driver creates its container there)."""
+        placed = self.placement(spec.instance_id)
+        if placed is None:
+            return None
+        node = self.app.find(UUID(placed["node_id"]), Node)
+        if node is None or not node.agent_url.startswith(PROXMOX_SCHEME):
+            return None
+        return node.agent_url[len(PROXMOX_SCHEME):]
 
     def placement(self, instance_id: UUID) -> dict[str, Any] | None:
         found = nodes_view.placement_of(self.db, str(instance_id))
@@ -140,31 +169,56 @@ class NodeRouter:
                 log.warning("node %s did not answer stats: %s", row["name"], exc.code)
         return samples
 
-    def observe(self) -> dict[str, list[Any]]:
+    def observe(self) -> dict[str, Any]:
+        """What every node reports; a node that does not answer: its servers taken to be as they were. With
+        the proxmox driver, its nodes (and `local`, whose driver it is too) are observed in one pass over the
+        whole cluster: a container is seen wherever it is (after a `pct migrate` too)."""
         processes: set[str] = set()
         directories: set[str] = set()
-        extra: dict[str, list[Any]] = {}  # what a node's driver reports beyond these (Proxmox: `containers`)
+        containers: dict[int, dict[str, Any]] = {}
         rows = nodes_view.all_nodes(self.db) or [{"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE}]
         if not any(UUID(r["id"]) == LOCAL_ID for r in rows):
             rows.append({"id": str(LOCAL_ID), "status": "ready", "name": LOCAL_NODE})
-        for row in rows:
-            seen: dict[str, list[str]] | None = None
+        cluster = getattr(self.local, "on_node", None) is not None
+
+        def shared(row: dict[str, Any]) -> bool:
+            return cluster and (UUID(row["id"]) == LOCAL_ID or str(row.get("agent_url", "")).startswith(
+                PROXMOX_SCHEME))
+
+        def take(seen: dict[str, Any]) -> None:
+            processes.update(seen["processes"])
+            directories.update(seen["directories"])
+            containers.update({int(c["vmid"]): c for c in seen.get("containers", [])})
+
+        def unseen(row: dict[str, Any]) -> None:  # cannot see it: take its servers to be as they were
+            instances = nodes_view.instances_on(self.db, row["id"])
+            processes.update(instances)
+            directories.update(instances)
+
+        for row in [r for r in rows if not shared(r)]:
+            seen: dict[str, Any] | None = None
             if row["status"] != "unreachable":
                 try:
                     seen = self.node_driver(row["id"]).observe()
                 except DriverError as exc:
                     log.warning("node %s did not answer observe: %s", row["name"], exc.code)
-            if seen is None:  # cannot see it: take its servers to be as they were
-                unseen = nodes_view.instances_on(self.db, row["id"])
-                processes.update(unseen)
-                directories.update(unseen)
-                continue
-            processes.update(seen["processes"])
-            directories.update(seen["directories"])
-            for key, items in seen.items():
-                if key not in ("processes", "directories"):
-                    extra.setdefault(key, []).extend(items)
-        return {**extra, "processes": sorted(processes), "directories": sorted(directories)}
+            if seen is None:
+                unseen(row)
+            else:
+                take(seen)
+        pve = [r for r in rows if shared(r)]
+        if pve:
+            try:
+                take(self.local.observe())
+                pve = [r for r in pve if r["status"] == "unreachable"]
+            except DriverError as exc:
+                log.warning("the Proxmox cluster did not answer observe: %s", exc.code)
+            for row in pve:
+                unseen(row)
+        out: dict[str, Any] = {"processes": sorted(processes), "directories": sorted(directories)}
+        if containers:  # the proxmox driver's: every container tagged ours (the controller's orphans)
+            out["containers"] = [containers[v] for v in sorted(containers)]
+        return out
 
     def __getattr__(self, name: str) -> Any:
         """Every other step takes the spec first: send it to the instance's node."""

@@ -36,8 +36,14 @@ the files, console log and backups. Deleting it (`remove_directory`) removes the
 through the agent (refused while the server runs), shuts the container down, stops it
 if the shutdown does not finish in `shutdown_timeout` s, and destroys it with `purge`.
 
-Placement: `choose_node` picks, among `ZLH_PROXMOX_NODES` that are online, the one
-with the most free memory (`GET /nodes`); a seam for the control plane's placement.
+Placement. Under the control plane, each of `ZLH_PROXMOX_NODES` is a control-plane node
+(`agent_url` `proxmox://NODE`, README "More than one host") and its `place` step picks
+one; `bind_placement` gives this driver the instance's recorded node, and the create
+goes there (`not_placed` if the instance has none: nothing is created by guess). Without
+a bound placement (the driver alone, as in its contract tests) `choose_node` picks, among
+`ZLH_PROXMOX_NODES` that are online, the one with the most free memory (`GET /nodes`).
+`on_node(NODE)` is one node's view for the `NodeRouter`: its health is the node's
+`online` status in `GET /nodes`, and it observes only that node's containers.
 
 Errors: `proxmox_unauthorized` (401/403), `proxmox_tls_error` (the certificate does
 not verify), `proxmox_unreachable`, `proxmox_error` (an API call refused, with its
@@ -136,6 +142,17 @@ def choose_node(nodes: Iterable[dict[str, Any]], allowed: Sequence[str]) -> str:
         raise DriverError("no_node", f"none of the Proxmox nodes {', '.join(allowed)} is online")
     return max(online, key=lambda n: (int(n.get("maxmem", 0)) - int(n.get("mem", 0)), -allowed.index(n["node"])))[
         "node"]
+
+
+#: The `agent_url` of a control-plane node that is a Proxmox VE node: `proxmox://NODE`.
+SCHEME = "proxmox://"
+
+
+def proxmox_node_of(agent_url: str | None) -> str | None:
+    """The PVE node a control-plane node stands for (`proxmox://pve1` -> `pve1`), or None."""
+    if agent_url and agent_url.startswith(SCHEME) and len(agent_url) > len(SCHEME):
+        return agent_url[len(SCHEME):]
+    return None
 
 
 def tags_of(value: Any) -> set[str]:
@@ -385,6 +402,34 @@ class ProxmoxDriver:
             return self._place(spec, nodes)
         return choose_node(nodes, self.config.nodes)
 
+    def bind_placement(self, placed_node: Callable[[InstanceSpec], str | None]) -> None:
+        """Create each container on the PVE node the control plane placed its instance on (`placed_node`:
+        the instance's recorded node, None if it has none), never on one of this driver's choosing."""
+
+        def place(spec: InstanceSpec, nodes: list[dict[str, Any]]) -> str:
+            node = placed_node(spec)
+            if node is None:
+                raise DriverError("not_placed", "the server has no Proxmox node recorded; it is not created")
+            entry = next((n for n in nodes if n.get("node") == node), None)
+            if entry is None or entry.get("status", "online") != "online":
+                raise DriverError("node_unreachable", f"the server's Proxmox node {node} is not online")
+            return node
+
+        self._place = place
+
+    def node_health(self, node: str) -> None:
+        """The PVE node answers when `GET /nodes` lists it `online`; else `node_unreachable` (or the API's
+        own error: `proxmox_unreachable`, `proxmox_unauthorized`)."""
+        nodes = self._call(f"status of node {node}", lambda api: api.nodes.get())
+        entry = next((n for n in nodes or [] if n.get("node") == node), None)
+        if entry is None or entry.get("status") != "online":
+            state = "not in the cluster" if entry is None else str(entry.get("status", "unknown"))
+            raise DriverError("node_unreachable", f"Proxmox node {node} is {state}")
+
+    def on_node(self, node: str) -> ProxmoxNode:
+        """One PVE node's view of this driver (the `NodeRouter`'s driver for a `proxmox://NODE` node)."""
+        return ProxmoxNode(self, node)
+
     def _unlocked(self, located: Located) -> Located:
         """Wait (to the task deadline) for a lock another task holds (a create still running) to go."""
         deadline = time.monotonic() + self.config.task_timeout
@@ -591,19 +636,20 @@ class ProxmoxDriver:
     def stats(self, spec: InstanceSpec) -> dict[str, Any]:
         return self._agent_or(spec, "not_found", "the instance has no container").stats(spec)
 
-    def node_stats(self) -> dict[str, dict[str, Any]]:
-        """The latest sample of every running server, from the agent of each running container of ours."""
+    def node_stats(self, node: str | None = None) -> dict[str, dict[str, Any]]:
+        """The latest sample of every running server, from the agent of each running container of ours (`node`:
+        on that PVE node)."""
         samples: dict[str, dict[str, Any]] = {}
-        for agent in self._running_agents():
+        for agent in self._running_agents(node):
             try:
                 samples.update(agent.node_stats())
             except DriverError as exc:
                 log.warning("a container's agent did not answer stats: %s", exc.code)
         return samples
 
-    def _running_agents(self) -> list[AgentDriver]:
+    def _running_agents(self, node: str | None = None) -> list[AgentDriver]:
         return [self._agent(self._address(Located(e["instance_id"], e["node"], e["vmid"], "running")))
-                for e in self._ours() if e["status"] == "running"]
+                for e in self._ours() if e["status"] == "running" and node in (None, e["node"])]
 
     def create_backup(self, spec: InstanceSpec, backup_id: UUID) -> dict[str, Any]:
         return self._agent_or(spec, "not_found", "the instance has no files yet").create_backup(spec, backup_id)
@@ -647,10 +693,11 @@ class ProxmoxDriver:
                         "status": str(entry.get("status", "")), "instance_id": self._owner(entry)})
         return out
 
-    def observe(self) -> dict[str, Any]:
+    def observe(self, node: str | None = None) -> dict[str, Any]:
         """`processes` (servers the running containers' agents report), `directories` (instances with a
-        container) and `containers` (every container tagged ours, untagged ones never listed)."""
-        containers = self._ours(fresh=True)
+        container) and `containers` (every container tagged ours, untagged ones never listed); `node`: only
+        those on that PVE node."""
+        containers = [c for c in self._ours(fresh=True) if node in (None, c["node"])]
         processes: list[str] = []
         for c in containers:
             if c["status"] != "running" or c["instance_id"] is None:
@@ -668,6 +715,34 @@ class ProxmoxDriver:
             "containers": [{**c, "instance_id": str(c["instance_id"]) if c["instance_id"] else None}
                            for c in containers],
         }
+
+
+class ProxmoxNode:
+    """One PVE node's view of a `ProxmoxDriver`: its own health, containers and stats; every instance step
+    goes to the driver (which finds the instance's container wherever it is)."""
+
+    def __init__(self, driver: ProxmoxDriver, node: str) -> None:
+        self.driver, self.node = driver, node
+
+    def __repr__(self) -> str:
+        return f"ProxmoxNode({self.node!r})"
+
+    def health(self) -> None:
+        self.driver.node_health(self.node)
+
+    def observe(self) -> dict[str, Any]:
+        return self.driver.observe(self.node)
+
+    def node_stats(self) -> dict[str, dict[str, Any]]:
+        return self.driver.node_stats(self.node)
+
+    def close(self) -> None:
+        """The driver is shared: the router closes it once."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.driver, name)
 
 
 class ProxmoxConsole:

@@ -147,6 +147,8 @@ class FakeProxmox:
         #: VMIDs the token has no `VM.Audit` on: not listed, and 403 `Permission check failed` on every
         #: route of theirs (a create on one still fails: `CT N already exists`).
         self.hidden: set[int] = set()
+        #: Nodes the cluster reports `offline` (`GET /nodes`, `/cluster/resources`): a host that is down.
+        self.offline: set[str] = set()
         base = "/api2/json"
         lxc = f"{base}/nodes/{{node}}/lxc/{{vmid}}"
         self.app = Starlette(
@@ -328,7 +330,7 @@ class FakeProxmox:
                     "node": n,
                     "id": f"node/{n}",
                     "type": "node",
-                    "status": "online",
+                    "status": "offline" if n in self.offline else "online",
                     "level": "",
                     "maxcpu": 8,
                     "cpu": 0.02,
@@ -350,7 +352,8 @@ class FakeProxmox:
                 raise _param_error({"type": f"value '{kind}' does not have a value in the enumeration"})
             out: list[dict[str, Any]] = []
             if kind in (None, "node"):
-                out += [{"id": f"node/{n}", "type": "node", "node": n, "status": "online"} for n in self.nodes]
+                out += [{"id": f"node/{n}", "type": "node", "node": n,
+                         "status": "offline" if n in self.offline else "online"} for n in self.nodes]
             if kind in (None, "vm"):
                 out += [self._summary(c, vmid_as_int=True) | {"id": f"lxc/{c.vmid}"} for c in self._sorted()]
             return out
