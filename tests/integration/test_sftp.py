@@ -341,3 +341,43 @@ def test_openssh_sftp_client_in_batch_mode(client: TestClient, alice: dict[str, 
     assert (tmp_path / "back.jar").read_bytes() == b"PK\x03\x04 a mod"
     listing = client.get(f"/api/instances/{iid}/files", params={"path": "/mods"}, headers=alice).json()
     assert listing["entries"] == [{"name": "renamed.jar", "type": "file", "size": 10}]
+
+
+def test_a_subuser_signs_in_with_files_read_and_writes_only_with_files_write(
+        client: TestClient, alice: dict[str, str], new_user: Callable) -> None:
+    iid = new_server(client, alice)
+    bob = new_user("bob@example.com")
+    private, public = new_key()
+    assert client.post("/api/ssh-keys", json={"name": "bob", "public_key": public}, headers=bob).status_code == 201
+    assert client.get(f"/api/instances/{iid}/sftp", headers=bob).status_code == 404  # not on the server yet
+    port = client.get(f"/api/instances/{iid}/sftp", headers=alice).json()["port"]
+    username = f"bob@example.com.{iid.replace('-', '')[:8]}"
+    assert refused(port, username, pkey=private)
+
+    added = client.post(f"/api/instances/{iid}/subusers", headers=alice,
+                        json={"email": "bob@example.com", "permissions": ["console"]})
+    assert added.status_code == 201, added.text
+    assert_problem(client.get(f"/api/instances/{iid}/sftp", headers=bob), 403, "permission_denied")
+    assert refused(port, username, pkey=private)  # on the server, but without files.read
+
+    bob_id = added.json()["user_id"]
+    client.patch(f"/api/instances/{iid}/subusers/{bob_id}", headers=alice, json={"permissions": ["files.read"]})
+    assert client.get(f"/api/instances/{iid}/sftp", headers=bob).json()["username"] == username
+    sftp = connect(port, username, pkey=private)
+    try:
+        assert sftp.listdir("/") is not None
+        with pytest.raises(IOError):
+            sftp.putfo(io.BytesIO(b"x"), "/bob.txt")  # reading only
+    finally:
+        close(sftp)
+
+    client.patch(f"/api/instances/{iid}/subusers/{bob_id}", headers=alice,
+                 json={"permissions": ["files.read", "files.write"]})
+    sftp = connect(port, username, pkey=private)
+    try:
+        with sftp.open("/bob.txt", "wb") as f:
+            f.write(b"from bob")
+    finally:
+        close(sftp)
+    assert client.get(f"/api/instances/{iid}/files/content", params={"path": "/bob.txt"},
+                      headers=alice).content == b"from bob"
