@@ -35,7 +35,8 @@ from tests.integration.test_controller import (
 from tests.integration.test_lifecycle import running_instance
 from tests.real_servers import cache_dir, install
 
-pytestmark = pytest.mark.usefixtures("database_url")
+# real_services: the fake Proxmox cluster over TLS, with agents on loopback addresses (not in make test-fast)
+pytestmark = [pytest.mark.usefixtures("database_url"), pytest.mark.real_services]
 
 
 @pytest.fixture

@@ -21,6 +21,9 @@ ADMIN = auth(ADMIN_TOKEN)
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 
 
+pytestmark = pytest.mark.real_services  # the fake Zammad API over HTTP
+
+
 @pytest.fixture
 def zammad() -> Iterator[tuple[FakeZammad, ServedApp]]:
     fake = FakeZammad()

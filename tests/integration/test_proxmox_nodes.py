@@ -24,7 +24,8 @@ from tests.integration.test_api import assert_problem
 from tests.integration.test_nodes import create, customer, finished
 from tests.real_servers import cache_dir, install
 
-pytestmark = pytest.mark.usefixtures("database_url")
+# real_services: the fake Proxmox cluster over TLS, with agents on loopback addresses (not in make test-fast)
+pytestmark = [pytest.mark.usefixtures("database_url"), pytest.mark.real_services]
 ADMIN = auth(ADMIN_TOKEN)
 
 

@@ -30,6 +30,8 @@ from services.workers.sftp import MAX_WRITE_BYTES
 from tests.integration.conftest import poll
 from tests.integration.test_api import assert_problem, wait_operation
 
+pytestmark = pytest.mark.real_services  # a real SFTP server on a socket, real clients
+
 
 class FilesOnAgent(FakeDriver):
     """The fake driver for lifecycle steps; an instance's files on a real node agent."""
