@@ -20,7 +20,7 @@ run: $(BIN)/.installed
 # Independent test files run on two processes (pytest-xdist); every test has its own databases and ports.
 test: $(BIN)/.installed tools
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 test-fast: $(BIN)/.installed
 	$(BIN)/python -m pytest --fast -n 2 -q tests/unit tests/property tests/integration
