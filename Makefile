@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 run: $(BIN)/.installed
 	$(BIN)/zlh serve
 
-# Independent test files run on two processes (pytest-xdist); every test has its own databases and ports.
+# Independent test files run on three processes (pytest-xdist); every test has its own databases and ports.
 test: $(BIN)/.installed tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n 3 --dist loadfile
