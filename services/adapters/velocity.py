@@ -36,11 +36,8 @@ picks it up at its next restart.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +47,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Array, Item, Table
 
 from services.adapters.edge_rules import ProxyMap, plan_register, plan_unregister
-from services.infrastructure.files import file_lock
+from services.infrastructure.files import atomic_write_bytes, file_lock
 from services.ports import OWNERSHIP_PREFIX, DriverError
 
 SERVERS = "servers"
@@ -219,25 +216,9 @@ def _apply(doc: tomlkit.TOMLDocument, old: ProxyMap, new: ProxyMap) -> None:
 
 
 def _replace(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically, keeping its mode: temp file, fsync, rename, fsync the directory."""
+    """Replace `path` with `data` atomically, keeping its mode (0644 for a new file)."""
     try:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write_bytes(path, data, mode)

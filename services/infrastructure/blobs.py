@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from services.infrastructure.files import atomic_write_bytes
 from services.ports import ObjectStore, StorageError, Upload
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -65,23 +64,7 @@ class LocalObjectStore(_CannotPresign):
     def put(self, key: str, data: bytes) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o640)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write_bytes(target, data, 0o640)
 
     def read(self, key: str) -> bytes:
         try:
