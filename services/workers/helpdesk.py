@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -186,9 +187,11 @@ class HelpdeskSync:
             if article_id in known or (message_id.startswith("<zlh-") and message_id.endswith(ours)):
                 continue
             recorded += self._import(ticket.id, article)
-        state = str(self.client.ticket(remote).get("state") or "")
+        there = self.client.ticket(remote)
+        state = str(there.get("state") or "")
         current = self.app.find(ticket.id, SupportTicket)
-        if state == "closed" and current is not None and current.status != CLOSED:
+        if state == "closed" and current is not None and current.status != CLOSED \
+                and _changed_after(there.get("updated_at"), current.modified_on):
             actor = derive("helpdesk-user", SYSTEM, "state")
             change(self.app, ticket.id, None, lambda t: t.close(actor) if t.status != CLOSED else None)
             recorded += 1
@@ -237,3 +240,16 @@ class HelpdeskSync:
 
     def position(self) -> int:
         return self.follower.position()
+
+
+def _changed_after(remote_updated_at: Any, ours: datetime) -> bool:
+    """Whether Zammad's ticket changed after ours did: a close there is imported only then. A ticket
+    reopened here after it was closed there stays open (the reopen is pushed next), instead of being
+    closed again by a poll that read Zammad's state just before the reopen was pushed."""
+    if not remote_updated_at:
+        return True
+    try:
+        there = datetime.fromisoformat(str(remote_updated_at).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return there >= ours

@@ -103,6 +103,7 @@ class FakeZammad:
 
     def set_state(self, ticket_id: int, state: str) -> None:
         self.tickets[ticket_id]["state_id"] = STATES[state]
+        self.tickets[ticket_id]["updated_at"] = _now()  # as Zammad does on any change
 
     def by_tag(self, tag: str) -> list[dict[str, Any]]:
         return [t for i, t in self.tickets.items() if tag in self.tags.get(i, [])]
